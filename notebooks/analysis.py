@@ -1,0 +1,72 @@
+# %% [markdown]
+# # Does robust training align languages, and does alignment explain zero-shot transfer?
+
+# %% tags=["parameters"]
+run_dir = ""  # absolute path of the run folder
+
+# %%
+import warnings
+
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from xltlib import analysis as A
+from xltlib.report import analyze, transfer_table
+from xltlib.stages import Run, load_results
+
+warnings.filterwarnings("ignore")
+run = Run.open(run_dir)
+transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
+res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_metric,
+              n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed,
+              expected_cells=[c["cell_id"] for c in run.cells()])
+
+# %%
+display(Markdown(res["summary"]))
+
+# %% [markdown]
+# ## Transfer: accuracy (%) per language, mean ± sd over seeds
+
+# %%
+for task, table in transfer_table(transfer).items():
+    display(Markdown(f"**{task}**")); display(table)
+
+# %% [markdown]
+# ## RQ1: alignment vs transfer
+# Each point is one (checkpoint, target language). Correlations resample languages (cluster bootstrap);
+# the permutation test shuffles transfer across languages within a checkpoint; Holm corrects across all
+# metric × layer tests.
+
+# %%
+if "headline_frame" in res:
+    h = res["headline"]
+    display(Markdown(f"Headline measure: `{h['metric']}` at the last layer ({h['last_layer']})."))
+    A.plot_alignment_vs_transfer(res["headline_frame"]); plt.show()
+    A.plot_corr_by_layer(res["corr"]); plt.show()
+    display(Markdown("**Regressions** (last layer): OLS with language and method fixed effects; mixed model "
+                     "with a random intercept per language."))
+    display(res["ols"]); display(res["mixed"])
+    display(Markdown("**All correlations** (sorted by Holm-adjusted p)"))
+    display(res["corr"].sort_values("p_holm").round(3).head(40))
+
+# %% [markdown]
+# ## Δ-analysis and RQ2: robust minus baseline, and low-resource languages
+
+# %%
+if "delta" in res:
+    A.plot_deltas(res["delta"], metric=res["headline"]["metric"], layer=res["headline"]["last_layer"]); plt.show()
+    display(Markdown("**Transfer gain vs CC-100 size** (slope per method; negative = larger gains for "
+                     "lower-resource languages)"))
+    display(res["gain_slopes"].round(4))
+    A.plot_gain_vs_resource(res["gain_frame"]); plt.show()
+    display(Markdown("**Alignment gain vs CC-100 size**"))
+    display(res["align_gain_slopes"].round(4))
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+import json
+display(Markdown(f"git commit `{transfer['git_commit'].iloc[0] if len(transfer) else 'n/a'}` · params "
+                 f"`{run.params_file}` · seeds {sorted(run.cfg.grid.seed)} · protocol `{run.cfg.protocol.name}`"))
+display(Markdown("```yaml\n" + open(run.path("config.yaml")).read() + "\n```"))

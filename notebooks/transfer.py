@@ -1,0 +1,39 @@
+# %% [markdown]
+# # Zero-shot transfer
+# Accuracy per language of every fine-tuned checkpoint (trained on English only). Task score = mean over
+# languages, as XTREME reports it; numbers are percentages, mean ± sd over seeds.
+
+# %% tags=["parameters"]
+run_dir = ""  # absolute path of the run folder
+
+# %%
+import matplotlib.pyplot as plt
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from xltlib.report import transfer_table, generalized_matrix
+from xltlib.stages import Run, missing_cells, stage_transfer
+
+run = Run.open(run_dir)
+transfer = stage_transfer(run)
+missing = missing_cells(run)
+if missing:
+    display(Markdown(f"**Missing cells (training failed or not run):** {', '.join(missing)}"))
+
+# %%
+for task, table in transfer_table(transfer).items():
+    display(Markdown(f"### {task}: accuracy (%) per language, mean ± sd over seeds"))
+    display(table)
+
+# %% [markdown]
+# ### Generalized cross-lingual transfer
+# First sentence in one language, second in another (row-aligned sets). Shown when `evaluate.generalized` is on.
+
+# %%
+for (task, method), (mat, summary) in generalized_matrix(transfer).items():
+    display(Markdown(f"**{task} · {method}** — {summary}"))
+    fig, ax = plt.subplots(figsize=(0.45 * len(mat) + 2, 0.4 * len(mat) + 1.5))
+    sns.heatmap(100 * mat, annot=len(mat) <= 8, fmt=".0f", cmap="viridis", ax=ax,
+                cbar_kws={"label": "accuracy (%)"})
+    ax.set_xlabel("second sentence language"); ax.set_ylabel("first sentence language")
+    plt.show()

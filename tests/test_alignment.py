@@ -1,0 +1,259 @@
+"""Known-answer tests for xltlib.alignment (tiny data, CPU only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xltlib.alignment import (
+    METRICS,
+    cka,
+    compute_alignment,
+    compute_alignment_pairs,
+    cosine_gap,
+    encode_layers,
+    langid_probe,
+    read_parallel,
+    retrieval,
+)
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ------------------------------------------------------------------ retrieval
+def test_retrieval_identical_is_perfect():
+    x = rng().standard_normal((100, 16)).astype(np.float32)
+    r = retrieval(x, x.copy())
+    assert r == {"acc1_xx2en": 1.0, "acc1_en2xx": 1.0, "margin_acc1_xx2en": 1.0, "margin_acc1_en2xx": 1.0}
+    assert retrieval(x, x.copy(), center=True)["acc1_xx2en"] == 1.0
+
+
+def test_retrieval_random_near_chance():
+    g = rng(1)
+    x, y = g.standard_normal((200, 64)), g.standard_normal((200, 64))
+    r = retrieval(x, y)
+    assert all(v < 0.05 for v in r.values()), r
+
+
+def test_margin_beats_cosine_on_hub():
+    # x_i = c + r_i ; y_i = c + r_i + big noise ; y_0 = c is a hub close to every x.
+    g = rng(2)
+    n, d = 60, 256
+    c = np.zeros(d)
+    c[0] = 1.0
+    r = g.standard_normal((n, d)) / np.sqrt(d)
+    x = c + r
+    y = c + r + 2.0 * g.standard_normal((n, d)) / np.sqrt(d)
+    y[0] = c
+    res = retrieval(x, y)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+    assert (np.argmax(xn @ yn.T, 1) == 0).mean() > 0.5  # the hub wins plain cosine
+    assert res["acc1_xx2en"] < 0.2
+    assert res["margin_acc1_xx2en"] > 0.8
+    assert res["margin_acc1_xx2en"] > res["acc1_xx2en"] + 0.5
+
+
+# ------------------------------------------------------------------ cosine gap
+def test_cosine_gap_random_and_noisy_copy():
+    g = rng(3)
+    x = g.standard_normal((200, 32))
+    assert abs(cosine_gap(x, g.standard_normal((200, 32)))["cosine_gap"]) < 0.05
+    res = cosine_gap(x, x + 0.3 * g.standard_normal((200, 32)))
+    assert res["cosine_gap"] > 0.5
+    assert res["cosine_gap"] == pytest.approx(res["cos_pos"] - res["cos_neg"])
+
+
+def test_cosine_gap_matches_explicit_matrix():
+    g = rng(4)
+    x, y = g.standard_normal((30, 8)) + 2, g.standard_normal((30, 8))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    s = (xc / np.linalg.norm(xc, axis=1, keepdims=True)) @ (yc / np.linalg.norm(yc, axis=1, keepdims=True)).T
+    off = s[~np.eye(30, dtype=bool)]
+    res = cosine_gap(x, y)
+    assert res["cos_pos"] == pytest.approx(np.diag(s).mean(), abs=1e-5)
+    assert res["cos_neg"] == pytest.approx(off.mean(), abs=1e-5)
+
+
+# ------------------------------------------------------------------ CKA
+def _cka_hsic(x: np.ndarray, y: np.ndarray) -> float:
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = x @ x.T, y @ y.T
+    hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    return hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
+
+
+def test_cka_known_values():
+    g = rng(5)
+    x = g.standard_normal((40, 10))
+    assert cka(x, x)["cka"] == pytest.approx(1.0, abs=1e-9)
+    y = x[:, :6] @ g.standard_normal((6, 7)) + 0.5 * g.standard_normal((40, 7))
+    assert cka(x, y)["cka"] == pytest.approx(_cka_hsic(x, y), abs=1e-5)
+    z = g.standard_normal((40, 12))
+    assert cka(x, z)["cka"] == pytest.approx(_cka_hsic(x, z), abs=1e-5)
+
+
+def test_cka_matches_hsic_and_invariances():
+    g = rng(6)
+    x, y = g.standard_normal((50, 12)), g.standard_normal((50, 9))
+    y[:, :5] += x[:, :5]
+    base = cka(x, y)["cka"]
+    assert base == pytest.approx(_cka_hsic(x, y), abs=1e-5)
+    q, _ = np.linalg.qr(g.standard_normal((12, 12)))
+    assert cka(x @ q * 3.7, y)["cka"] == pytest.approx(base, abs=1e-6)
+    assert cka(x, y * 0.01 + 5.0)["cka"] == pytest.approx(base, abs=1e-6)
+
+
+# ------------------------------------------------------------------ language-ID probe
+def test_langid_probe_separated_and_independent():
+    g = rng(7)
+    sep = {lang: g.standard_normal((60, 8)) + 6 * i for i, lang in enumerate(["en", "de", "fr"])}
+    res = langid_probe(sep)
+    assert res["langid_acc"] > 0.98 and res["langid_chance"] == pytest.approx(1 / 3)
+    same = {lang: g.standard_normal((150, 4)) for lang in ["en", "de"]}
+    assert abs(langid_probe(same)["langid_acc"] - 0.5) < 0.12
+    assert langid_probe(same, max_per_lang=40)["langid_acc"] <= 1.0
+
+
+# ------------------------------------------------------------------ driver
+def _emb(g: np.random.Generator, langs=("en", "de", "fr"), L=3, n=40, d=8) -> dict[str, np.ndarray]:
+    en = g.standard_normal((L, n, d)).astype(np.float32)
+    return {lang: en if lang == "en" else en + 0.1 * g.standard_normal((L, n, d)).astype(np.float32) for lang in langs}
+
+
+def test_compute_alignment_rows():
+    emb = _emb(rng(8))
+    rows = compute_alignment(emb, metrics=["retrieval", "cka", "langid_probe"], layers=[0, 2],
+                             options={"langid_probe": {"max_per_lang": 30}})
+    pair = [r for r in rows if r["language"] != "all"]
+    multi = [r for r in rows if r["language"] == "all"]
+    assert len(pair) == 2 * 2 * (4 + 1) and len(multi) == 2 * 2
+    assert set(rows[0]) == {"metric", "language", "language2", "layer", "value", "n"}
+    assert {r["language"] for r in pair} == {"de", "fr"} and {r["language2"] for r in pair} == {"en"}
+    assert {r["layer"] for r in rows} == {0, 2} and all(r["n"] == 40 for r in pair)
+    assert {r["metric"] for r in multi} == {"langid_probe.langid_acc", "langid_probe.langid_chance"}
+    chance = [r["value"] for r in multi if r["metric"].endswith("chance")]
+    assert chance == pytest.approx([1 / 3, 1 / 3])  # pivot included in multi metrics
+    assert all(r["value"] == 1.0 for r in pair if r["metric"] == "retrieval.acc1_xx2en")
+    assert len(compute_alignment(emb, metrics=["cka"])) == 3 * 2  # default: all layers
+
+
+def test_compute_alignment_pairs_own_pivot_side():
+    g = rng(9)
+    y = {"de": g.standard_normal((2, 30, 8)), "sw": g.standard_normal((2, 50, 8))}
+    x = {"de": y["de"].copy(), "sw": g.standard_normal((2, 50, 8))}
+    rows = compute_alignment_pairs(x, y, metrics=["cka"])
+    got = {(r["language"], r["layer"]): (r["value"], r["n"]) for r in rows}
+    assert got[("de", 1)] == (pytest.approx(1.0), 30) and got[("sw", 0)][1] == 50
+    assert got[("sw", 0)][0] < 0.9
+
+
+def test_compute_alignment_errors():
+    emb = _emb(rng(10))
+    with pytest.raises(ValueError, match=r"nope.*registered.*cka"):
+        compute_alignment(emb, metrics=["nope"])
+    with pytest.raises(ValueError, match=r"layer 3 .*0\.\.2"):
+        compute_alignment(emb, metrics=["cka"], layers=[3])
+    with pytest.raises(ValueError, match=r"layer -1"):
+        compute_alignment(emb, metrics=["cka"], layers=[-1])
+    emb["de"] = emb["de"][:, :30]
+    with pytest.raises(ValueError, match=r"'de': 30.*'en': 40|'en': 40.*'de': 30"):
+        compute_alignment(emb, metrics=["cka"])
+    assert {"retrieval", "cosine_gap", "cka", "langid_probe"} <= set(METRICS)
+    assert METRICS["langid_probe"].kind == "multi" and METRICS["cka"].kind == "pair"
+
+
+# ------------------------------------------------------------------ IO
+def test_read_parallel(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Hallo Welt\nzwei\u2028drei\n", encoding="utf-8")
+    b.write_text("hello world\r\ntwo three\n", encoding="utf-8")
+    assert read_parallel(a, b) == (["Hallo Welt", "zwei\u2028drei"], ["hello world", "two three"])
+    b.write_text("only one\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"a\.txt has 2.*b\.txt has 1"):
+        read_parallel(a, b)
+
+
+# ------------------------------------------------------------------ encoding
+WORDS = "the a cat dog sat on mat big small red house tree runs quickly and under".split()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64)
+    return BertModel(cfg).eval(), tokenizer
+
+
+SENTS = ["the cat sat", "a big red house under the small tree and the dog",
+         "dog runs", "the mat", "a cat and a dog sat on the big red mat quickly", "tree"]
+
+
+def test_encode_layers_shape_and_order(tiny):
+    model, tok = tiny
+    out = encode_layers(model, tok, SENTS, batch_size=4)
+    assert out.shape == (3, len(SENTS), 32) and out.dtype == np.float32
+    perm = [3, 0, 5, 1, 4, 2]
+    out_p = encode_layers(model, tok, [SENTS[i] for i in perm], batch_size=4)
+    np.testing.assert_allclose(out_p, out[:, perm], atol=1e-5)
+    cls = encode_layers(model, tok, SENTS, pooling="cls", batch_size=2)
+    assert cls.shape == out.shape and not np.allclose(cls, out)
+    with pytest.raises(ValueError, match="pooling"):
+        encode_layers(model, tok, SENTS, pooling="max")
+
+
+def test_encode_layers_mean_ignores_padding(tiny):
+    model, tok = tiny
+    alone = encode_layers(model, tok, ["dog runs"])
+    padded = encode_layers(model, tok, ["dog runs", SENTS[4]], batch_size=2)
+    np.testing.assert_allclose(padded[:, 0], alone[:, 0], atol=1e-5)
+    cls_alone = encode_layers(model, tok, ["dog runs"], pooling="cls")
+    cls_padded = encode_layers(model, tok, ["dog runs", SENTS[4]], pooling="cls", batch_size=2)
+    np.testing.assert_allclose(cls_padded[:, 0], cls_alone[:, 0], atol=1e-5)
+    # direct check against the model: layer L mean over the 4 real tokens
+    enc = tok(["dog runs"], return_tensors="pt")
+    with torch.no_grad():
+        hs = model(**enc, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(alone[:, 0], torch.stack(hs)[:, 0].mean(1).numpy(), atol=1e-5)
+
+
+def test_encode_layers_bf16_and_head_model(tiny):
+    from transformers import BertForSequenceClassification
+
+    model, tok = tiny
+    head = BertForSequenceClassification(model.config)
+    head.bert.load_state_dict(model.state_dict())
+    ref = encode_layers(model, tok, SENTS[:3])
+    np.testing.assert_allclose(encode_layers(head, tok, SENTS[:3]), ref, atol=1e-5)
+    bf = encode_layers(model, tok, SENTS[:3], bf16=True)
+    assert bf.dtype == np.float32 and np.abs(bf - ref).max() < 0.1
+    assert encode_layers(model, tok, []).shape == (3, 0, 32)
+
+
+def test_chunked_path_matches_single_block(monkeypatch):
+    import xltlib.alignment as al
+
+    g = rng(11)
+    x = g.standard_normal((50, 16))
+    y = x + 0.8 * g.standard_normal((50, 16))
+    full = {**retrieval(x, y), **cka(x, y), **cosine_gap(x, y)}
+    monkeypatch.setattr(al, "_CHUNK", 7)
+    chunked = {**retrieval(x, y), **cka(x, y), **cosine_gap(x, y)}
+    assert chunked == pytest.approx(full, abs=1e-6)
+    assert 0 < full["acc1_xx2en"] < 1

@@ -1,0 +1,331 @@
+"""Per-layer cross-lingual alignment of encoder representations on parallel sentences.
+
+Pipeline: :func:`encode_layers` pools the hidden states of every layer of a HF encoder,
+:func:`compute_alignment` / :func:`compute_alignment_pairs` apply registered metrics
+(:data:`METRICS`) layer by layer and return long-format rows (one value per row) that
+drop straight into a ``pandas.DataFrame``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+__all__ = [
+    "METRICS",
+    "MetricSpec",
+    "compute_alignment",
+    "compute_alignment_pairs",
+    "encode_layers",
+    "read_parallel",
+    "register_metric",
+]
+
+_CHUNK = 4096  # rows per similarity block: memory stays O(_CHUNK * n)
+
+
+# --------------------------------------------------------------------------- encoding
+def encode_layers(
+    model: Any,
+    tokenizer: Any,
+    sentences: list[str],
+    *,
+    pooling: Literal["mean", "cls"] = "mean",
+    batch_size: int = 64,
+    max_length: int = 128,
+    bf16: bool = False,
+    text_prefix: str = "",
+) -> np.ndarray:
+    """Pooled hidden states of all layers, shape ``[n_layers + 1, n, hidden]`` float32.
+
+    Index 0 is the embedding output (HF ``output_hidden_states`` convention). One forward
+    pass per batch; sentences are bucketed by token length (dynamic padding, less wasted
+    compute) and the original order is restored. ``mean`` averages non-padding tokens
+    (attention mask), ``cls`` takes the first non-padding token (position 0 with right
+    padding). ``model.base_model`` is used when present, so task-head models also work.
+    """
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"unknown pooling {pooling!r}; expected 'mean' or 'cls'")
+    base = getattr(model, "base_model", model)
+    device = next(base.parameters()).device
+    texts = [text_prefix + s for s in sentences]
+    if not texts:
+        cfg = base.config
+        return np.zeros((cfg.num_hidden_layers + 1, 0, cfg.hidden_size), np.float32)
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+    out: np.ndarray | None = None
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                feats = {k: [v[i] for i in idx] for k, v in enc.items()}
+                batch = tokenizer.pad(feats, padding=True, return_tensors="pt")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                hs = base(**batch, output_hidden_states=True, return_dict=True).hidden_states
+                hs = torch.stack(hs).float()  # [L+1, b, t, h]
+                mask = batch["attention_mask"].to(hs.dtype)
+                if pooling == "mean":
+                    pooled = (hs * mask[None, :, :, None]).sum(2) / mask.sum(1).clamp_min(1)[None, :, None]
+                else:
+                    first = batch["attention_mask"].argmax(1)  # first non-padding position
+                    pooled = hs[:, torch.arange(hs.shape[1], device=hs.device), first]
+                if out is None:
+                    out = np.empty((hs.shape[0], len(texts), hs.shape[-1]), np.float32)
+                out[:, idx] = pooled.float().cpu().numpy()
+    finally:
+        base.train(was_training)
+    assert out is not None
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric: ``pair`` takes ``(x, y, **opts)``, ``multi`` takes ``({lang: X}, **opts)``."""
+
+    name: str
+    kind: Literal["pair", "multi"]
+    fn: Callable[..., dict[str, float]]
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(name: str, kind: Literal["pair", "multi"] = "pair") -> Callable:
+    """Decorator adding a metric to :data:`METRICS` under ``name``."""
+    if kind not in ("pair", "multi"):
+        raise ValueError(f"unknown metric kind {kind!r}; expected 'pair' or 'multi'")
+
+    def deco(fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
+        METRICS[name] = MetricSpec(name, kind, fn)
+        return fn
+
+    return deco
+
+
+def _prep(a: np.ndarray, center: bool) -> np.ndarray:
+    """float32 copy, optionally mean-centred, rows L2-normalised (cosine = dot product)."""
+    a = np.asarray(a, dtype=np.float32)
+    if center:
+        a = a - a.mean(0, keepdims=True)
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def _knn_mean(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine of each row of ``a`` to its ``k`` nearest rows of ``b`` (unit rows)."""
+    k = min(k, len(b))
+    res = np.empty(len(a), np.float32)
+    for s in range(0, len(a), _CHUNK):
+        sim = a[s : s + _CHUNK] @ b.T
+        res[s : s + _CHUNK] = np.partition(sim, -k, axis=1)[:, -k:].mean(1)
+    return res
+
+
+def _acc1(a: np.ndarray, b: np.ndarray, ra: np.ndarray | None = None, rb: np.ndarray | None = None) -> float:
+    """Accuracy@1 of retrieving row i of ``b`` for query row i of ``a``.
+
+    With neighbourhood means ``ra``/``rb`` the ratio margin of Artetxe & Schwenk (2019,
+    "Margin-based Parallel Corpus Mining with Multilingual Sentence Embeddings") is used:
+    ``cos(a,b) / ((ra[a] + rb[b]) / 2)`` (the 1/2k sums of the paper), which penalises hubs.
+    """
+    hits = 0
+    for s in range(0, len(a), _CHUNK):
+        sim = a[s : s + _CHUNK] @ b.T
+        if ra is not None and rb is not None:
+            sim = sim / ((ra[s : s + _CHUNK, None] + rb[None, :]) / 2)
+        hits += int((sim.argmax(1) == np.arange(s, s + len(sim))).sum())
+    return hits / len(a)
+
+
+@register_metric("retrieval")
+def retrieval(x: np.ndarray, y: np.ndarray, *, center: bool = False, k: int = 4) -> dict[str, float]:
+    """Bitext retrieval accuracy@1 with cosine and with ratio margin (k-NN, k=4).
+
+    ``acc1_xx2en`` follows XTREME's Tatoeba convention (Hu et al. 2020): each source row
+    queries all English rows. ``center`` removes each language's mean vector first.
+    """
+    xn, yn = _prep(x, center), _prep(y, center)
+    rx, ry = _knn_mean(xn, yn, k), _knn_mean(yn, xn, k)
+    return {
+        "acc1_xx2en": _acc1(xn, yn),
+        "acc1_en2xx": _acc1(yn, xn),
+        "margin_acc1_xx2en": _acc1(xn, yn, rx, ry),
+        "margin_acc1_en2xx": _acc1(yn, xn, ry, rx),
+    }
+
+
+@register_metric("cosine_gap")
+def cosine_gap(x: np.ndarray, y: np.ndarray, *, center: bool = True) -> dict[str, float]:
+    """Mean cosine of translation pairs minus mean cosine of all non-translation pairs.
+
+    Centring per language removes the shared anisotropy (Ethayarajh 2019) that otherwise
+    makes every pair look similar. The off-diagonal sum uses ``sum_ij x_i.y_j = (sum x).(sum y)``.
+    """
+    xn, yn = _prep(x, center), _prep(y, center)
+    n = len(xn)
+    diag = np.einsum("ij,ij->i", xn, yn, dtype=np.float64)
+    total = float(xn.sum(0, dtype=np.float64) @ yn.sum(0, dtype=np.float64))
+    pos = float(diag.mean())
+    neg = (total - float(diag.sum())) / (n * (n - 1)) if n > 1 else float("nan")
+    return {"cosine_gap": pos - neg, "cos_pos": pos, "cos_neg": neg}
+
+
+@register_metric("cka")
+def cka(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Linear CKA (Kornblith et al. 2019): ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)``, columns centred.
+
+    Invariant to orthogonal transforms and isotropic scaling, not to general linear maps.
+    Feature-space Gram matrices are accumulated over row chunks in float64.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    xx, yy, yx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((x, x), (y, y), (y, x)))
+    for s in range(0, len(x), _CHUNK):
+        xc, yc = x[s : s + _CHUNK], y[s : s + _CHUNK]
+        xx += xc.T @ xc
+        yy += yc.T @ yc
+        yx += yc.T @ xc
+    den = np.linalg.norm(xx) * np.linalg.norm(yy)
+    return {"cka": float((yx**2).sum() / den) if den > 0 else float("nan")}
+
+
+@register_metric("langid_probe", kind="multi")
+def langid_probe(
+    reps: dict[str, np.ndarray], *, max_per_lang: int = 200, folds: int = 5, seed: int = 0, C: float = 1.0
+) -> dict[str, float]:
+    """Cross-validated accuracy of a linear language-ID probe (lower = more language-neutral).
+
+    Standardised features + logistic regression, stratified ``folds``-fold CV; at most
+    ``max_per_lang`` rows per language (seeded subsample) to keep it cheap and balanced.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for i, (_, a) in enumerate(sorted(reps.items())):
+        sel = rng.choice(len(a), size=min(max_per_lang, len(a)), replace=False)
+        feats.append(np.asarray(a, np.float32)[np.sort(sel)])
+        labels.append(np.full(len(sel), i))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    acc = cross_val_score(clf, np.concatenate(feats), np.concatenate(labels), cv=cv)
+    return {"langid_acc": float(acc.mean()), "langid_chance": 1.0 / len(reps)}
+
+
+# --------------------------------------------------------------------------- driver
+def _check_metrics(metrics: list[str]) -> None:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+
+
+def _check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
+    if layers is None:
+        return list(range(n_layers))
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} out of range; allowed 0..{n_layers - 1}")
+    return list(layers)
+
+
+def compute_alignment_pairs(
+    x_by_lang: dict[str, np.ndarray],
+    y_by_lang: dict[str, np.ndarray],
+    *,
+    pivot: str = "en",
+    metrics: list[str],
+    layers: list[int] | None = None,
+    options: dict[str, dict] | None = None,
+    multi_inputs: dict[str, np.ndarray] | None = None,
+) -> list[dict]:
+    """Per-layer alignment where each language has its own pivot side (e.g. Tatoeba).
+
+    ``x_by_lang[lang]`` and ``y_by_lang[lang]`` are ``[L+1, n_lang, d]`` and row-aligned.
+    Pair metrics yield rows ``{metric: "name.sub", language, language2: pivot, layer, value, n}``;
+    multi metrics run once per layer on ``multi_inputs`` (default: the x sides) with
+    ``language = language2 = "all"``.
+    """
+    _check_metrics(metrics)
+    options = options or {}
+    if set(x_by_lang) != set(y_by_lang):
+        raise ValueError(f"x/y languages differ: {sorted(x_by_lang)} vs {sorted(y_by_lang)}")
+    multi = x_by_lang if multi_inputs is None else multi_inputs
+    arrays = {**{f"x[{k}]": v for k, v in x_by_lang.items()}, **{f"y[{k}]": v for k, v in y_by_lang.items()}}
+    arrays.update({f"multi[{k}]": v for k, v in multi.items()})
+    depths = {k: np.shape(v)[0] for k, v in arrays.items()}
+    if len(set(depths.values())) > 1:
+        raise ValueError(f"layer counts differ across inputs: {depths}")
+    for lang in x_by_lang:
+        nx, ny = np.shape(x_by_lang[lang])[1], np.shape(y_by_lang[lang])[1]
+        if nx != ny:
+            raise ValueError(f"row counts differ for {lang!r}: {lang}={nx}, {pivot}={ny}")
+    layers = _check_layers(layers, next(iter(depths.values()), 0))
+    rows: list[dict] = []
+    for layer in layers:
+        for name in metrics:
+            spec, opts = METRICS[name], options.get(name, {})
+            if spec.kind == "pair":
+                for lang in x_by_lang:
+                    x, y = x_by_lang[lang][layer], y_by_lang[lang][layer]
+                    for sub, val in spec.fn(x, y, **opts).items():
+                        rows.append({"metric": f"{name}.{sub}", "language": lang, "language2": pivot,
+                                     "layer": layer, "value": float(val), "n": len(x)})
+            else:
+                reps = {lang: a[layer] for lang, a in multi.items()}
+                n = min(len(a) for a in reps.values())
+                for sub, val in spec.fn(reps, **opts).items():
+                    rows.append({"metric": f"{name}.{sub}", "language": "all", "language2": "all",
+                                 "layer": layer, "value": float(val), "n": n})
+    return rows
+
+
+def compute_alignment(
+    embeddings: dict[str, np.ndarray],
+    *,
+    pivot: str = "en",
+    metrics: list[str],
+    layers: list[int] | None = None,
+    options: dict[str, dict] | None = None,
+) -> list[dict]:
+    """Per-layer alignment of every non-pivot language with the pivot on a shared parallel set.
+
+    ``embeddings[lang]`` is ``[L+1, n, d]`` with row i of every language a translation of
+    row i of the pivot. Multi metrics see all languages including the pivot. Delegates to
+    :func:`compute_alignment_pairs`.
+    """
+    _check_metrics(metrics)
+    if pivot not in embeddings:
+        raise ValueError(f"pivot {pivot!r} not in embeddings: {sorted(embeddings)}")
+    counts = {lang: np.shape(a)[1] for lang, a in embeddings.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"languages have different row counts: {counts}")
+    xs = {lang: a for lang, a in embeddings.items() if lang != pivot}
+    return compute_alignment_pairs(xs, {lang: embeddings[pivot] for lang in xs}, pivot=pivot,
+                                   metrics=metrics, layers=layers, options=options, multi_inputs=embeddings)
+
+
+def read_parallel(path_a: str | Path, path_b: str | Path) -> tuple[list[str], list[str]]:
+    """Read two line-aligned UTF-8 files (only ``\\n`` separates lines, so U+2028 etc. inside
+    a sentence cannot break the alignment); raise ValueError if the line counts differ."""
+
+    def lines(p: str | Path) -> list[str]:
+        out = Path(p).read_text(encoding="utf-8").split("\n")
+        if out and out[-1] == "":
+            out.pop()
+        return [s.removesuffix("\r") for s in out]
+
+    a, b = lines(path_a), lines(path_b)
+    if len(a) != len(b):
+        raise ValueError(f"line counts differ: {path_a} has {len(a)}, {path_b} has {len(b)}")
+    return a, b

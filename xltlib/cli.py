@@ -1,0 +1,91 @@
+"""``xlt`` command line: run a params file, rebuild a report, list registries."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def _default_out(name: str) -> Path:
+    return Path("outputs") / name
+
+
+def cmd_run(args) -> int:
+    from .pipeline import STAGES, StageFailed, run_pipeline
+
+    cfg = load_config(args.params, args.set)
+    out = Path(args.out) if args.out else _default_out(cfg.name)
+    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"--stages: unknown stage(s) {bad}; stages are {', '.join(STAGES)}")
+    try:
+        run = run_pipeline(cfg, out, params_file=str(args.params), stages=stages)
+    except StageFailed as exc:
+        print(f"xlt: {exc}", file=sys.stderr)
+        return 1
+    print(f"report: {run.path('report', 'index.html')}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .pipeline import execute_stage, write_index
+    from .stages import Run
+
+    run = Run.open(args.dir)
+    import json
+
+    sp = run.path("status.json")
+    status = json.loads(sp.read_text()) if sp.exists() else {}
+    ok = execute_stage(run, "analysis", "05_analysis", dict(run_dir=str(run.dir)), status)
+    print(f"report: {write_index(run, status)}")
+    return 0 if ok else 1
+
+
+def cmd_list(args) -> int:
+    from . import robust
+    from .alignment import METRICS
+    from .tasks import TASKS
+
+    if args.what in ("tasks", "all"):
+        for t in TASKS.values():
+            print(f"task {t.name:10s} {t.kind:20s} metric={t.metric:9s} languages={','.join(t.languages)}")
+    if args.what in ("methods", "all"):
+        for name in robust.OBJECTIVES:
+            print(f"method {name:10s} defaults={robust.objective_defaults(name)}")
+    if args.what in ("metrics", "all"):
+        for name, spec in METRICS.items():
+            print(f"metric {name:14s} kind={spec.kind}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xlt", description="Robust training vs cross-lingual alignment and transfer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the stages for a params YAML")
+    p.add_argument("params", help="params YAML, e.g. params/quick.yaml")
+    p.add_argument("--out", help="run folder (default outputs/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. --set train.epochs=1 --set grid.seed=[1,2]")
+    p.add_argument("--stages", help="comma-separated subset of stages (default: all)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="rebuild the analysis and HTML report of a finished run (no training)")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("list", help="list registered tasks, methods, metrics")
+    p.add_argument("what", nargs="?", default="all", choices=["tasks", "methods", "metrics", "all"])
+    p.set_defaults(func=cmd_list)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"xlt: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Typed run configuration loaded from a params YAML, and its grid expansion.
+
+Every key has a typed default with a one-line comment (nanoGPT style); unknown
+keys and values of the wrong type are errors that name the file, the key, the
+value and what is allowed.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names what and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GridConfig(_Strict):
+    model: list[str] = ["me5-small"]  # hub names, local paths, or the offline 'me5-small'
+    task: list[str] = ["xnli"]  # names from the task registry (xlt list-tasks)
+    method: list[str] = ["baseline"]  # entries of `methods` (or registered objective names)
+    seed: list[int] = [1]  # training seeds; every cell is seeded and the seed recorded
+
+
+class ProtocolConfig(_Strict):
+    # 'offline_dev_split': train on part of English dev, evaluate the rest in every language
+    # (split by XNLI premise block / PAWS-X shared-sentence group, same rows in every language).
+    # 'standard': train on the task's English train split, evaluate its test/dev split (hub data).
+    name: Literal["offline_dev_split", "standard"] = "offline_dev_split"
+    train_fraction: float = Field(0.5, gt=0, lt=1)  # share of English dev groups used for training
+    split_seed: int = 0  # seed of the group split (fixed across the grid so every cell sees the same rows)
+    max_train: int | None = Field(None, ge=1)  # cap on training examples (after the split)
+    max_eval: int | None = Field(None, ge=1)  # cap on evaluation examples per language (same rows everywhere)
+
+
+class TrainConfig(_Strict):
+    epochs: float = Field(2.0, gt=0)  # passes over the training examples
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-5, gt=0)  # AdamW peak learning rate (linear warm-up then decay)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(128, ge=8)  # tokens per (pair) example
+    bf16: bool = True  # bf16 autocast on the CPU (about 4x a fp32 matmul on AVX-512 bf16)
+    freeze_embeddings: bool = True  # keep the 96M-parameter word-embedding table fixed (see docs)
+    threads: int | None = Field(None, ge=1)  # torch threads (None = all cores)
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    generalized: bool = False  # also score pairs whose two sentences are in different languages
+    bootstrap: int = Field(1000, ge=100)  # resamples for per-language accuracy CIs
+
+
+class AlignmentConfig(_Strict):
+    datasets: list[Literal["tatoeba", "xnli"]] = ["tatoeba"]  # parallel data used for alignment
+    languages: list[str] | None = None  # Tatoeba 3-letter codes (None = every language of the tasks in the grid)
+    metrics: list[str] = ["retrieval"]  # names from the alignment metric registry
+    layers: list[int] | None = None  # None = every layer (0 = embedding output)
+    pooling: Literal["mean", "cls"] = "mean"
+    max_sentences: int | None = Field(1000, ge=10)  # per language (Tatoeba has 1000 per language)
+    batch_size: int = Field(128, ge=1)
+    max_length: int = Field(64, ge=8)
+    include_pretrained: bool = True  # also measure the pre-trained model
+
+
+class ReportConfig(_Strict):
+    correlation_metric: str = "retrieval.acc1_xx2en"  # the alignment measure on the headline scatter
+    n_boot: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class RunConfig(_Strict):
+    name: str = "run"  # run name; outputs go to outputs/<name> unless --out is given
+    data_dir: str | None = None  # XTREME-layout folder; None = $XLT_DATA_DIR, else the Hugging Face hub
+    grid: GridConfig = GridConfig()
+    methods: dict[str, dict[str, Any]] = {}  # named method entries: {type: pgd, eps: 1.0, ...}
+    protocol: ProtocolConfig = ProtocolConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+    languages: dict[str, list[str]] = {}  # per task, the evaluation languages (default: all of the task's)
+    alignment: AlignmentConfig = AlignmentConfig()
+    report: ReportConfig = ReportConfig()
+    smoke: bool = False  # tiny random model + tiny data made on the fly (tests)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_are_mappings(cls, v):
+        for name, entry in v.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"methods.{name} must be a mapping of hyperparameters, got {entry!r}")
+        return v
+
+    def resolved_data_dir(self) -> Path | None:
+        d = self.data_dir or os.environ.get("XLT_DATA_DIR")
+        return Path(d).expanduser().resolve() if d else None
+
+    def method_spec(self, entry: str) -> tuple[str, dict]:
+        """(objective type, hyperparameters) of a grid method entry."""
+        spec = dict(self.methods.get(entry, {}))
+        return spec.pop("type", entry), spec
+
+
+def _format_validation(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = _sub_model(model, e["loc"][:-1])
+            valid = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"  unknown key '{key}'; valid keys here: {valid}")
+        else:
+            lines.append(f"  key '{key}' = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _sub_model(model: type[BaseModel], loc) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=1")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), **updates) -> RunConfig:
+    """Read a params YAML, apply ``key.sub=value`` overrides, validate, check registries."""
+    source = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"params file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of params at the top level, got {type(data).__name__}")
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: '{k}' is not a section")
+        node[keys[-1]] = value
+        source = f"{source} (with --set overrides)"
+    data.update(updates)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, RunConfig)) from None
+    check_registries(cfg, source)
+    return cfg
+
+
+def check_registries(cfg: RunConfig, source: str) -> None:
+    """Names in the grid must exist in their registries; method hyperparameters must validate."""
+    from .tasks import TASKS
+    from . import robust
+    from .alignment import METRICS
+
+    for t in cfg.grid.task:
+        if t not in TASKS:
+            raise ConfigError(f"{source}: grid.task '{t}' is not a registered task; registered: {', '.join(TASKS)}")
+    for m in cfg.alignment.metrics:
+        if m not in METRICS:
+            raise ConfigError(f"{source}: alignment.metrics '{m}' is not registered; registered: {', '.join(METRICS)}")
+    for entry in cfg.grid.method:
+        kind, hp = cfg.method_spec(entry)
+        if kind not in robust.OBJECTIVES:
+            raise ConfigError(
+                f"{source}: grid.method '{entry}' has type '{kind}', not a registered method; "
+                f"registered: {', '.join(robust.OBJECTIVES)}")
+        if kind == "rs_da" and cfg.smoke:
+            continue  # smoke runs make their own synonym table at run time
+        try:
+            robust.build_objective(kind, hp, data_dir=cfg.resolved_data_dir(), entry=entry)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    for task, langs in cfg.languages.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        for lang in langs:
+            if lang not in TASKS[task].languages:
+                raise ConfigError(f"{source}: languages.{task} has '{lang}', which task '{task}' lacks; "
+                                  f"its languages: {', '.join(TASKS[task].languages)}")
+
+
+def expand_grid(cfg: RunConfig) -> list[dict]:
+    """Every (model, task, method, seed) cell, with a stable id used for folders and resume."""
+    cells = []
+    for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid.method, cfg.grid.seed):
+        kind, hp = cfg.method_spec(method)
+        cells.append(dict(cell_id=cell_id(model, task, method, seed), model=model, task=task,
+                          method=method, method_type=kind, method_params=hp, seed=seed))
+    return cells
+
+
+def cell_id(model: str, task: str, method: str, seed: int) -> str:
+    safe_model = model.replace("/", "--")
+    return f"{safe_model}__{task}__{method}__s{seed}"
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,62 @@
+"""Zero-shot evaluation per language and per language pair (XTREME conventions).
+
+Accuracy is the share of correct predictions in [0, 1] (XTREME prints it x100);
+the task score is the mean over languages of the per-language score.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .train import autocast, collate, length_batches, tokenize_pairs
+
+
+def predict(model, tokenizer, text_a: list[str], text_b: list[str] | None, *, objective=None,
+            batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> np.ndarray:
+    """Predicted label per example; batches sorted by length so padding is small."""
+    ids = tokenize_pairs(tokenizer, text_a, text_b, max_length)
+    lengths = np.array([len(x) for x in ids])
+    preds = np.empty(len(ids), dtype=np.int64)
+    with torch.inference_mode(), autocast(bf16):
+        for idx in length_batches(lengths, batch_size, rng=None):
+            batch = collate([ids[i] for i in idx], tokenizer.pad_token_id)
+            logits = objective.predict_logits(model, batch) if objective is not None else model(**batch).logits
+            preds[idx] = logits.float().argmax(-1).numpy()
+    return preds
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(preds) == np.asarray(labels)).mean())
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of a mean over examples."""
+    rng = np.random.default_rng(seed)
+    correct = np.asarray(correct, dtype=float)
+    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def evaluate_languages(model, tokenizer, eval_by_lang: dict[str, list[dict]], *, pairs: list[tuple[str, str]] | None = None,
+                       **predict_kw) -> list[dict]:
+    """Rows {language, language2, metric, value, n, ci_low, ci_high}.
+
+    Standard setting: both sentences in one language (language2 = "").
+    Generalized setting (``pairs``): first sentence from ``language``, second from
+    ``language2``, same row indices (the sets must be row-aligned); the gold label
+    is the first language's.
+    """
+    rows = []
+    todo = [(lang, lang) for lang in eval_by_lang] if pairs is None else pairs
+    for la, lb in todo:
+        ra, rb = eval_by_lang[la], eval_by_lang[lb]
+        if len(ra) != len(rb):
+            raise ValueError(f"generalized pair {la}-{lb}: {len(ra)} vs {len(rb)} rows; sets must be row-aligned")
+        labels = np.array([r["label"] for r in ra])
+        preds = predict(model, tokenizer, [r["text_a"] for r in ra], [r["text_b"] for r in rb], **predict_kw)
+        correct = preds == labels
+        lo, hi = bootstrap_ci(correct)
+        rows.append(dict(language=la, language2="" if pairs is None else lb, metric="accuracy",
+                         value=float(correct.mean()), n=len(labels), ci_low=lo, ci_high=hi))
+    return rows

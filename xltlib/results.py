@@ -1,0 +1,81 @@
+"""Tidy result rows with provenance, written atomically so a partial file never looks done.
+
+Every row carries the run's provenance columns (git commit, package versions,
+time, params file); the full params snapshot sits beside them in ``config.yaml``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+ROW_COLUMNS = ["checkpoint", "model", "task", "method", "seed", "language", "language2", "layer",
+               "metric", "value", "n"]
+PACKAGES = ("xltlib", "torch", "transformers", "datasets", "numpy", "pandas", "scikit-learn", "statsmodels")
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def provenance(params_file: str | None = None) -> dict:
+    return dict(git_commit=git_commit(), created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                params_file=params_file or "", python=platform.python_version(),
+                **{f"v_{k}": v for k, v in package_versions().items()})
+
+
+def write_rows(rows: list[dict] | pd.DataFrame, path: str | Path, prov: dict) -> pd.DataFrame:
+    """Write tidy rows + provenance columns to parquet via a temporary file and rename."""
+    df = pd.DataFrame(rows).copy()
+    for col in ROW_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    for k, v in prov.items():
+        df[k] = v
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return df
+
+
+def read_rows(folder: str | Path) -> pd.DataFrame:
+    files = sorted(Path(folder).glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def write_json(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)

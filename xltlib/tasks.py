@@ -1,0 +1,236 @@
+"""Task registry keyed by name, readers for an XTREME-layout folder and the hub.
+
+A task entry says which languages it has, how to read it, its XTREME metric and
+the head it needs. Local and hub readers yield the same records:
+``{"id", "group", "text_a", "text_b", "label"}`` for sentence-pair tasks.
+
+The *offline protocol* (``protocol.name: offline_dev_split``) exists because no
+English training set ships offline: the English dev set is split by group
+(XNLI premise block ``row // 3``; PAWS-X rows linked by a shared English
+sentence), the training groups are used for fine-tuning, and the remaining
+rows, the same row indices in every language, are evaluated.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# ISO 639-1 -> the ISO 639-3 code LASER's Tatoeba files use.
+TATOEBA_CODES = {
+    "af": "afr", "ar": "ara", "az": "aze", "bg": "bul", "bn": "ben", "de": "deu", "el": "ell", "es": "spa",
+    "et": "est", "eu": "eus", "fa": "pes", "fi": "fin", "fr": "fra", "he": "heb", "hi": "hin", "hu": "hun",
+    "id": "ind", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat", "kk": "kaz", "ko": "kor", "lt": "lit",
+    "ml": "mal", "mr": "mar", "nl": "nld", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sw": "swh",
+    "ta": "tam", "te": "tel", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie",
+    "zh": "cmn",
+}
+TATOEBA_ISO1 = {v: k for k, v in TATOEBA_CODES.items()}
+
+
+class DataError(FileNotFoundError):
+    """Missing or malformed data; the message names the path and the expected layout."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "pair_classification" | "retrieval"
+    languages: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    metric: str = "accuracy"
+    head: str = "sequence_classification"
+    local_reader: Callable | None = None  # (data_dir, lang) -> list[record]
+    hub_reader: Callable | None = None  # (lang) -> list[record]
+    layout: str = ""  # the expected local file pattern, for error messages
+    group_fn: Callable | None = None  # english records -> group ids used by the offline split
+    row_aligned: bool = True  # rows are translations of each other across languages
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def check_language(self, lang: str) -> None:
+        if lang not in self.languages:
+            raise ValueError(f"task '{self.name}' has no language '{lang}'; its languages: {', '.join(self.languages)}")
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; registered tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+# ------------------------------------------------------------------ local readers
+def _need_file(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"missing data file {path}; expected the XTREME layout {layout} under the data folder")
+    return path
+
+
+def _read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quotechar='"') if quoting \
+            else (line.rstrip("\n").split("\t") for line in f)
+        rows = []
+        for i, row in enumerate(reader, 1):
+            if len(row) != n_cols:
+                raise DataError(f"{path}, line {i}: expected {n_cols} TAB-separated fields, got {len(row)}")
+            rows.append(row)
+    return rows
+
+
+XNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label order
+
+
+def read_xnli_local(data_dir: Path, lang: str) -> list[dict]:
+    path = _need_file(Path(data_dir) / "xnli" / f"dev-{lang}.tsv", "xnli/dev-{lang}.tsv")
+    recs = []
+    for i, (prem, hyp, lab) in enumerate(_read_tsv(path, 3, quoting=False)):
+        lab = "contradiction" if lab == "contradictory" else lab
+        if lab not in XNLI_LABELS:
+            raise DataError(f"{path}, line {i + 1}: label {lab!r} is not one of {XNLI_LABELS}")
+        recs.append(dict(id=i, group=i // 3, text_a=prem, text_b=hyp, label=XNLI_LABELS.index(lab)))
+    return recs
+
+
+def read_pawsx_local(data_dir: Path, lang: str) -> list[dict]:
+    # XTREME wrote PAWS-X with a CSV writer: quoted fields must be read with a CSV reader.
+    path = _need_file(Path(data_dir) / "pawsx" / f"dev-{lang}.tsv", "pawsx/dev-{lang}.tsv")
+    recs = []
+    for i, (s1, s2, lab) in enumerate(_read_tsv(path, 3, quoting=True)):
+        if lab not in ("0", "1"):
+            raise DataError(f"{path}, line {i + 1}: label {lab!r} is not 0 or 1")
+        recs.append(dict(id=i, group=i, text_a=s1, text_b=s2, label=int(lab)))
+    return recs
+
+
+def pawsx_groups(english: list[dict]) -> np.ndarray:
+    """Connected components of rows that share an English sentence (union-find)."""
+    parent = list(range(len(english)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_row: dict[str, int] = {}
+    for r in english:
+        for s in (r["text_a"], r["text_b"]):
+            j = first_row.setdefault(s, r["id"])
+            parent[find(r["id"])] = find(j)
+    return np.array([find(i) for i in range(len(english))])
+
+
+def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
+    """Line-aligned LASER Tatoeba (XTREME's own copy sorts the English side, so it is not used)."""
+    code = TATOEBA_CODES.get(lang, lang)
+    base = Path(data_dir) / "tatoeba-laser"
+    layout = "tatoeba-laser/tatoeba.{xxx}-eng.{xxx} and .eng (ISO 639-3 codes)"
+    src = _need_file(base / f"tatoeba.{code}-eng.{code}", layout)
+    eng = _need_file(base / f"tatoeba.{code}-eng.eng", layout)
+    a = src.read_text(encoding="utf-8").splitlines()
+    b = eng.read_text(encoding="utf-8").splitlines()
+    if len(a) != len(b):
+        raise DataError(f"{src} has {len(a)} lines but {eng} has {len(b)}; they must be line-aligned")
+    return [dict(id=i, group=i, text_a=x, text_b=y, label=-1) for i, (x, y) in enumerate(zip(a, b))]
+
+
+# -------------------------------------------------------------------- hub readers
+def _load_hub(path: str, name: str | None, split: str):
+    try:
+        from datasets import load_dataset
+
+        return load_dataset(path, name, split=split)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the offline hint
+        raise DataError(
+            f"could not load {path}/{name} ({split}) from the Hugging Face hub: {exc}\n"
+            "Offline? Point `data_dir` in the params (or $XLT_DATA_DIR) at an XTREME-layout folder."
+        ) from exc
+
+
+def read_xnli_hub(lang: str) -> list[dict]:
+    ds = _load_hub("facebook/xnli", lang, "validation")
+    return [dict(id=i, group=i // 3, text_a=r["premise"], text_b=r["hypothesis"], label=int(r["label"]))
+            for i, r in enumerate(ds)]
+
+
+def read_pawsx_hub(lang: str) -> list[dict]:
+    ds = _load_hub("google-research-datasets/paws-x", lang, "validation")
+    return [dict(id=i, group=i, text_a=r["sentence1"], text_b=r["sentence2"], label=int(r["label"]))
+            for i, r in enumerate(ds)]
+
+
+def read_tatoeba_hub(lang: str) -> list[dict]:
+    ds = _load_hub("google/xtreme", f"tatoeba.{TATOEBA_CODES.get(lang, lang)}", "validation")
+    return [dict(id=i, group=i, text_a=r["source_sentence"], text_b=r["target_sentence"], label=-1)
+            for i, r in enumerate(ds)]
+
+
+register_task(Task(
+    name="xnli", kind="pair_classification",
+    languages=("en", "ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"),
+    labels=XNLI_LABELS, local_reader=read_xnli_local, hub_reader=read_xnli_hub,
+    layout="xnli/dev-{lang}.tsv", group_fn=lambda en: np.array([r["group"] for r in en]),
+    notes="XNLI dev, 2490 rows = 830 premises x 3; rows aligned across the 15 languages",
+))
+register_task(Task(
+    name="pawsx", kind="pair_classification",
+    languages=("en", "de", "es", "fr", "ja", "ko", "zh"),
+    labels=("not_paraphrase", "paraphrase"), local_reader=read_pawsx_local, hub_reader=read_pawsx_hub,
+    layout="pawsx/dev-{lang}.tsv", group_fn=pawsx_groups,
+    notes="PAWS-X dev, 2000 rows aligned across 7 languages (a few labels differ from English)",
+))
+register_task(Task(
+    name="tatoeba", kind="retrieval", languages=tuple(sorted(TATOEBA_CODES)) + ("en",),
+    metric="acc@1", head="none", local_reader=read_tatoeba_local, hub_reader=read_tatoeba_hub,
+    layout="tatoeba-laser/tatoeba.{xxx}-eng.{xxx}", row_aligned=False,
+    notes="LASER Tatoeba, each language with its own English side",
+))
+
+
+# ------------------------------------------------------------------- entry points
+def data_dir_or_none(data_dir: str | Path | None) -> Path | None:
+    d = data_dir or os.environ.get("XLT_DATA_DIR")
+    if not d:
+        return None
+    d = Path(d)
+    if not d.is_dir():
+        raise DataError(f"data folder {d} does not exist; expected an XTREME-layout folder (xnli/, pawsx/, tatoeba-laser/ ...)")
+    return d
+
+
+def load_records(task: str, lang: str, data_dir: str | Path | None = None) -> list[dict]:
+    """Records of one task and language, from the local folder when given, else from the hub."""
+    t = get_task(task)
+    t.check_language(lang)
+    d = data_dir_or_none(data_dir)
+    return t.local_reader(d, lang) if d is not None else t.hub_reader(lang)
+
+
+def offline_split(task: str, english: list[dict], train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, eval) of the offline protocol: whole groups go to one side."""
+    t = get_task(task)
+    groups = t.group_fn(english) if t.group_fn else np.arange(len(english))
+    uniq = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    train_groups = set(rng.permutation(uniq)[: int(round(train_fraction * len(uniq)))].tolist())
+    is_train = np.array([g in train_groups for g in groups])
+    return np.flatnonzero(is_train), np.flatnonzero(~is_train)
+
+
+def check_aligned(task: str, by_lang: dict[str, list[dict]]) -> None:
+    n = {lang: len(r) for lang, r in by_lang.items()}
+    if len(set(n.values())) > 1:
+        raise DataError(f"task '{task}': languages have different row counts {n}; the offline protocol needs row-aligned files")
