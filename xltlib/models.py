@@ -231,11 +231,68 @@ def load_encoder(name: str):
         raise _hub_error(name, exc) from exc
 
 
-def load_classifier(name: str, num_labels: int):
-    """Encoder with a fresh sentence(-pair) classification head."""
-    from transformers import AutoModelForSequenceClassification
+def _mean_pool_classifier_class():
+    import torch
+    from torch import nn
+    from transformers.modeling_outputs import SequenceClassifierOutput
 
+    class MeanPoolClassifier(nn.Module):
+        """Encoder + dropout + linear head on the mean of the token states.
+
+        E5 models are trained with mean pooling, so their <s> state carries little sentence
+        information and a CLS-pooler head learns slowly from a few hundred examples.
+        """
+
+        def __init__(self, encoder, num_labels: int):
+            super().__init__()
+            self.encoder = encoder
+            self.config = encoder.config
+            self.config.num_labels = num_labels
+            self.dropout = nn.Dropout(getattr(self.config, "hidden_dropout_prob", 0.1))
+            self.classifier = nn.Linear(self.config.hidden_size, num_labels)
+            nn.init.normal_(self.classifier.weight, std=getattr(self.config, "initializer_range", 0.02))
+            nn.init.zeros_(self.classifier.bias)
+
+        @property
+        def base_model(self):
+            return self.encoder
+
+        def get_input_embeddings(self):
+            return self.encoder.get_input_embeddings()
+
+        def set_attn_implementation(self, impl):
+            self.encoder.set_attn_implementation(impl)
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                    labels=None, **kwargs):
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               inputs_embeds=inputs_embeds, **kwargs)
+            h = out.last_hidden_state
+            if attention_mask is None:
+                pooled = h.mean(1)
+            else:
+                m = attention_mask.unsqueeze(-1).to(h.dtype)
+                pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
+            logits = self.classifier(self.dropout(pooled))
+            loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return MeanPoolClassifier
+
+
+HEAD_POOLING = ("mean", "cls")
+
+
+def load_classifier(name: str, num_labels: int, pooling: str = "mean"):
+    """Encoder with a fresh sentence(-pair) classification head on mean-pooled or <s> (CLS-pooler) states."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    if pooling not in HEAD_POOLING:
+        raise ValueError(f"head pooling {pooling!r}: expected one of {HEAD_POOLING}")
     try:
-        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
+        if pooling == "cls":
+            return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
+        encoder = AutoModel.from_pretrained(resolve_model(name), add_pooling_layer=False)
     except OSError as exc:
         raise _hub_error(name, exc) from exc
+    return _mean_pool_classifier_class()(encoder, num_labels)

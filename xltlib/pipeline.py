@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from .stages import Run, cell_done, init_run
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = ("data", "train", "transfer", "alignment", "analysis")
 log = logging.getLogger("xlt")
+logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
 
 
 class StageFailed(RuntimeError):
@@ -91,7 +93,8 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
 def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: tuple[str, ...] = STAGES) -> Run:
     """Execute the stages for every grid cell; raise StageFailed at the end if anything failed."""
     run = init_run(cfg, run_dir, params_file)
-    status: dict = {}
+    sp = run.path("status.json")
+    status: dict = json.loads(sp.read_text()) if sp.exists() else {}
     base = dict(run_dir=str(run.dir))
     failures = []
     if "data" in stages and not execute_stage(run, "data", "01_data", base, status):
@@ -118,8 +121,6 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
 
 def write_index(run: Run, status: dict | None = None) -> Path:
     """``report/index.html``: the analysis page first, then links to every stage report."""
-    import json
-
     if status is None:
         sp = run.path("status.json")
         status = json.loads(sp.read_text()) if sp.exists() else {}

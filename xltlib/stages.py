@@ -27,6 +27,13 @@ from .results import provenance, read_rows, write_json, write_rows
 
 PRETRAINED = "pretrained"
 
+try:  # the stage notebooks should show results, not load reports of newly initialised heads
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.set_verbosity_error()
+except ImportError:  # pragma: no cover
+    pass
+
 
 @dataclass
 class Run:
@@ -145,7 +152,7 @@ def build_objective_for(run: Run, cell: dict):
     return build_objective(cell["method_type"], cell["method_params"], data_dir=run.data_dir, entry=cell["method"])
 
 
-def stage_train(run: Run, cell_id: str, progress: bool = False) -> pd.DataFrame:
+def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     """Fine-tune one grid cell and save its checkpoint; returns the per-step log."""
     from .train import save_checkpoint, train_classifier
 
@@ -159,11 +166,11 @@ def stage_train(run: Run, cell_id: str, progress: bool = False) -> pd.DataFrame:
         cell["model"], records, num_labels=len(task.labels), objective=build_objective_for(run, cell),
         seed=cell["seed"], epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, warmup_ratio=t.warmup_ratio,
         weight_decay=t.weight_decay, max_length=t.max_length, bf16=t.bf16, freeze_embeddings=t.freeze_embeddings,
-        threads=t.threads, progress=progress)
+        threads=t.threads, fast_dropout=t.fast_dropout, pooling=t.pooling)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
-    meta = dict(cell, fingerprint=train_fingerprint(run, cell), train_examples=len(records),
+    meta = dict(cell, fingerprint=train_fingerprint(run, cell), train_examples=len(records), pooling=t.pooling,
                 train_seconds=float(log_df["elapsed_s"].iloc[-1]), **run.prov())
     rows = [dict(checkpoint=cell_id, model=cell["model"], task=cell["task"], method=cell["method"], seed=cell["seed"],
                  language="en", language2="", layer=-1, metric="train_loss", value=r["loss"], n=r["step"],

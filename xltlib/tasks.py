@@ -133,6 +133,12 @@ def pawsx_groups(english: list[dict]) -> np.ndarray:
     return np.array([find(i) for i in range(len(english))])
 
 
+def _lines(path: Path) -> list[str]:
+    """Lines split on LF only (str.splitlines would also split on U+2028, U+0085, ...)."""
+    text = path.read_text(encoding="utf-8")
+    return [line.rstrip("\r") for line in text.split("\n")[: -1 if text.endswith("\n") else None]]
+
+
 def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
     """Line-aligned LASER Tatoeba (XTREME's own copy sorts the English side, so it is not used)."""
     code = TATOEBA_CODES.get(lang, lang)
@@ -140,8 +146,7 @@ def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
     layout = "tatoeba-laser/tatoeba.{xxx}-eng.{xxx} and .eng (ISO 639-3 codes)"
     src = _need_file(base / f"tatoeba.{code}-eng.{code}", layout)
     eng = _need_file(base / f"tatoeba.{code}-eng.eng", layout)
-    a = src.read_text(encoding="utf-8").splitlines()
-    b = eng.read_text(encoding="utf-8").splitlines()
+    a, b = _lines(src), _lines(eng)
     if len(a) != len(b):
         raise DataError(f"{src} has {len(a)} lines but {eng} has {len(b)}; they must be line-aligned")
     return [dict(id=i, group=i, text_a=x, text_b=y, label=-1) for i, (x, y) in enumerate(zip(a, b))]
@@ -193,7 +198,7 @@ register_task(Task(
     notes="PAWS-X dev, 2000 rows aligned across 7 languages (a few labels differ from English)",
 ))
 register_task(Task(
-    name="tatoeba", kind="retrieval", languages=tuple(sorted(TATOEBA_CODES)) + ("en",),
+    name="tatoeba", kind="retrieval", languages=tuple(sorted(TATOEBA_CODES)),
     metric="acc@1", head="none", local_reader=read_tatoeba_local, hub_reader=read_tatoeba_hub,
     layout="tatoeba-laser/tatoeba.{xxx}-eng.{xxx}", row_aligned=False,
     notes="LASER Tatoeba, each language with its own English side",

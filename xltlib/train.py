@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fast import use_fast_dropout
 from .models import load_classifier, load_tokenizer
 
 CHECKPOINT_META = "xlt_checkpoint.json"
@@ -91,7 +92,7 @@ def rewrites_text(objective) -> bool:
 def train_classifier(model_name: str, records: list[dict], *, num_labels: int, objective, seed: int,
                      epochs: float, batch_size: int, lr: float, warmup_ratio: float, weight_decay: float,
                      max_length: int, bf16: bool, freeze_embeddings: bool = True, threads: int | None = None,
-                     progress: bool = False) -> tuple[torch.nn.Module, object, list[dict]]:
+                     fast_dropout: bool = True, pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune a sentence-pair classifier on ``records``; returns (model, tokenizer, per-step log)."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -99,7 +100,9 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, o
         torch.set_num_threads(threads)
     seed_everything(seed)
     tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, num_labels)
+    model = load_classifier(model_name, num_labels, pooling)
+    if fast_dropout:
+        use_fast_dropout(model)
     model.train()
     params = trainable_parameters(model, freeze_embeddings)
     optimizer = make_optimizer(params, lr, weight_decay)
@@ -140,7 +143,10 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, o
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta: dict) -> Path:
-    """Write the changed parameters + metadata atomically (a folder that exists is complete)."""
+    """Write the changed parameters + metadata atomically (a folder that exists is complete).
+
+    ``meta`` must say the head's ``pooling`` so that :func:`load_checkpoint` rebuilds the same module.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -167,7 +173,7 @@ def load_checkpoint(path: str | Path):
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a finished xlt checkpoint (no {CHECKPOINT_META})")
     meta = json.loads(meta_file.read_text())
-    model = load_classifier(meta["base_model"], meta["num_labels"])
+    model = load_classifier(meta["base_model"], meta["num_labels"], meta.get("pooling", "cls"))
     missing, unexpected = model.load_state_dict(load_file(str(path / "trainable.safetensors")), strict=False)
     if unexpected:
         raise RuntimeError(f"{path}: unexpected parameters {unexpected[:5]}")

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real data folder (read-only) and one model cache for the whole session."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# One converted me5-small / tiny-random checkpoint reused by every test (and every run).
+os.environ.setdefault("XLT_MODEL_CACHE", str(Path(tempfile.gettempdir()) / "xlt-test-cache"))
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_data_dir() -> Path | None:
+    """$XLT_DATA_DIR or ../shared/data next to the repository; None when absent."""
+    d = Path(os.environ.get("XLT_DATA_DIR") or DEFAULT_DATA_DIR)
+    return d if d.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real XTREME-layout data folder (read-only; never copy from it). Skips when absent."""
+    d = real_data_dir()
+    if d is None:
+        pytest.skip("real data folder not found (set XLT_DATA_DIR or provide ../shared/data)")
+    return d

@@ -1,0 +1,282 @@
+"""Tests for xltlib.config: typed params, error messages, --set overrides, grid expansion."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xltlib.config import (ConfigError, GridConfig, RunConfig, TrainConfig, cell_id, dump_config, expand_grid,
+                           load_config)
+from xltlib.robust import OBJECTIVES
+from xltlib.tasks import TASKS
+
+from conftest import real_data_dir
+
+PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+
+
+def write_yaml(tmp_path: Path, data, name: str = "params.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def config_error(*args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(*args, **kwargs)
+    return str(info.value)
+
+
+# ----------------------------------------------------------------------------- loading
+def test_defaults_load():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig)
+    assert cfg.grid.model == ["me5-small"] and cfg.grid.task == ["xnli"]
+    assert cfg.grid.method == ["baseline"] and cfg.grid.seed == [1]
+    assert cfg.protocol.name == "offline_dev_split" and cfg.protocol.train_fraction == 0.5
+    assert cfg.train.epochs == 2.0 and cfg.train.batch_size == 32
+    assert cfg.methods == {} and cfg.languages == {} and cfg.smoke is False
+    # the dumped defaults are valid params again
+    assert load_config(**yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_yaml_file_loads(tmp_path):
+    p = write_yaml(tmp_path, {
+        "name": "mine",
+        "grid": {"model": ["tiny-random"], "task": ["xnli", "pawsx"], "method": ["baseline", "pgd_small"],
+                 "seed": [3, 4]},
+        "methods": {"pgd_small": {"type": "pgd", "eps": 0.5, "steps": 2}},
+        "protocol": {"train_fraction": 0.25, "max_train": 100},
+        "train": {"epochs": 1, "lr": 1e-4, "bf16": False},
+        "languages": {"xnli": ["en", "de"]},
+    })
+    cfg = load_config(p)
+    assert cfg.name == "mine"
+    assert cfg.grid.task == ["xnli", "pawsx"] and cfg.grid.seed == [3, 4]
+    assert cfg.protocol.train_fraction == 0.25 and cfg.protocol.max_train == 100
+    assert cfg.train.epochs == 1.0 and cfg.train.lr == 1e-4 and cfg.train.bf16 is False
+    assert cfg.train.batch_size == TrainConfig().batch_size  # untouched keys keep their defaults
+    assert cfg.languages == {"xnli": ["en", "de"]}
+    assert cfg.method_spec("pgd_small") == ("pgd", {"eps": 0.5, "steps": 2})
+    assert cfg.method_spec("baseline") == ("baseline", {})
+    assert cfg.methods["pgd_small"]["type"] == "pgd"  # method_spec does not mutate the config
+
+
+def test_empty_yaml_is_defaults(tmp_path):
+    assert load_config(write_yaml(tmp_path, "")) == load_config()
+
+
+def test_params_file_missing_names_path(tmp_path):
+    missing = tmp_path / "nope" / "params.yaml"
+    msg = config_error(missing)
+    assert str(missing) in msg and "does not exist" in msg
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    bad = write_yaml(tmp_path, "grid: [unclosed\n", "bad.yaml")
+    assert "not valid YAML" in config_error(bad) and str(bad) in config_error(bad)
+    lst = write_yaml(tmp_path, "- a\n- b\n", "list.yaml")
+    msg = config_error(lst)
+    assert str(lst) in msg and "mapping" in msg and "list" in msg
+
+
+# ------------------------------------------------------------------------------ errors
+def test_unknown_top_level_key_lists_valid_keys(tmp_path):
+    p = write_yaml(tmp_path, {"epochs": 3})
+    msg = config_error(p)
+    assert str(p) in msg
+    assert "unknown key 'epochs'" in msg
+    for key in RunConfig.model_fields:
+        assert key in msg
+
+
+def test_unknown_nested_key_lists_section_keys():
+    msg = config_error(train={"epoch": 1})
+    assert "unknown key 'train.epoch'" in msg
+    valid_line = next(line for line in msg.splitlines() if "train.epoch" in line)
+    for key in TrainConfig.model_fields:
+        assert key in valid_line
+    assert "grid" not in valid_line  # the keys of the section, not the top level
+
+    msg = config_error(grid={"models": ["me5-small"]})
+    assert "unknown key 'grid.models'" in msg
+    assert all(k in msg for k in GridConfig.model_fields)
+
+
+def test_wrong_type_names_key_and_value():
+    msg = config_error(train={"epochs": "many"})
+    assert "train.epochs" in msg and "'many'" in msg
+    msg = config_error(grid={"seed": "one"})
+    assert "grid.seed" in msg and "'one'" in msg
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("protocol", "train_fraction", 1.5),
+    ("protocol", "train_fraction", 0),
+    ("train", "batch_size", 0),
+    ("train", "epochs", -1),
+    ("protocol", "max_eval", 0),
+])
+def test_out_of_range_names_key_and_value(section, key, value):
+    msg = config_error(**{section: {key: value}})
+    assert f"{section}.{key}" in msg and repr(value) in msg
+
+
+def test_bad_protocol_name():
+    msg = config_error(protocol={"name": "online"})
+    assert "protocol.name" in msg and "'online'" in msg and "offline_dev_split" in msg
+
+
+def test_method_entry_must_be_mapping():
+    msg = config_error(methods={"pgd": 3})
+    assert "methods.pgd" in msg
+
+
+def test_unknown_task_lists_registered_tasks():
+    msg = config_error(grid={"task": ["xnlii"]})
+    assert "'xnlii'" in msg and "registered" in msg
+    for t in TASKS:
+        assert t in msg
+
+
+def test_unknown_method_lists_registered_methods():
+    msg = config_error(grid={"method": ["advtrain"]})
+    assert "'advtrain'" in msg and "registered" in msg
+    for m in OBJECTIVES:
+        assert m in msg
+    # an entry whose `type` is unknown
+    msg = config_error(grid={"method": ["mine"]}, methods={"mine": {"type": "nope"}})
+    assert "'mine'" in msg and "'nope'" in msg and "pgd" in msg
+
+
+def test_unknown_alignment_metric_lists_registered():
+    msg = config_error(alignment={"metrics": ["retrival"]})
+    assert "'retrival'" in msg and "retrieval" in msg and "cka" in msg
+
+
+def test_bad_method_hyperparameter_names_it():
+    msg = config_error(grid={"method": ["pgd"]}, methods={"pgd": {"eps": -1}})
+    assert "methods.pgd.eps" in msg and "-1" in msg
+    msg = config_error(grid={"method": ["pgd"]}, methods={"pgd": {"epsilon": 1.0}})
+    assert "epsilon" in msg and "eps" in msg  # unknown hyperparameter: lists the known ones
+
+
+def test_bad_method_hyperparameter_from_yaml(tmp_path):
+    p = write_yaml(tmp_path, {"grid": {"method": ["baseline", "pgd"]}, "methods": {"pgd": {"eps": -1}}})
+    msg = config_error(p)
+    assert str(p) in msg and "eps" in msg
+
+
+def test_bad_hyperparameter_of_unused_method_entry_is_rejected():
+    with pytest.raises(ConfigError, match="eps"):
+        load_config(methods={"pgd": {"eps": -1}})
+
+
+def test_bad_language_lists_task_languages():
+    msg = config_error(languages={"xnli": ["xx"]})
+    assert "'xx'" in msg and "xnli" in msg
+    for lang in TASKS["xnli"].languages:
+        assert lang in msg
+    msg = config_error(languages={"xnlii": ["en"]})
+    assert "xnlii" in msg and "registered" in msg
+
+
+# --------------------------------------------------------------------------- overrides
+def test_set_overrides_applied(tmp_path):
+    p = write_yaml(tmp_path, {"train": {"epochs": 3, "lr": 1e-4}, "grid": {"seed": [7]}})
+    cfg = load_config(p, ["train.epochs=1", "grid.seed=[1,2]", "protocol.max_train=50", "name=over"])
+    assert cfg.train.epochs == 1.0
+    assert cfg.train.lr == 1e-4  # siblings from the file are kept
+    assert cfg.grid.seed == [1, 2]
+    assert cfg.protocol.max_train == 50
+    assert cfg.name == "over"
+
+
+def test_set_overrides_without_file():
+    cfg = load_config(None, ("train.bf16=false", "grid.task=[xnli, pawsx]", "evaluate.generalized=true"))
+    assert cfg.train.bf16 is False and cfg.grid.task == ["xnli", "pawsx"] and cfg.evaluate.generalized is True
+
+
+def test_set_override_is_validated():
+    msg = config_error(None, ["train.epochs=many"])
+    assert "train.epochs" in msg and "--set" in msg
+    msg = config_error(None, ["train.epoch=1"])
+    assert "unknown key 'train.epoch'" in msg
+    msg = config_error(None, ["grid.task=[nope]"])
+    assert "'nope'" in msg
+
+
+def test_malformed_set_errors():
+    msg = config_error(None, ["train.epochs"])
+    assert "train.epochs" in msg and "key=value" in msg
+
+
+def test_set_into_non_section_errors(tmp_path):
+    p = write_yaml(tmp_path, {"name": "x"})
+    msg = config_error(p, ["name.first=1"])
+    assert "name" in msg and "not a section" in msg
+
+
+# ------------------------------------------------------------------------- grid cells
+def test_expand_grid_product_and_stable_ids():
+    overrides = ["grid.model=[me5-small, org/some-model]", "grid.task=[xnli, pawsx]",
+                 "grid.method=[baseline, pgd, small]", "grid.seed=[1, 2]"]
+    cfg = load_config(None, overrides, methods={"small": {"type": "pgd", "eps": 0.1}})
+    cells = expand_grid(cfg)
+    assert len(cells) == 2 * 2 * 3 * 2
+    ids = [c["cell_id"] for c in cells]
+    assert len(set(ids)) == len(ids)
+    assert ids == [c["cell_id"] for c in expand_grid(load_config(None, overrides,
+                                                                  methods={"small": {"type": "pgd", "eps": 0.1}}))]
+    first = cells[0]
+    assert first == dict(cell_id="me5-small__xnli__baseline__s1", model="me5-small", task="xnli",
+                         method="baseline", method_type="baseline", method_params={}, seed=1)
+    small = next(c for c in cells if c["method"] == "small" and c["model"] == "org/some-model")
+    assert small["method_type"] == "pgd" and small["method_params"] == {"eps": 0.1}
+    assert "/" not in small["cell_id"] and small["cell_id"].startswith("org--some-model__")
+    assert cell_id("org/some-model", "pawsx", "small", 2) == "org--some-model__pawsx__small__s2"
+    assert {(c["model"], c["task"], c["method"], c["seed"]) for c in cells} == {
+        (m, t, me, s) for m in ("me5-small", "org/some-model") for t in ("xnli", "pawsx")
+        for me in ("baseline", "pgd", "small") for s in (1, 2)}
+
+
+# ------------------------------------------------------------------ shipped params files
+def _params_files():
+    return sorted(PARAMS_DIR.glob("*.yaml"))
+
+
+def _needs_data(path: Path) -> bool:
+    data = yaml.safe_load(path.read_text()) or {}
+    grid_methods = (data.get("grid") or {}).get("method") or []
+    types = {((data.get("methods") or {}).get(m) or {}).get("type", m) for m in grid_methods}
+    return "rs_da" in types and not data.get("smoke") and not data.get("data_dir")
+
+
+def test_params_folder_has_smoke_and_quick():
+    names = {p.stem for p in _params_files()}
+    assert {"smoke", "quick"} <= names
+
+
+@pytest.mark.parametrize("path", _params_files(), ids=lambda p: p.name)
+def test_shipped_params_validate(path, monkeypatch):
+    if _needs_data(path):
+        d = real_data_dir()
+        if d is None:
+            pytest.skip(f"{path.name} uses rs_da, which needs the synonym table of the real data folder")
+        monkeypatch.setenv("XLT_DATA_DIR", str(d))
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    cells = expand_grid(cfg)
+    assert len(cells) == (len(cfg.grid.model) * len(cfg.grid.task) * len(cfg.grid.method) * len(cfg.grid.seed))
+
+
+def test_exponent_without_dot_in_method_hyperparameter(tmp_path):
+    p = write_yaml(tmp_path, "grid: {method: [pgd]}\nmethods:\n  pgd: {eps: 1e-3}\n")
+    assert load_config(p).method_spec("pgd") == ("pgd", {"eps": 1e-3})
+
+
+def test_exponent_without_dot_in_typed_field(tmp_path):
+    # the same YAML 1.1 quirk is harmless in typed fields: pydantic parses the string
+    assert load_config(write_yaml(tmp_path, "train: {lr: 1e-4}\n")).train.lr == 1e-4
+    assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4

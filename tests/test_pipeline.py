@@ -1,0 +1,122 @@
+"""End to end: the smoke params through every stage notebook, then resume and failure behaviour."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from bs4 import BeautifulSoup
+
+from xltlib.cli import main
+from xltlib.config import load_config
+from xltlib.pipeline import StageFailed, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    run_pipeline(load_config(SMOKE), out, params_file=str(SMOKE))
+    return out
+
+
+def test_every_stage_succeeds(smoke_run):
+    status = json.loads((smoke_run / "status.json").read_text())
+    cfg = load_config(SMOKE)
+    n_cells = len(cfg.grid.model) * len(cfg.grid.task) * len(cfg.grid.method) * len(cfg.grid.seed)
+    assert sum(k.startswith("02_train/") for k in status) == n_cells
+    assert all(s["ok"] for s in status.values()), status
+    assert not list(smoke_run.rglob("*.failed.ipynb"))
+
+
+def test_transfer_rows_recorded(smoke_run):
+    df = pd.read_parquet(smoke_run / "results" / "transfer")
+    std = df[df["language2"] == ""]
+    # one row per checkpoint x language, accuracy in [0, 1], with provenance
+    assert set(std.groupby("task")["language"].unique().apply(sorted).to_dict()["xnli"]) == {"en", "de", "fr", "sw"}
+    assert std.groupby("checkpoint").size().isin([3, 4]).all()
+    assert std["value"].between(0, 1).all() and (std["n"] > 0).all()
+    assert (std["ci_low"] <= std["value"]).all() and (std["value"] <= std["ci_high"]).all()
+    for col in ("git_commit", "created_at", "v_torch", "v_transformers", "params_file", "seed"):
+        assert col in df and df[col].notna().all()
+    # generalized pairs: every ordered pair of distinct languages, for every checkpoint
+    gen = df[(df["language2"] != "") & (df["task"] == "xnli")]
+    assert gen.groupby("checkpoint").size().eq(4 * 3).all()
+
+
+def test_training_is_seeded(smoke_run):
+    train = pd.read_parquet(smoke_run / "results" / "train")
+    losses = train[train["checkpoint"].str.contains("xnli__baseline")].groupby("seed")["value"].apply(list)
+    assert len(losses) == 2 and losses.iloc[0] != losses.iloc[1]  # different seeds, different runs
+    assert train["value"].notna().all()
+
+
+def test_alignment_rows_recorded(smoke_run):
+    al = pd.read_parquet(smoke_run / "results" / "alignment")
+    assert "pretrained:tiny-random" in set(al["checkpoint"])
+    assert al["checkpoint"].nunique() == 1 + 12
+    ret = al[al["metric"] == "retrieval.acc1_xx2en"]
+    assert set(ret["language"]) == {"de", "fr", "sw"} and set(ret["layer"]) == {0, 1, 2}
+    assert ret["value"].between(0, 1).all()
+    assert {"cka.cka", "cosine_gap.cosine_gap", "langid_probe.langid_acc"} <= set(al["metric"])
+
+
+def test_report_is_self_contained(smoke_run):
+    index = smoke_run / "report" / "index.html"
+    soup = BeautifulSoup(index.read_text(), "html.parser")
+    text = soup.get_text()
+    assert "Summary" in text and "RQ1" in text and "RQ2" in text
+    links = [a["href"] for a in soup.find_all("a", href=True)]
+    for stage in ("01_data.html", "03_transfer.html", "04_alignment.html"):
+        assert stage in links and (index.parent / stage).exists()
+    assert any(h.startswith("02_train/") for h in links)
+    imgs = soup.find_all("img")
+    assert imgs and all(i["src"].startswith("data:image/png;base64") for i in imgs)
+    assert not soup.find_all("input", {"class": "jp-InputArea"})  # code hidden
+    assert soup.find("table") is not None
+
+
+def test_rerun_resumes_without_retraining(smoke_run):
+    before = {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("trainable.safetensors")}
+    transfer_before = {p: p.stat().st_mtime for p in (smoke_run / "results" / "transfer").glob("*.parquet")}
+    assert main(["run", str(SMOKE), "--out", str(smoke_run), "--stages", "train,transfer"]) == 0
+    status = json.loads((smoke_run / "status.json").read_text())
+    assert all(s.get("skipped") for k, s in status.items() if k.startswith("02_train/"))
+    assert before == {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("trainable.safetensors")}
+    assert transfer_before == {p: p.stat().st_mtime for p in (smoke_run / "results" / "transfer").glob("*.parquet")}
+
+
+def test_failed_stage_is_marked_and_nothing_looks_done(tmp_path, smoke_run):
+    # a data folder without the PAWS-X files: the data stage fails, nothing downstream runs
+    data = tmp_path / "data"
+    shutil.copytree(smoke_run / "smoke-data", data)
+    shutil.rmtree(data / "pawsx")
+    cfg = load_config(SMOKE, ["smoke=false", f"data_dir={data}", "grid.seed=[1]"])
+    with pytest.raises(StageFailed, match="01_data"):
+        run_pipeline(cfg, tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["01_data"]["ok"] is False and "pawsx" in status["01_data"]["error"]
+    assert (tmp_path / "run" / "notebooks" / "01_data.failed.ipynb").exists()
+    assert not (tmp_path / "run" / "notebooks" / "01_data.ipynb").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "FAILED" in (tmp_path / "run" / "report" / "index.html").read_text()
+
+
+def test_cli_rejects_unknown_key_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain: {epoch: 1}\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "epochs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command_rebuilds_without_training(smoke_run):
+    mtimes = {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("*.safetensors")}
+    assert main(["report", str(smoke_run)]) == 0
+    assert (smoke_run / "report" / "index.html").exists()
+    assert mtimes == {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("*.safetensors")}
