@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Alignment
-# How well each checkpoint aligns languages, per layer, on parallel sentences that never score transfer
-# (LASER Tatoeba; and, when asked for, XNLI premises of the *training* split). Layer 0 is the embedding output.
+# How well each checkpoint aligns languages, per layer, on parallel data that never scores transfer
+# (see `xltlib.parallel`: LASER Tatoeba; XNLI premises of the *training* split; PUD sentences; MUSE words).
+# Layer 0 is the embedding output. Every metric of every checkpoint is in `results/alignment/`.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
@@ -11,21 +12,33 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import alignment_heatmaps, alignment_summary
+from xltlib.report import alignment_heatmaps, alignment_summary, langid_by_layer
 from xltlib.stages import Run, stage_alignment
 
 run = Run.open(run_dir)
 alignment = stage_alignment(run)
-display(Markdown(f"{alignment['checkpoint'].nunique()} checkpoints · metrics: "
+display(Markdown(f"{alignment['checkpoint'].nunique()} checkpoints (the pre-trained model and every fine-tuned "
+                 f"one) · datasets: {', '.join(sorted(alignment['dataset'].unique()))} · metrics: "
                  f"{', '.join(sorted(alignment['metric'].unique()))}"))
 
+# %% [markdown]
+# ## Pre-trained model: last layer and best layer per language
+
 # %%
-display(Markdown("### Last layer and best layer, per language (pre-trained model)"))
 display(alignment_summary(alignment))
+
+# %% [markdown]
+# ## Language-ID probe accuracy by layer (lower = more language-neutral)
+
+# %%
+display(langid_by_layer(alignment))
+
+# %% [markdown]
+# ## Heat-maps: language × layer, pre-trained and the change after fine-tuning with each method
 
 # %%
 for title, frame, kwargs in alignment_heatmaps(alignment):
-    fig, ax = plt.subplots(figsize=(0.5 * frame.shape[1] + 2.5, 0.3 * frame.shape[0] + 1.5))
+    fig, ax = plt.subplots(figsize=(0.45 * frame.shape[1] + 2.5, 0.28 * frame.shape[0] + 1.5))
     sns.heatmap(frame, ax=ax, **kwargs)
     ax.set_title(title); ax.set_xlabel("layer"); ax.set_ylabel("language")
     plt.show()

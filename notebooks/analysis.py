@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore")
 run = Run.open(run_dir)
 transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
 res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_metric,
-              n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed,
+              n_boot=run.cfg.report.n_boot, n_perm=run.cfg.report.n_perm, seed=run.cfg.report.seed,
               expected_cells=[c["cell_id"] for c in run.cells()])
 
 # %%

@@ -27,7 +27,11 @@ for task, table in transfer_table(transfer).items():
 
 # %% [markdown]
 # ### Generalized cross-lingual transfer
-# First sentence in one language, second in another (row-aligned sets). Shown when `evaluate.generalized` is on.
+# First sentence in one language, second in another, on the same held-out rows (XNLI's 15 dev files and
+# PAWS-X's 7 are translations of the same rows in the same order); the gold label is the first sentence's
+# language's. PAWS-X gold labels differ from English in a few rows (de 32, es 16, fr 3, ja 9, ko 23, zh 10 of
+# 2,000, see the data MANIFEST), so a few mixed pairs carry a label that one of the two languages disputes.
+# Shown when `evaluate.generalized` is on.
 
 # %%
 for (task, method), (mat, summary) in generalized_matrix(transfer).items():

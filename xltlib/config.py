@@ -59,11 +59,13 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     generalized: bool = False  # also score pairs whose two sentences are in different languages
+    generalized_languages: list[str] | None = None  # languages crossed in generalized pairs (None = all of the task's)
+    generalized_max_rows: int | None = Field(None, ge=1)  # evaluation rows per pair (the first k held-out rows)
     bootstrap: int = Field(1000, ge=100)  # resamples for per-language accuracy CIs
 
 
 class AlignmentConfig(_Strict):
-    datasets: list[Literal["tatoeba", "xnli"]] = ["tatoeba"]  # parallel data used for alignment
+    datasets: list[str] = ["tatoeba"]  # parallel data used for alignment (xltlib.parallel: tatoeba, xnli, pud, muse)
     languages: list[str] | None = None  # Tatoeba 3-letter codes (None = every language of the tasks in the grid)
     metrics: list[str] = ["retrieval"]  # names from the alignment metric registry
     layers: list[int] | None = None  # None = every layer (0 = embedding output)
@@ -76,7 +78,8 @@ class AlignmentConfig(_Strict):
 
 class ReportConfig(_Strict):
     correlation_metric: str = "retrieval.acc1_xx2en"  # the alignment measure on the headline scatter
-    n_boot: int = Field(2000, ge=100)
+    n_boot: int = Field(2000, ge=100)  # bootstrap resamples for confidence intervals
+    n_perm: int = Field(10000, ge=100)  # permutations; Holm over T tests needs n_perm >> T / 0.05
     seed: int = 0
 
 
@@ -197,6 +200,13 @@ def check_registries(cfg: RunConfig, source: str) -> None:
     for t in cfg.grid.task:
         if t not in TASKS:
             raise ConfigError(f"{source}: grid.task '{t}' is not a registered task; registered: {', '.join(TASKS)}")
+    from .parallel import PARALLEL
+
+    for d in cfg.alignment.datasets:
+        if d not in PARALLEL:
+            raise ConfigError(f"{source}: alignment.datasets '{d}' is not registered; registered: {', '.join(PARALLEL)}")
+        if d == "xnli" and "xnli" not in cfg.grid.task:
+            raise ConfigError(f"{source}: alignment.datasets 'xnli' uses the XNLI training split, but grid.task lacks xnli")
     for m in cfg.alignment.metrics:
         if m not in METRICS:
             raise ConfigError(f"{source}: alignment.metrics '{m}' is not registered; registered: {', '.join(METRICS)}")

@@ -25,6 +25,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = ("data", "train", "transfer", "alignment", "analysis")
 log = logging.getLogger("xlt")
 logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
+# Kernels inherit these: reports show results, not progress bars or load reports.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
 
 class StageFailed(RuntimeError):
@@ -70,6 +73,8 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
         stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     ok, error = True, ""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
     try:
         pm.execute_notebook(str(_source_notebook(stage, run.dir)), str(out), parameters=parameters,
                             kernel_name="python3", language="python", progress_bar=False,

@@ -45,24 +45,40 @@ def generalized_matrix(transfer: pd.DataFrame) -> dict[tuple[str, str], tuple[pd
     return out
 
 
-def alignment_summary(alignment: pd.DataFrame, method: str = "pretrained") -> pd.DataFrame:
-    """Per metric and language: value at the last layer, the best layer and its value."""
-    df = alignment[(alignment["method"] == method) & (alignment["language"] != "all")]
+KEY_METRICS = ("retrieval.acc1_xx2en", "retrieval.acc1_en2xx", "retrieval.margin_acc1_xx2en", "cka.cka",
+               "cosine_gap.cosine_gap")
+
+
+def alignment_summary(alignment: pd.DataFrame, method: str = "pretrained",
+                      metrics: tuple[str, ...] = KEY_METRICS) -> pd.DataFrame:
+    """Language x (dataset, metric, last layer / best layer): one row per language, for one method."""
+    df = alignment[(alignment["method"] == method) & (alignment["language"] != "all")
+                   & alignment["metric"].isin(metrics)]
     if df.empty:
         return pd.DataFrame()
     rows = []
     for (dataset, metric, lang), g in df.groupby(["dataset", "metric", "language"]):
-        g = g.sort_values("layer")
-        best = g.loc[g["value"].idxmax()]
-        rows.append(dict(dataset=dataset, metric=metric, language=lang, last_layer=g["value"].iloc[-1],
-                         best_layer=int(best["layer"]), best_value=best["value"], n=int(g["n"].iloc[0])))
-    return pd.DataFrame(rows).round(3)
+        g = g.groupby("layer")["value"].mean().sort_index()
+        rows.append({"dataset": dataset, "metric": metric, "language": lang, "last layer": g.iloc[-1],
+                     "best layer": f"{g.max():.3f} (L{int(g.idxmax())})"})
+    long = pd.DataFrame(rows)
+    wide = long.pivot_table(index="language", columns=["dataset", "metric"], values=["last layer", "best layer"],
+                            aggfunc="first")
+    wide.columns = wide.columns.reorder_levels([1, 2, 0])
+    return wide.sort_index(axis=1).round(3)
 
 
-def alignment_heatmaps(alignment: pd.DataFrame, metrics: list[str] | None = None):
+def langid_by_layer(alignment: pd.DataFrame) -> pd.DataFrame:
+    """Language-ID probe accuracy per layer (rows) and method (columns): lower = more language-neutral."""
+    df = alignment[alignment["metric"] == "langid_probe.langid_acc"]
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="layer", columns=["dataset", "method"], values="value", aggfunc="mean").round(3)
+
+
+def alignment_heatmaps(alignment: pd.DataFrame, metrics: tuple[str, ...] = KEY_METRICS[::2]):
     """(title, language x layer frame, heatmap kwargs): the pre-trained model, then each method's change."""
     df = alignment[alignment["language"] != "all"]
-    metrics = metrics or sorted(df["metric"].unique())
     out = []
     for dataset in sorted(df["dataset"].unique()):
         for metric in metrics:
@@ -85,7 +101,7 @@ def alignment_heatmaps(alignment: pd.DataFrame, metrics: list[str] | None = None
 
 
 def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric: str, n_boot: int = 2000,
-            seed: int = 0, expected_cells: list[str] | None = None) -> dict:
+            n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None) -> dict:
     """Everything the analysis page shows: merged frame, RQ1 tables and fits, RQ2 gains, the summary text."""
     import warnings
 
@@ -105,7 +121,7 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
         merged = A.merge_alignment_transfer(alignment, transfer)
     out["merged"] = merged
     out["transfer_summary"] = A.summarize_transfer(transfer, n_boot=n_boot, seed=seed)
-    corr = A.correlation_table(merged, n_boot=n_boot, n_perm=n_boot, seed=seed)
+    corr = A.correlation_table(merged, n_boot=n_boot, n_perm=n_perm, seed=seed)
     out["corr"] = corr
     metrics = merged["metric"].unique()
     head = headline_metric if headline_metric in metrics else (metrics[0] if len(metrics) else None)
@@ -128,7 +144,7 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     if "baseline" in methods and len(methods) > 1:
         delta = A.delta_table(merged)
         out["delta"] = delta
-        out["delta_corr"] = A.delta_correlation(delta, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        out["delta_corr"] = A.delta_correlation(delta, n_boot=n_boot, n_perm=n_perm, seed=seed)
         gains = A.transfer_gain_table(transfer)
         out["gain_slopes"], out["gain_frame"] = A.gain_vs_resource(gains)
         d_al = delta[(delta["metric"] == head) & (delta["layer"] == last_layer)].copy()

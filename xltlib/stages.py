@@ -201,9 +201,12 @@ def stage_transfer(run: Run) -> pd.DataFrame:
         kw = dict(objective=build_objective_for(run, cell), batch_size=run.cfg.evaluate.batch_size,
                   max_length=run.cfg.train.max_length, bf16=run.cfg.train.bf16)
         rows = evaluate_languages(model, tokenizer, recs, **kw)
-        if run.cfg.evaluate.generalized and T.get_task(cell["task"]).row_aligned:
-            pairs = [(a, b) for a in recs for b in recs if a != b]
-            rows += evaluate_languages(model, tokenizer, recs, pairs=pairs, **kw)
+        ev = run.cfg.evaluate
+        if ev.generalized and T.get_task(cell["task"]).row_aligned:
+            langs = [lang for lang in recs if ev.generalized_languages is None or lang in ev.generalized_languages]
+            sub = {lang: recs[lang][: ev.generalized_max_rows] for lang in langs}
+            pairs = [(a, b) for a in langs for b in langs if a != b]
+            rows += evaluate_languages(model, tokenizer, sub, pairs=pairs, **kw)
         for r in rows:
             r.update(checkpoint=cell["cell_id"], model=cell["model"], task=cell["task"], method=cell["method"],
                      seed=cell["seed"], layer=-1, fingerprint=fp)
@@ -229,25 +232,13 @@ def alignment_languages(run: Run) -> list[str]:
 
 
 def parallel_sentences(run: Run, dataset: str) -> dict[str, tuple[list[str], list[str]]]:
-    """xx sentences and their English translations, disjoint from the rows that score transfer."""
-    a = run.cfg.alignment
-    out = {}
-    if dataset == "tatoeba":
-        for lang in alignment_languages(run):
-            recs = T.load_records("tatoeba", lang, run.data_dir)[: a.max_sentences]
-            out[lang] = ([r["text_a"] for r in recs], [r["text_b"] for r in recs])
-    elif dataset == "xnli":
-        # Premises of the training split: never evaluated; only their English side was seen in training.
-        split = task_split(run, "xnli") if "xnli" in run.cfg.grid.task else None
-        if split is None:
-            raise ValueError("alignment.datasets has 'xnli' but grid.task lacks xnli (its training split supplies the rows)")
-        ids = sorted({i - i % 3 for i in split["train_ids"]})[: a.max_sentences]
-        en = T.load_records("xnli", "en", run.data_dir)
-        for lang in split["languages"]:
-            if lang != "en":
-                xx = T.load_records("xnli", lang, run.data_dir)
-                out[lang] = ([xx[i]["text_a"] for i in ids], [en[i]["text_a"] for i in ids])
-    return out
+    """xx sentences (or words) and their English translations, disjoint from the rows that score transfer."""
+    from .parallel import load_parallel
+
+    ctx = {}
+    if "xnli" in run.cfg.grid.task:
+        ctx["xnli_train_ids"] = task_split(run, "xnli")["train_ids"]
+    return load_parallel(dataset, run.data_dir, alignment_languages(run), run.cfg.alignment.max_sentences, **ctx)
 
 
 def alignment_checkpoints(run: Run) -> list[dict]:
@@ -264,6 +255,7 @@ def stage_alignment(run: Run) -> pd.DataFrame:
     """Every alignment metric x language x layer for the pre-trained model and each checkpoint."""
     from .alignment import compute_alignment_pairs, encode_layers
     from .models import load_encoder, load_tokenizer
+    from .parallel import PARALLEL
     from .train import load_checkpoint
 
     a = run.cfg.alignment
@@ -279,11 +271,23 @@ def stage_alignment(run: Run) -> pd.DataFrame:
             model, tok, _ = load_checkpoint(ck["path"])
         rows = []
         kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.cfg.train.bf16)
+        cache: dict[int, np.ndarray] = {}
+
+        def encode(texts: list[str]) -> np.ndarray:  # English sides shared across languages are encoded once
+            key = hash(tuple(texts))
+            if key not in cache:
+                cache[key] = encode_layers(model, tok, texts, **kw)
+            return cache[key]
+
         for dataset, pairs in data.items():
-            x = {lang: encode_layers(model, tok, xs, **kw) for lang, (xs, _) in pairs.items()}
-            y = {lang: encode_layers(model, tok, ys, **kw) for lang, (_, ys) in pairs.items()}
-            for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers):
+            if not pairs:
+                continue
+            x = {lang: encode(xs) for lang, (xs, _) in pairs.items()}
+            y = {lang: encode(ys) for lang, (_, ys) in pairs.items()}
+            for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers,
+                                             options=PARALLEL[dataset].options):
                 rows.append(dict(r, dataset=dataset))
+            cache.clear()
         for r in rows:
             r.update({k: ck[k] for k in ("checkpoint", "model", "task", "method", "seed")}, fingerprint=fp)
         write_rows(rows, out, run.prov())
