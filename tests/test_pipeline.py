@@ -120,3 +120,15 @@ def test_report_command_rebuilds_without_training(smoke_run):
     assert main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "report" / "index.html").exists()
     assert mtimes == {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("*.safetensors")}
+
+
+def test_export_writes_tables_figures_and_provenance(smoke_run, tmp_path):
+    assert main(["export", str(smoke_run), str(tmp_path / "res")]) == 0
+    res = tmp_path / "res"
+    summary = (res / "summary.md").read_text()
+    assert "RQ1" in summary and "RQ2" in summary and "Transfer accuracy" in summary
+    prov = json.loads((res / "provenance.json").read_text())
+    assert prov["seeds"] == [1, 2] and prov["git_commit"] and prov["v_torch"]
+    for name in ("transfer_xnli.csv", "correlations.csv", "regressions.csv", "alignment_vs_transfer.png",
+                 "generalized_xnli.png"):
+        assert (res / name).stat().st_size > 0, name

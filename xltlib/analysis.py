@@ -317,6 +317,15 @@ def _check_one_group(df: pd.DataFrame) -> str:
     return f"expects one metric x layer, got several {bad}" if bad else ""
 
 
+def _prepare_fit(frame: pd.DataFrame, y: str, x: str, factors: Sequence[str]):
+    """(rows with x and y, factor terms, formula, parameter count, note if the frame cannot be fitted)."""
+    df = frame.dropna(subset=[x, y])
+    terms = _factor_terms(df, factors)
+    formula = " + ".join([f"{y} ~ {x}"] + terms)
+    n_params = 2 + sum(df[t[2:-1]].nunique() - 1 for t in terms)
+    return df, terms, formula, n_params, _check_one_group(df)
+
+
 def fit_ols(merged_one_metric_layer: pd.DataFrame, *, y: str = "transfer_acc",
             x: str = "alignment", factors: Sequence[str] = ("task", "language", "method"),
             cov_type: str = "nonrobust") -> pd.DataFrame:
@@ -326,13 +335,9 @@ def fit_ols(merged_one_metric_layer: pd.DataFrame, *, y: str = "transfer_acc",
     association (across checkpoints).  Returns one row: coef, se, 95% CI, p,
     n, R^2; failures are reported in ``note`` instead of raised.
     """
-    df = merged_one_metric_layer.dropna(subset=[x, y])
-    terms = _factor_terms(df, factors)
-    formula = " + ".join([f"{y} ~ {x}"] + terms)
-    note = _check_one_group(df)
+    df, terms, formula, n_params, note = _prepare_fit(merged_one_metric_layer, y, x, factors)
     if note:
         return _fit_row("ols", formula, x, df, note=note)
-    n_params = 2 + sum(df[t[2:-1]].nunique() - 1 for t in terms)
     if len(df) < n_params + 2:
         return _fit_row("ols", formula, x, df,
                         note=f"too few points (n={len(df)}, parameters={n_params})")
@@ -361,14 +366,10 @@ def fit_mixed(merged_one_metric_layer: pd.DataFrame, *, y: str = "transfer_acc",
     ``r2_conditional`` the conditional R^2 (Nakagawa & Schielzeth 2013).
     Same one-row summary as :func:`fit_ols`; never raises for fit problems.
     """
-    df = merged_one_metric_layer.dropna(subset=[x, y])
-    terms = _factor_terms(df, factors)
-    formula = " + ".join([f"{y} ~ {x}"] + terms)
-    note = _check_one_group(df)
+    df, terms, formula, n_params, note = _prepare_fit(merged_one_metric_layer, y, x, factors)
     if note:
         return _fit_row("mixedlm", formula, x, df, note=note)
     n_groups = df[group].nunique() if group in df else 0
-    n_params = 2 + sum(df[t[2:-1]].nunique() - 1 for t in terms)
     if n_groups < 3 or len(df) < n_params + 3:
         return _fit_row("mixedlm", formula, x, df,
                         note=f"too few points/groups (n={len(df)}, {group}s={n_groups})")

@@ -45,6 +45,15 @@ def cmd_report(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_export(args) -> int:
+    from .report import export_results
+    from .stages import Run
+
+    for path in export_results(Run.open(args.dir), args.dest):
+        print(path)
+    return 0
+
+
 def cmd_list(args) -> int:
     from . import robust
     from .alignment import METRICS
@@ -75,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rebuild the analysis and HTML report of a finished run (no training)")
     p.add_argument("dir")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("export", help="write a finished run's summary tables, figures and provenance (docs/results)")
+    p.add_argument("dir")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("list", help="list registered tasks, methods, metrics")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "methods", "metrics", "all"])
     p.set_defaults(func=cmd_list)
