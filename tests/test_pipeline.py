@@ -78,6 +78,10 @@ def test_report_is_self_contained(smoke_run):
     assert imgs and all(i["src"].startswith("data:image/png;base64") for i in imgs)
     assert not soup.find_all("input", {"class": "jp-InputArea"})  # code hidden
     assert soup.find("table") is not None
+    for page in [index, *(index.parent.glob("*.html"))]:
+        remote = [t for t in BeautifulSoup(page.read_text(), "html.parser").find_all(["script", "link", "img"])
+                  if (t.get("src") or t.get("href") or "").startswith("http")]
+        assert not remote, (page.name, remote[:2])
 
 
 def test_rerun_resumes_without_retraining(smoke_run):

@@ -120,7 +120,7 @@ def read_muse(data_dir, languages, max_items, **_) -> Pairs:
 PUD_LANGS = ("ar", "cs", "de", "es", "fi", "fr", "gl", "hi", "id", "is", "it", "ko", "pl", "pt", "ru", "sv", "th", "tr", "zh")
 MUSE_LANGS = ("af", "ar", "bg", "bn", "de", "el", "es", "et", "fa", "fi", "fr", "he", "hi", "hu", "id", "it", "ja",
               "ko", "lt", "ms", "nl", "pl", "pt", "ro", "ru", "ta", "th", "tl", "tr", "uk", "vi", "zh")
-register(ParallelSource("tatoeba", tuple(sorted(T.TATOEBA_CODES)), read_tatoeba))
+register(ParallelSource("tatoeba", T.TASKS["tatoeba"].languages, read_tatoeba))
 register(ParallelSource("xnli", tuple(lang for lang in T.TASKS["xnli"].languages if lang != "en"), read_xnli_train_premises))
 register(ParallelSource("pud", PUD_LANGS, read_pud))
 register(ParallelSource("muse", MUSE_LANGS, read_muse, unit="word", options={"retrieval": {"center": True}}))

@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def export_html(notebook: Path, target: Path, title: str) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4), resources={"metadata": {"name": title}})
+    # The template loads require.js and MathJax from a CDN; the reports need neither (no widgets, no LaTeX).
+    body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(body, encoding="utf-8")
     return target

@@ -228,7 +228,7 @@ def alignment_languages(run: Run) -> list[str]:
     if a.languages:
         return [T.TATOEBA_ISO1.get(x, x) for x in a.languages]
     langs = {lang for task in run.cfg.grid.task for lang in run.languages(task)}
-    return sorted(lang for lang in langs if lang != "en" and lang in T.TATOEBA_CODES)
+    return sorted(lang for lang in langs if lang != "en")
 
 
 def parallel_sentences(run: Run, dataset: str) -> dict[str, tuple[list[str], list[str]]]:
