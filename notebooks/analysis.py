@@ -12,14 +12,14 @@ from IPython.display import Markdown, display
 
 from xltlib import analysis as A
 from xltlib.report import analyze, transfer_table
-from xltlib.stages import Run, load_results
+from xltlib.stages import Run, load_results, majority_rates
 
 warnings.filterwarnings("ignore")
 run = Run.open(run_dir)
 transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
 res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_metric,
               n_boot=run.cfg.report.n_boot, n_perm=run.cfg.report.n_perm, seed=run.cfg.report.seed,
-              expected_cells=[c["cell_id"] for c in run.cells()])
+              expected_cells=[c["cell_id"] for c in run.cells()], majority=majority_rates(run))
 
 # %%
 display(Markdown(res["summary"]))

@@ -133,13 +133,18 @@ def write_index(run: Run, status: dict | None = None) -> Path:
         sp = run.path("status.json")
         status = json.loads(sp.read_text()) if sp.exists() else {}
     analysis = run.path("report", "05_analysis.html")
-    items = []
+    items, train_items = [], []
     for name, st in sorted(status.items()):
         page = run.path("report", f"{name}.html")
         state = "skipped (already done)" if st.get("skipped") else ("ok" if st.get("ok") else f"FAILED: {st.get('error', '')}")
         link = f'<a href="{html.escape(os.path.relpath(page, run.path("report")))}">{html.escape(name)}</a>' \
             if page.exists() else html.escape(name)
-        items.append(f"<li>{link} — {html.escape(state)} {st.get('seconds', '')}{' s' if 'seconds' in st else ''}</li>")
+        item = f"<li>{link} — {html.escape(state)} {st.get('seconds', '')}{' s' if 'seconds' in st else ''}</li>"
+        (train_items if st.get("stage") == "train" else items).append(item)
+    if train_items:
+        failed = sum("FAILED" in i for i in train_items)
+        items.insert(1 if items else 0, f"<li><details><summary>{len(train_items)} training cells"
+                     f"{f', {failed} FAILED' if failed else ''}</summary><ul>{''.join(train_items)}</ul></details></li>")
     body = analysis.read_text(encoding="utf-8") if analysis.exists() else "<p>The analysis stage has not run.</p>"
     nav = (f'<nav style="font-family:sans-serif;margin:1em 2em;padding:0.5em 1em;border:1px solid #ccc">'
            f"<b>Run {html.escape(run.cfg.name)}</b> — stage reports:<ul>{''.join(items)}</ul></nav>")

@@ -37,11 +37,13 @@ def generalized_matrix(transfer: pd.DataFrame) -> dict[tuple[str, str], tuple[pd
     for (task, method), df in acc.groupby(["task", "method"]):
         if (df["language"] != df["language2"]).sum() == 0:
             continue
+        crossed = sorted(set(df.loc[df["language"] != df["language2"], "language"]))  # the generalized subset
         mat = df.pivot_table(index="language", columns="language2", values="value", aggfunc="mean")
+        mat = mat.loc[crossed, crossed]
         diag = np.nanmean(np.diag(mat.values))
         off = mat.values[~np.eye(len(mat), dtype=bool)]
-        out[(task, method)] = (mat, f"mean over same-language pairs {100 * diag:.1f}%, "
-                                    f"over mixed-language pairs {100 * np.nanmean(off):.1f}%")
+        out[(task, method)] = (mat, f"{len(mat)} languages: same-language pairs {100 * diag:.1f}% (all held-out "
+                                    f"rows), mixed-language pairs {100 * np.nanmean(off):.1f}%")
     return out
 
 
@@ -101,7 +103,8 @@ def alignment_heatmaps(alignment: pd.DataFrame, metrics: tuple[str, ...] = KEY_M
 
 
 def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric: str, n_boot: int = 2000,
-            n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None) -> dict:
+            n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None,
+            majority: dict[str, float] | None = None) -> dict:
     """Everything the analysis page shows: merged frame, RQ1 tables and fits, RQ2 gains, the summary text."""
     import warnings
 
@@ -152,8 +155,18 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     else:
         out["notes"].append("RQ2 needs a baseline and at least one robust method in the grid.")
     n_ck = merged["checkpoint"].nunique()
+    std = transfer[(transfer["metric"] == "accuracy") & (transfer["language2"].fillna("") == "")]
+    level = []
+    for task, g in std.groupby("task"):
+        en, xx = g.loc[g["language"] == "en", "value"].mean(), g.loc[g["language"] != "en", "value"].mean()
+        base = f"; always predicting the majority label scores {100 * majority[task]:.1f}%" if majority and task in majority else ""
+        level.append(f"{task}: English {100 * en:.1f}%, other languages {100 * xx:.1f}% (mean over methods and seeds{base})")
+    level_text = ("**How well the fine-tuned models do at all** — " + "; ".join(level) + ". Read the method "
+                  "differences below against that, and with their confidence intervals.")
     out["summary"] = A.plain_summary(corr, out["mixed"], out.get("gain_slopes"), n_checkpoints=n_ck,
                                      n_languages=merged["language"].nunique(), n_seeds=merged["seed"].nunique())
+    head, sep, rest = out["summary"].partition("\n\n### RQ1")
+    out["summary"] = head + "\n\n" + level_text + sep + rest
     if out["notes"]:
         out["summary"] += "\n\n" + "\n\n".join(f"*Note:* {n}" for n in out["notes"])
     return out
@@ -174,14 +187,14 @@ def export_results(run, dest) -> list:
     import seaborn as sns
 
     from . import analysis as A
-    from .stages import load_results
+    from .stages import load_results, majority_rates
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
     r = run.cfg.report
     res = analyze(transfer, alignment, headline_metric=r.correlation_metric, n_boot=r.n_boot, n_perm=r.n_perm,
-                  seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()])
+                  seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()], majority=majority_rates(run))
     written = []
 
     def save_table(df: pd.DataFrame, name: str, index: bool = True):

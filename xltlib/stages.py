@@ -214,6 +214,15 @@ def stage_transfer(run: Run) -> pd.DataFrame:
     return load_results(run, "transfer")
 
 
+def majority_rates(run: Run) -> dict[str, float]:
+    """Per task, the share of the most frequent label among the English evaluation rows (a trivial baseline)."""
+    out = {}
+    for task in run.cfg.grid.task:
+        labels = np.array([r["label"] for r in eval_records(run, task)["en"]])
+        out[task] = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+    return out
+
+
 def load_results(run: Run, kind: str) -> pd.DataFrame:
     df = read_rows(run.path("results", kind))
     if kind == "transfer" and len(df):
