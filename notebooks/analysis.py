@@ -46,6 +46,9 @@ if "headline_frame" in res:
     display(Markdown("**Regressions** (last layer): OLS with language and method fixed effects; mixed model "
                      "with a random intercept per language."))
     display(res["ols"]); display(res["mixed"])
+    if "corr_by_seed" in res:
+        display(Markdown(f"**Per seed** (`{h['metric']}`, every layer; Holm within this table)"))
+        display(res["corr_by_seed"].sort_values(["layer", "seed"]).round(3))
     display(Markdown("**All correlations** (sorted by Holm-adjusted p)"))
     display(res["corr"].sort_values("p_holm").round(3).head(40))
 

@@ -232,7 +232,6 @@ def load_encoder(name: str):
 
 
 def _mean_pool_classifier_class():
-    import torch
     from torch import nn
     from transformers.modeling_outputs import SequenceClassifierOutput
 

@@ -102,6 +102,21 @@ def alignment_heatmaps(alignment: pd.DataFrame, metrics: tuple[str, ...] = KEY_M
     return out
 
 
+def alignment_by_method_text(alignment: pd.DataFrame, headline: dict) -> str:
+    """One sentence: the headline alignment measure at the last layer per method (mean over languages;
+    ± sd over seeds and tasks of that mean), the pre-trained model first."""
+    a = alignment[(alignment["metric"] == headline["metric"]) & (alignment["layer"] == headline["last_layer"])]
+    if a.empty:
+        return ""
+    per_ck = a.groupby(["method", "checkpoint"])["value"].mean()
+    stats = per_ck.groupby(level="method").agg(["mean", "std"])
+    order = ["pretrained"] + [m for m in stats.index if m != "pretrained"]
+    parts = [f"{m} {stats.loc[m, 'mean']:.3f}" + ("" if np.isnan(stats.loc[m, "std"]) else f" ± {stats.loc[m, 'std']:.3f}")
+             for m in order if m in stats.index]
+    return (f"**Alignment after fine-tuning** — `{headline['metric']}` at layer {headline['last_layer']}, mean over "
+            f"{a['language'].nunique()} languages (± sd over checkpoints): " + "; ".join(parts) + ".")
+
+
 def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric: str, n_boot: int = 2000,
             n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None,
             majority: dict[str, float] | None = None) -> dict:
@@ -140,6 +155,8 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     last_layer = int(hm["layer"].max())
     out["headline"] = dict(metric=head, last_layer=last_layer, best_layer=int(best_layer))
     one = hm[hm["layer"] == last_layer]
+    if merged["seed"].nunique() > 1:  # the headline measure per seed, next to the pooled table
+        out["corr_by_seed"] = A.correlation_table(hm, n_boot=n_boot, n_perm=n_perm, seed=seed, pool_seeds=False)
     out["ols"] = A.fit_ols(one)
     out["mixed"] = A.fit_mixed(one)
     out["headline_frame"] = one
@@ -166,7 +183,8 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     out["summary"] = A.plain_summary(corr, out["mixed"], out.get("gain_slopes"), n_checkpoints=n_ck,
                                      n_languages=merged["language"].nunique(), n_seeds=merged["seed"].nunique())
     head, sep, rest = out["summary"].partition("\n\n### RQ1")
-    out["summary"] = head + "\n\n" + level_text + sep + rest
+    align_text = alignment_by_method_text(alignment, out["headline"])
+    out["summary"] = head + "\n\n" + level_text + "\n\n" + align_text + sep + rest
     if out["notes"]:
         out["summary"] += "\n\n" + "\n\n".join(f"*Note:* {n}" for n in out["notes"])
     return out
@@ -233,6 +251,8 @@ def export_results(run, dest) -> list:
                corr.head(10).round(3).to_markdown(index=False), ""]
         save_fig(A.plot_alignment_vs_transfer(res["headline_frame"]), "alignment_vs_transfer")
         save_fig(A.plot_corr_by_layer(res["corr"]), "correlation_by_layer")
+        if "corr_by_seed" in res:
+            save_table(res["corr_by_seed"], "correlations_by_seed", index=False)
         fits = pd.concat([res["ols"], res["mixed"]], ignore_index=True)
         save_table(fits, "regressions", index=False)
         md += ["## Regressions at the last layer", "", fits.drop(columns=[c for c in ("warnings",) if c in fits])

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import tasks as T
 from .config import RunConfig, dump_config, expand_grid, load_config
@@ -305,7 +304,3 @@ def stage_alignment(run: Run) -> pd.DataFrame:
 
 def missing_cells(run: Run) -> list[str]:
     return [c["cell_id"] for c in run.cells() if not cell_done(run, c)]
-
-
-def config_yaml(run: Run) -> str:
-    return yaml.safe_dump(run.cfg.model_dump(mode="json"), sort_keys=False)
