@@ -136,3 +136,20 @@ def test_export_writes_tables_figures_and_provenance(smoke_run, tmp_path):
     for name in ("transfer_xnli.csv", "correlations.csv", "regressions.csv", "alignment_vs_transfer.png",
                  "generalized_xnli.png"):
         assert (res / name).stat().st_size > 0, name
+
+
+def test_rows_of_stale_checkpoints_or_settings_are_not_analysed(smoke_run):
+    from xltlib.stages import Run, load_results
+
+    run = Run.open(smoke_run)
+    al = load_results(run, "alignment")
+    stale = al.head(3).assign(fingerprint="old-settings")
+    gone = pd.read_parquet(next((smoke_run / "results" / "transfer").glob("*.parquet"))).assign(checkpoint="removed")
+    stale.to_parquet(smoke_run / "results" / "alignment" / "stale.parquet")
+    gone.to_parquet(smoke_run / "results" / "transfer" / "removed.parquet")
+    try:
+        assert len(load_results(run, "alignment")) == len(al)
+        assert "removed" not in set(load_results(run, "transfer")["checkpoint"])
+    finally:
+        (smoke_run / "results" / "alignment" / "stale.parquet").unlink()
+        (smoke_run / "results" / "transfer" / "removed.parquet").unlink()

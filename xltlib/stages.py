@@ -223,11 +223,16 @@ def majority_rates(run: Run) -> dict[str, float]:
 
 
 def load_results(run: Run, kind: str) -> pd.DataFrame:
+    """Result rows of the current run only: rows of checkpoints that are no longer valid (grid or training
+    settings changed) or computed under other alignment settings stay on disk but are not analysed."""
     df = read_rows(run.path("results", kind))
-    if kind == "transfer" and len(df):
-        live = {c["cell_id"] for c in run.cells()}
-        df = df[df["checkpoint"].isin(live)]
-    return df
+    if not len(df):
+        return df
+    live = {c["cell_id"] for c in finished_cells(run)}
+    if kind == "alignment":
+        live |= {ck["checkpoint"] for ck in alignment_checkpoints(run) if ck["path"] is None}
+        df = df[df["fingerprint"] == alignment_fingerprint(run)]
+    return df[df["checkpoint"].isin(live)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------- alignment
@@ -249,6 +254,10 @@ def parallel_sentences(run: Run, dataset: str) -> dict[str, tuple[list[str], lis
     return load_parallel(dataset, run.data_dir, alignment_languages(run), run.cfg.alignment.max_sentences, **ctx)
 
 
+def alignment_fingerprint(run: Run) -> str:
+    return hashlib.sha256(json.dumps(run.cfg.alignment.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def alignment_checkpoints(run: Run) -> list[dict]:
     ck = []
     if run.cfg.alignment.include_pretrained:
@@ -268,7 +277,7 @@ def stage_alignment(run: Run) -> pd.DataFrame:
 
     a = run.cfg.alignment
     data = {d: parallel_sentences(run, d) for d in a.datasets}
-    fp = hashlib.sha256(json.dumps(a.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    fp = alignment_fingerprint(run)
     for ck in alignment_checkpoints(run):
         out = run.path("results", "alignment", ck["checkpoint"].replace(":", "__").replace("/", "--") + ".parquet")
         if out.exists() and pd.read_parquet(out, columns=["fingerprint"])["fingerprint"].iloc[0] == fp:
