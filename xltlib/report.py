@@ -240,7 +240,7 @@ def export_results(run, dest) -> list:
                 sns.heatmap(100 * gen[(task, m)][0], ax=ax, vmin=30, vmax=80, cmap="viridis", cbar=False,
                             annot=True, fmt=".0f", annot_kws={"size": 7})
                 ax.set_title(m); ax.set_xlabel("2nd sentence"); ax.set_ylabel("1st sentence")
-            fig.suptitle(f"{task}: generalized accuracy (%)")
+            fig.suptitle(f"{task}: generalized accuracy (%)", y=1.04)
             save_fig(fig, f"generalized_{task}")
     if "corr" in res:
         cols = [c for c in ("task", "metric", "layer", "n_points", "n_languages", "r", "r_lo", "r_hi", "rho",
