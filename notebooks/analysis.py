@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from xltlib import analysis as A
-from xltlib.report import analyze, transfer_table
+from xltlib.report import analyze, score_name, suite_table, task_coverage, transfer_table
 from xltlib.stages import Run, load_results, majority_rates
 
 warnings.filterwarnings("ignore")
@@ -25,11 +25,21 @@ res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_me
 display(Markdown(res["summary"]))
 
 # %% [markdown]
-# ## Transfer: accuracy (%) per language, mean ± sd over seeds
+# ## The suite: task scores (%), XTREME-R style
+# Each task's score is the mean over its languages of its XTREME-R metric (accuracy; tag F1; the mean of QA
+# F1 and EM; mAP@20), the suite average is the mean over the tasks of this run; mean ± sd over seeds.
+
+# %%
+display(suite_table(transfer))
+display(Markdown("**What was scored** (tasks, languages, and what the offline data lacks)"))
+display(task_coverage(run.cfg.grid.task, transfer))
+
+# %% [markdown]
+# ## Transfer: task score (%) per language, mean ± sd over seeds
 
 # %%
 for task, table in transfer_table(transfer).items():
-    display(Markdown(f"**{task}**")); display(table)
+    display(Markdown(f"**{task}** ({score_name(task)})")); display(table)
 
 # %% [markdown]
 # ## RQ1: alignment vs transfer

@@ -1,7 +1,8 @@
 # %% [markdown]
 # # Zero-shot transfer
-# Accuracy per language of every fine-tuned checkpoint (trained on English only). Task score = mean over
-# languages, as XTREME reports it; numbers are percentages, mean ± sd over seeds.
+# Task score per language of every fine-tuned checkpoint (trained on English only): accuracy for XNLI, PAWS-X
+# and XCOPA, seqeval F1 for UD-POS and PAN-X, the mean of F1 and EM for QA, mAP@20 for LAReQA. A task's score
+# is the mean over its languages, as XTREME-R reports it; numbers are percentages, mean ± sd over seeds.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
@@ -11,7 +12,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import transfer_table, generalized_matrix
+from xltlib.report import generalized_matrix, score_name, suite_table, transfer_table
 from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
@@ -21,8 +22,12 @@ if missing:
     display(Markdown(f"**Missing cells (training failed or not run):** {', '.join(missing)}"))
 
 # %%
+suite = suite_table(transfer)
+if len(suite.columns) > 3:
+    display(Markdown("### The suite: task scores (%) and their average"))
+    display(suite)
 for task, table in transfer_table(transfer).items():
-    display(Markdown(f"### {task}: accuracy (%) per language, mean ± sd over seeds"))
+    display(Markdown(f"### {task}: {score_name(task)} (%) per language, mean ± sd over seeds"))
     display(table)
 
 # %% [markdown]

@@ -231,7 +231,8 @@ def test_expand_grid_product_and_stable_ids():
                                                                   methods={"small": {"type": "pgd", "eps": 0.1}}))]
     first = cells[0]
     assert first == dict(cell_id="me5-small__xnli__baseline__s1", model="me5-small", task="xnli",
-                         method="baseline", method_type="baseline", method_params={}, seed=1)
+                         method="baseline", method_type="baseline", method_params={}, seed=1,
+                         checkpoint="me5-small__xnli__baseline__s1")
     small = next(c for c in cells if c["method"] == "small" and c["model"] == "org/some-model")
     assert small["method_type"] == "pgd" and small["method_params"] == {"eps": 0.1}
     assert "/" not in small["cell_id"] and small["cell_id"].startswith("org--some-model__")

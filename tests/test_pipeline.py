@@ -35,8 +35,10 @@ def test_every_stage_succeeds(smoke_run):
 
 def test_transfer_rows_recorded(smoke_run):
     df = pd.read_parquet(smoke_run / "results" / "transfer")
-    std = df[df["language2"] == ""]
-    # one row per checkpoint x language, accuracy in [0, 1], with provenance
+    std = df[(df["language2"] == "") & (df["metric"] == "accuracy")]
+    # one accuracy row (and one identical task-score row) per checkpoint x language, in [0, 1], with provenance
+    score = df[(df["language2"] == "") & (df["metric"] == "score")]
+    assert len(score) == len(std) and (score["value"].to_numpy() == std["value"].to_numpy()).all()
     assert set(std.groupby("task")["language"].unique().apply(sorted).to_dict()["xnli"]) == {"en", "de", "fr", "sw"}
     assert std.groupby("checkpoint").size().isin([3, 4]).all()
     assert std["value"].between(0, 1).all() and (std["n"] > 0).all()
@@ -44,7 +46,7 @@ def test_transfer_rows_recorded(smoke_run):
     for col in ("git_commit", "created_at", "v_torch", "v_transformers", "params_file", "seed"):
         assert col in df and df[col].notna().all()
     # generalized pairs: every ordered pair of distinct languages, for every checkpoint
-    gen = df[(df["language2"] != "") & (df["task"] == "xnli")]
+    gen = df[(df["language2"] != "") & (df["task"] == "xnli") & (df["metric"] == "accuracy")]
     assert gen.groupby("checkpoint").size().eq(4 * 3).all()
 
 
@@ -153,3 +155,29 @@ def test_rows_of_stale_checkpoints_or_settings_are_not_analysed(smoke_run):
     finally:
         (smoke_run / "results" / "alignment" / "stale.parquet").unlink()
         (smoke_run / "results" / "transfer" / "removed.parquet").unlink()
+
+
+SMOKE_SUITE = ROOT / "params" / "smoke-suite.yaml"
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke-suite")
+    run_pipeline(load_config(SMOKE_SUITE), out, params_file=str(SMOKE_SUITE))
+    return out
+
+
+def test_suite_runs_every_task_kind_end_to_end(suite_run):
+    status = json.loads((suite_run / "status.json").read_text())
+    assert all(s["ok"] for s in status.values()), status
+    # XQuAD, MLQA and LAReQA share the TyDiQA-trained checkpoint: 4 training tasks x 2 methods
+    assert sorted(k for k in status if k.startswith("02_train/")) == sorted(
+        f"02_train/tiny-random__{t}__{m}__s1" for t in ("xcopa", "udpos", "panx", "tydiqa") for m in ("baseline", "rs_da"))
+    df = pd.read_parquet(suite_run / "results" / "transfer")
+    score = df[df["metric"] == "score"]
+    assert set(score["task"]) == {"xcopa", "udpos", "panx", "xquad", "mlqa", "lareqa"}
+    assert set(df.loc[df["task"] == "xquad", "metric"]) == {"f1", "exact_match", "score"}
+    assert score["value"].between(0, 1).all()
+    assert df.loc[df["task"].isin(["xquad", "mlqa", "lareqa"]), "checkpoint"].str.contains("__tydiqa__").all()
+    html = (suite_run / "report" / "index.html").read_text()
+    assert "The suite" in html and "suite avg" in html and "TyDiQA-GoldP English train" in html

@@ -90,7 +90,7 @@ def _note_join(*parts: str) -> str:
 # 1. merge
 # --------------------------------------------------------------------------
 def merge_alignment_transfer(alignment: pd.DataFrame, transfer: pd.DataFrame,
-                             *, transfer_metric: str = "accuracy") -> pd.DataFrame:
+                             *, transfer_metric: str = "score") -> pd.DataFrame:
     """Join per-language alignment of each fine-tuned checkpoint with its transfer.
 
     One row per (checkpoint, task, language, metric, layer) with ``alignment``,
@@ -441,8 +441,8 @@ def delta_correlation(delta: pd.DataFrame, *, by: Sequence[str] = ("metric", "la
 # 5. RQ2: gain vs. pre-training resource size
 # --------------------------------------------------------------------------
 def transfer_gain_table(transfer: pd.DataFrame, *, baseline: str = "baseline",
-                        metric: str = "accuracy") -> pd.DataFrame:
-    """Per (model, task, language, method != baseline): seed-mean accuracy
+                        metric: str = "score") -> pd.DataFrame:
+    """Per (model, task, language, method != baseline): seed-mean task score
     minus the baseline's seed mean, as ``gain`` (standard setting only)."""
     tr = transfer.copy()
     if "language2" in tr:
@@ -577,7 +577,7 @@ def bootstrap_mean_ci(values, n_boot: int = 2000, seed: int = 0,
     return (mean, float(lo), float(hi))
 
 
-def summarize_transfer(transfer: pd.DataFrame, *, metric: str = "accuracy",
+def summarize_transfer(transfer: pd.DataFrame, *, metric: str = "score",
                        n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per (task, method, language): mean, sd and bootstrap 95% CI over seeds
     (``kind="language"``), plus per (task, method) the XTREME-style average
@@ -689,7 +689,7 @@ def plot_deltas(delta: pd.DataFrame, *, metric=None, layer=None):
     sns.barplot(data=dt, x="language", y="delta_transfer", hue="method", ax=a1,
                 errorbar=None)
     a1.axhline(0, color="grey", lw=0.8)
-    a1.set_ylabel("Δ transfer accuracy vs. baseline")
+    a1.set_ylabel("Δ transfer score vs. baseline")
     a1.tick_params(axis="x", rotation=90)
     sub = delta
     if "metric" in delta:
@@ -779,7 +779,7 @@ def plain_summary(corr_table: pd.DataFrame, ols_row, gain_table, n_checkpoints: 
             L.append(f"Alignment is significantly associated with transfer in {n_sig} of "
                      f"{n_tests} metric x layer combinations. The strongest ({where}): {eff} "
                      f"Languages with {direction} alignment to English tend to have higher "
-                     f"zero-shot accuracy. This is a correlation across languages; language "
+                     f"zero-shot task score. This is a correlation across languages; language "
                      f"properties (e.g. pre-training data size, script) can drive both.")
     L.append("")
     row = None
@@ -796,7 +796,7 @@ def plain_summary(corr_table: pd.DataFrame, ols_row, gain_table, n_checkpoints: 
             sig = row["p"] <= alpha if np.isfinite(row["p"]) else False
             L.append(f"Within languages ({kind}, `{row.get('formula', '')}`): a 0.1 increase in "
                      f"alignment goes with a {_fmt(row['coef'] * 0.1 * 100, 1)} point change in "
-                     f"accuracy (coef {_fmt(row['coef'], 3)}, 95% CI {_fmt(row['ci_lo'], 3)} to "
+                     f"task score (coef {_fmt(row['coef'], 3)}, 95% CI {_fmt(row['ci_lo'], 3)} to "
                      f"{_fmt(row['ci_hi'], 3)}, p = {_fmt_p(row['p'])}, n = {int(row['n'])}, "
                      f"R² = {_fmt(row.get('r2', np.nan))}). "
                      + ("The within-language association is significant (single test, "
@@ -814,7 +814,7 @@ def plain_summary(corr_table: pd.DataFrame, ols_row, gain_table, n_checkpoints: 
                  + (f" ({note})." if note else "."))
     else:
         pts = "gain" in str(gt["gain_col"].iloc[0]) or "transfer" in str(gt["gain_col"].iloc[0])
-        unit = " accuracy points" if pts else " (units of the gain)"
+        unit = " score points" if pts else " (units of the gain)"
         scale = 100.0 if pts else 1.0
         L.append("Slope of the gain over the baseline against log CC-100 size, per 10x more "
                  "pre-training data (negative = larger gains for lower-resource languages):")

@@ -197,9 +197,15 @@ def check_registries(cfg: RunConfig, source: str) -> None:
     from . import robust
     from .alignment import METRICS
 
+    from .kinds import KINDS
+
     for t in cfg.grid.task:
         if t not in TASKS:
             raise ConfigError(f"{source}: grid.task '{t}' is not a registered task; registered: {', '.join(TASKS)}")
+        if TASKS[t].kind not in KINDS:
+            trainable = [n for n, task in TASKS.items() if task.kind in KINDS]
+            raise ConfigError(f"{source}: grid.task '{t}' ({TASKS[t].kind}) cannot be fine-tuned and scored here; "
+                              f"tasks that can: {', '.join(trainable)}")
     from .parallel import PARALLEL
 
     for d in cfg.alignment.datasets:
@@ -233,12 +239,17 @@ def check_registries(cfg: RunConfig, source: str) -> None:
 
 
 def expand_grid(cfg: RunConfig) -> list[dict]:
-    """Every (model, task, method, seed) cell, with a stable id used for folders and resume."""
+    """Every (model, task, method, seed) cell, with a stable id used for folders and resume, and the id of
+    the checkpoint it evaluates."""
+    from .tasks import get_task
+
     cells = []
     for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid.method, cfg.grid.seed):
         kind, hp = cfg.method_spec(method)
+        # Tasks that train on another task's data (XQuAD, MLQA, LAReQA on TyDiQA) share its checkpoint.
+        checkpoint = cell_id(model, get_task(task).training_task, method, seed)
         cells.append(dict(cell_id=cell_id(model, task, method, seed), model=model, task=task,
-                          method=method, method_type=kind, method_params=hp, seed=seed))
+                          method=method, method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
     return cells
 
 

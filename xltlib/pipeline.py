@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .results import write_json
-from .stages import Run, cell_done, init_run
+from .stages import Run, cell_done, init_run, training_cells
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = ("data", "train", "transfer", "alignment", "analysis")
@@ -57,6 +57,7 @@ def export_html(notebook: Path, target: Path, title: str) -> Path:
 
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
+    exporter.log.setLevel(logging.ERROR)  # one warning per page about figures without alt text
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4), resources={"metadata": {"name": title}})
     # The template loads require.js and MathJax from a CDN; the reports need neither (no widgets, no LaTeX).
     body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)
@@ -109,8 +110,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
         failures.append("01_data")
         stages = ()  # nothing downstream can run without the split
     if "train" in stages:
-        for cell in run.cells():
-            name = f"02_train/{cell['cell_id']}"
+        for cell in training_cells(run):
+            name = f"02_train/{cell['checkpoint']}"
             if cell_done(run, cell):
                 log.info("%-40s skipped (checkpoint exists)", name)
                 status[name] = dict(stage="train", ok=True, skipped=True)

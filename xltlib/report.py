@@ -9,9 +9,17 @@ def _fmt(mean: float, sd: float, n: int) -> str:
     return f"{100 * mean:.1f}" if n < 2 or np.isnan(sd) else f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
+def _standard(transfer: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+    return transfer[(transfer["metric"] == metric) & (transfer["language2"].fillna("") == "")]
+
+
 def transfer_table(transfer: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per task: method x language accuracy (%), mean ± sd over seeds, plus avg and avg without English."""
-    std = transfer[(transfer["metric"] == "accuracy") & (transfer["language2"].fillna("") == "")]
+    """Per task: method x language task score (%), mean ± sd over seeds, plus avg and avg without English.
+
+    The score is the task's XTREME-R metric: accuracy (XNLI, PAWS-X, XCOPA), tag F1 (UD-POS, PAN-X),
+    mean of F1 and EM (QA), mAP@20 (LAReQA).
+    """
+    std = _standard(transfer)
     out = {}
     for task, df in std.groupby("task"):
         per_seed = df.pivot_table(index=["method", "seed"], columns="language", values="value")
@@ -26,6 +34,57 @@ def transfer_table(transfer: pd.DataFrame) -> dict[str, pd.DataFrame]:
         table.insert(0, "seeds", n)
         out[task] = table
     return out
+
+
+def suite_table(transfer: pd.DataFrame) -> pd.DataFrame:
+    """XTREME-R style summary: per method, each task's score (mean over its languages, then over seeds) and
+    the suite average over the tasks in the run; plus the same without English ("xx≠en")."""
+    std = _standard(transfer)
+    if std.empty:
+        return pd.DataFrame()
+    per = (std.groupby(["method", "seed", "task"])
+              .apply(lambda g: pd.Series({"all": g["value"].mean(),
+                                          "xx": g.loc[g["language"] != "en", "value"].mean()}),
+                     include_groups=False)
+              .reset_index())
+    tasks = sorted(per["task"].unique())
+    out = {}
+    for col, label in (("all", ""), ("xx", " xx≠en")):
+        wide = per.pivot_table(index=["method", "seed"], columns="task", values=col)
+        wide["suite avg"] = wide[tasks].mean(axis=1)
+        g = wide.groupby(level="method")
+        mean, sd, n = g.mean(), g.std(), g.size()
+        for c in mean.columns:
+            out[f"{c}{label}"] = [_fmt(mean.loc[m, c], sd.loc[m, c], n[m]) for m in mean.index]
+        index = mean.index
+    table = pd.DataFrame(out, index=index)
+    table.insert(0, "seeds", std.groupby("method")["seed"].nunique())
+    return table
+
+
+def task_coverage(tasks_in_run: list[str], transfer: pd.DataFrame) -> pd.DataFrame:
+    """Which tasks and languages were scored, with the metric, the training data and what the offline data lacks."""
+    from . import tasks as T
+
+    std = _standard(transfer)
+    rows = []
+    for name in tasks_in_run:
+        t = T.get_task(name)
+        langs = sorted(std.loc[std["task"] == name, "language"].unique())
+        n = std.loc[std["task"] == name].groupby("language")["n"].max()
+        rows.append({"task": name, "score": score_name(name),
+                     "languages scored": f"{len(langs)}: {', '.join(langs)}",
+                     "examples per language": f"{int(n.min())}–{int(n.max())}" if len(n) else "",
+                     "notes": t.notes})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def score_name(task: str) -> str:
+    """What a task's score is, from its registry entry (e.g. "accuracy", "mean of f1 and exact_match")."""
+    from . import tasks as T
+
+    parts = T.get_task(task).score_metrics if task in T.TASKS else ("score",)
+    return parts[0] if len(parts) == 1 else "mean of " + " and ".join(parts)
 
 
 def generalized_matrix(transfer: pd.DataFrame) -> dict[tuple[str, str], tuple[pd.DataFrame, str]]:
@@ -172,7 +231,7 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     else:
         out["notes"].append("RQ2 needs a baseline and at least one robust method in the grid.")
     n_ck = merged["checkpoint"].nunique()
-    std = transfer[(transfer["metric"] == "accuracy") & (transfer["language2"].fillna("") == "")]
+    std = _standard(transfer)
     level = []
     for task, g in std.groupby("task"):
         en, xx = g.loc[g["language"] == "en", "value"].mean(), g.loc[g["language"] != "en", "value"].mean()
@@ -225,9 +284,14 @@ def export_results(run, dest) -> list:
         written.append(dest / f"{name}.png")
 
     md = [res["summary"], ""]
+    suite = suite_table(transfer)
+    if len(suite.columns) > 3:  # more than one task: the XTREME-R style suite average
+        save_table(suite, "suite")
+        md += ["## Suite: task scores (%) and their average, mean ± sd over seeds", "", suite.to_markdown(), ""]
     for task, table in transfer_table(transfer).items():
         save_table(table, f"transfer_{task}")
-        md += [f"## Transfer accuracy (%), {task} — mean ± sd over seeds", "", table.to_markdown(), ""]
+        md += [f"## Transfer score (%), {task} ({score_name(task)}) — mean ± sd over seeds", "",
+               table.to_markdown(), ""]
     gen = generalized_matrix(transfer)
     for (task, method), (mat, line) in gen.items():
         md += [f"- generalized {task} · {method}: {line}"]

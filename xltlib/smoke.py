@@ -24,7 +24,7 @@ def _sentence(lang: str, ids) -> str:
 
 
 def make_smoke_data(root: str | Path, n_premises: int = 24, seed: int = 0) -> Path:
-    """Write xnli/, pawsx/, tatoeba-laser/ and synonyms/ with a few rows per language."""
+    """Write xnli/, pawsx/, tatoeba-laser/, the other XTREME-R task folders and synonyms/, a few rows each."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     premises = [rng.integers(0, 60, size=rng.integers(4, 9)) for _ in range(n_premises)]
@@ -52,10 +52,86 @@ def make_smoke_data(root: str | Path, n_premises: int = 24, seed: int = 0) -> Pa
             "".join(_sentence(lang, s) + "\n" for s in sents))
         (root / "tatoeba-laser" / f"tatoeba.{code}-eng.eng").write_text(
             "".join(_sentence("en", s) + "\n" for s in sents))
+    _suite_data(root, rng)
     (root / "synonyms").mkdir(parents=True, exist_ok=True)
     (root / "synonyms" / "counterfitted_neighbors.json").write_text(
         json.dumps({f"w{i}": [f"w{i + 1}", f"w{i + 2}"] for i in range(0, 60, 3)}))
     return root
+
+
+_POS = ("NOUN", "VERB", "ADJ")  # a word's tag is a function of its id, so tags carry across "languages"
+
+
+def _conllu(lang: str, sents) -> str:
+    out = []
+    for k, ids in enumerate(sents):
+        out += [f"# sent_id = s{k:03d}", f"# text = {_sentence(lang, ids)}"]
+        out += [f"{j + 1}\t{_word(lang, w)}\t_\t{_POS[w % 3]}\t_\t_\t0\t_\t_\t_" for j, w in enumerate(ids)]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _iob(lang: str, sents) -> str:
+    """Words 60-64 start a person, 65-69 continue it; everything else is O."""
+    lines = []
+    for ids in sents:
+        for w in ids:
+            tag = "B-PER" if 60 <= w < 65 else ("I-PER" if 65 <= w < 70 else "O")
+            lines.append(f"{_word(lang, w)}\t{tag}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _squad(lang: str, items) -> dict:
+    """Answer = two context words; the question repeats them (an easy, language-independent pattern)."""
+    paragraphs = []
+    for k, (ctx_ids, a) in enumerate(items):
+        context = " . ".join(_sentence(lang, part) for part in np.array_split(ctx_ids, 2))
+        words = context.split(" ")
+        answer = " ".join(words[a:a + 2])
+        start = len(" ".join(words[:a])) + (1 if a else 0)
+        paragraphs.append(dict(context=context, qas=[dict(id=f"q{k:03d}", question=f"{answer} {words[0]}",
+                                                          answers=[dict(text=answer, answer_start=start)])]))
+    return dict(version="smoke", data=[dict(title="smoke", paragraphs=paragraphs)])
+
+
+def _suite_data(root: Path, rng: np.random.Generator) -> None:
+    """Tiny XCOPA, PUD, PAN-X, XQuAD, MLQA and TyDiQA folders in the XTREME layout, in the smoke languages."""
+    def sents(n, lo=3, hi=8):
+        return [rng.integers(0, 90, size=rng.integers(lo, hi)) for _ in range(n)]
+
+    def copa(lang, rows):
+        out = []
+        for k, (p, c) in enumerate(rows):  # the right choice repeats the premise's first word
+            right, wrong = _sentence(lang, np.append(p[:1], c[:2])), _sentence(lang, c[2:5])
+            label = k % 2
+            choices = (wrong, right) if label else (right, wrong)
+            out.append(json.dumps(dict(premise=_sentence(lang, p), choice1=choices[0], choice2=choices[1],
+                                       question=("cause", "effect")[k % 3 == 0], label=label, idx=k)))
+        return "\r\n".join(out) + "\r\n"  # XCOPA's files have CRLF endings
+
+    (root / "xcopa").mkdir(parents=True, exist_ok=True)
+    copa_rows = [(p, rng.integers(0, 90, size=5)) for p in sents(40)]
+    (root / "xcopa" / "train-en.jsonl").write_text(copa(("en"), copa_rows[:24]))
+    (root / "xcopa" / "val-en.jsonl").write_text(copa("en", copa_rows[24:]))
+    for lang in ("sw", "et"):  # et is XCOPA's source of the question field for test sets
+        (root / "xcopa" / f"test-{lang}.jsonl").write_text(copa(lang if lang in SMOKE_LANGS else "en", copa_rows[24:]))
+    (root / "udpos-pud").mkdir(parents=True, exist_ok=True)
+    pud = sents(30)
+    for lang in ("en", "de", "fr"):
+        (root / "udpos-pud" / f"{lang}.conllu").write_text(_conllu(lang, pud))
+    (root / "panx").mkdir(parents=True, exist_ok=True)
+    (root / "panx" / "train-en.tsv").write_text(_iob("en", sents(40)))
+    for lang in SMOKE_LANGS:
+        (root / "panx" / f"dev-{lang}.tsv").write_text(_iob(lang, sents(12)))
+    qa = [(rng.integers(0, 90, size=10), int(rng.integers(0, 5))) for _ in range(40)]
+    for folder, name, langs, items in (
+            ("xquad", "xquad.{lang}.json", ("en", "de"), qa[:12]),
+            ("mlqa/MLQA_V1/dev", "dev-context-{lang}-question-{lang}.json", ("en", "de"), qa[:12]),
+            ("tydiqa/tydiqa-goldp-v1.1-train", "tydiqa.goldp.{lang}.train.json", ("en",), qa[12:])):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for lang in langs:
+            (root / folder / name.format(lang=lang)).write_text(json.dumps(_squad(lang, items)))
 
 
 def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
@@ -76,7 +152,7 @@ def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>",
                                    sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-                                   model_max_length=64)
+                                   model_max_length=64)  # = max_position_embeddings
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, pad_token_id=1, type_vocab_size=1)

@@ -46,7 +46,7 @@ class DataError(FileNotFoundError):
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "pair_classification" | "retrieval"
+    kind: str  # a key of xltlib.kinds.KINDS: how records become model inputs and how they are scored
     languages: tuple[str, ...]
     labels: tuple[str, ...] = ()
     metric: str = "accuracy"
@@ -58,6 +58,23 @@ class Task:
     row_aligned: bool = True  # rows are translations of each other across languages
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # English training data when the task ships a training file (read by ``train_reader``) or borrows
+    # another task's (``train_from``: QA tasks train on TyDiQA-GoldP English, as XTREME trains them all on
+    # SQuAD). Tasks with neither use the offline protocol: a split of the English dev set by group.
+    train_reader: Callable | None = None  # (data_dir) -> English training records
+    train_hub_reader: Callable | None = None  # () -> the same, from the hub
+    train_from: str = ""
+    score_metrics: tuple[str, ...] = ("accuracy",)  # the XTREME-R task score is their mean (QA: F1 and EM)
+    hub_only: bool = False
+
+    @property
+    def training_task(self) -> str:
+        """The task whose English training data (and checkpoint) this task uses."""
+        return self.train_from or self.name
+
+    @property
+    def protocol(self) -> str:
+        return "train_file" if (self.train_reader or self.train_from) else "dev_split"
 
     def check_language(self, lang: str) -> None:
         if lang not in self.languages:
@@ -213,6 +230,9 @@ register_task(Task(
 ))
 
 
+from . import xtremer as _xtremer  # noqa: E402,F401 - registers XCOPA, UD-POS, PAN-X, QA, LAReQA, Mewsli-X
+
+
 # ------------------------------------------------------------------- entry points
 def data_dir_or_none(data_dir: str | Path | None) -> Path | None:
     d = data_dir or os.environ.get("XLT_DATA_DIR")
@@ -230,6 +250,15 @@ def load_records(task: str, lang: str, data_dir: str | Path | None = None) -> li
     t.check_language(lang)
     d = data_dir_or_none(data_dir)
     return t.local_reader(d, lang) if d is not None else t.hub_reader(lang)
+
+
+def load_train_records(task: str, data_dir: str | Path | None = None) -> list[dict]:
+    """English training records of a task with a training file (or of the task it trains from)."""
+    t = get_task(get_task(task).training_task)
+    if t.train_reader is None:
+        raise ValueError(f"task '{t.name}' has no training file; it uses the offline dev split")
+    d = data_dir_or_none(data_dir)
+    return t.train_reader(d) if d is not None else t.train_hub_reader()
 
 
 def offline_split(task: str, english: list[dict], train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .fast import use_fast_dropout
-from .models import load_classifier, load_tokenizer
+from .models import load_tokenizer
 
 CHECKPOINT_META = "xlt_checkpoint.json"
 
@@ -89,44 +89,52 @@ def rewrites_text(objective) -> bool:
     return type(objective).transform_texts is not Objective.transform_texts
 
 
-def train_classifier(model_name: str, records: list[dict], *, num_labels: int, objective, seed: int,
-                     epochs: float, batch_size: int, lr: float, warmup_ratio: float, weight_decay: float,
-                     max_length: int, bf16: bool, freeze_embeddings: bool = True, threads: int | None = None,
-                     fast_dropout: bool = True, pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
-    """Fine-tune a sentence-pair classifier on ``records``; returns (model, tokenizer, per-step log)."""
+def train_classifier(model_name: str, records: list[dict], *, num_labels: int, **kw):
+    """Fine-tune a sentence-pair classifier on ``records`` (``text_a``, ``text_b``, ``label``)."""
+    return train_model(model_name, records, kind="pair_classification", task=None, num_labels=num_labels, **kw)
+
+
+def train_model(model_name: str, records: list[dict], *, kind: str, task, num_labels: int, objective, seed: int,
+                epochs: float, batch_size: int, lr: float, warmup_ratio: float, weight_decay: float,
+                max_length: int, bf16: bool, freeze_embeddings: bool = True, threads: int | None = None,
+                fast_dropout: bool = True, pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
+    """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
+
+    Returns (model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
+    computes loss and gradients; one optimizer step per batch.
+    """
     from transformers import get_linear_schedule_with_warmup
+
+    from .kinds import get_kind
 
     if threads:
         torch.set_num_threads(threads)
     seed_everything(seed)
+    k = get_kind(kind)
     tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, num_labels, pooling)
+    model = k.load_model(model_name, task, num_labels, pooling)
     if fast_dropout:
         use_fast_dropout(model)
     model.train()
     params = trainable_parameters(model, freeze_embeddings)
     optimizer = make_optimizer(params, lr, weight_decay)
-    n_steps_epoch = math.ceil(len(records) / batch_size)
+    rng = np.random.default_rng(seed)
+    rewrites = rewrites_text(objective)
+    features = k.train_features(task, records, tokenizer, max_length, objective, rng)
+    # QA contexts become several windows: steps are counted in features, not records
+    n_steps_epoch = math.ceil(len(features) / batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    rng = np.random.default_rng(seed)
-    labels = np.array([r["label"] for r in records])
-    text_a = [r["text_a"] for r in records]
-    text_b = [r["text_b"] for r in records]
     log, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
-    ids = None
-    rewrites = rewrites_text(objective)
     for epoch in range(math.ceil(epochs)):
-        # Objectives that rewrite text (RS-DA) draw afresh each epoch; others tokenize once.
-        if ids is None or rewrites:
-            a = objective.transform_texts(text_a, rng)
-            b = objective.transform_texts(text_b, rng)
-            ids = tokenize_pairs(tokenizer, a, b, max_length)
-            lengths = np.array([len(x) for x in ids])
+        # Objectives that rewrite text (RS-DA) draw afresh each epoch; others encode once.
+        if epoch > 0 and rewrites:
+            features = k.train_features(task, records, tokenizer, max_length, objective, rng)
+        lengths = np.array([k.length(f) for f in features])
         for idx in length_batches(lengths, batch_size, rng):
             if step >= total_steps:
                 break
-            batch = collate([ids[i] for i in idx], tokenizer.pad_token_id, labels[idx])
+            batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
             optimizer.zero_grad(set_to_none=True)
             with autocast(bf16):
                 loss = objective.loss_and_backward(model, batch)
@@ -145,7 +153,7 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, o
 def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta: dict) -> Path:
     """Write the changed parameters + metadata atomically (a folder that exists is complete).
 
-    ``meta`` must say the head's ``pooling`` so that :func:`load_checkpoint` rebuilds the same module.
+    ``meta`` must say the task ``kind`` and the head's ``pooling`` so that :func:`load_checkpoint` rebuilds the same module.
     """
     from safetensors.torch import save_file
 
@@ -173,7 +181,10 @@ def load_checkpoint(path: str | Path):
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a finished xlt checkpoint (no {CHECKPOINT_META})")
     meta = json.loads(meta_file.read_text())
-    model = load_classifier(meta["base_model"], meta["num_labels"], meta.get("pooling", "cls"))
+    from .kinds import get_kind
+
+    model = get_kind(meta.get("kind", "pair_classification")).load_model(
+        meta["base_model"], None, meta["num_labels"], meta.get("pooling", "cls"))
     missing, unexpected = model.load_state_dict(load_file(str(path / "trainable.safetensors")), strict=False)
     if unexpected:
         raise RuntimeError(f"{path}: unexpected parameters {unexpected[:5]}")

@@ -1,0 +1,194 @@
+"""Task heads for tagging, extractive QA and multiple choice on a bare ``AutoModel`` encoder.
+
+They follow the conventions of ``models.MeanPoolClassifier`` so that the training loop and the
+robust objectives treat every task alike: attributes ``encoder`` / ``config``,
+``get_input_embeddings()``, ``set_attn_implementation()``, ``base_model``, and
+``forward(input_ids | inputs_embeds, attention_mask, token_type_ids, labels)`` returning a
+``ModelOutput`` with a float32 cross-entropy ``.loss`` (None without labels) and ``.logits``.
+Every tensor a head receives has the batch on dim 0 (labels included), so RS-RP's m-fold
+repetition of the whole batch along dim 0 works unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import ModelOutput, MultipleChoiceModelOutput, TokenClassifierOutput
+
+from .models import _hub_error, resolve_model
+
+__all__ = ["TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
+           "load_head", "MASKED_LOGIT"]
+
+# Logit given to padding positions of a span head: exp() underflows to 0, yet it stays finite in
+# fp16/bf16 and when a start and an end score are added.
+MASKED_LOGIT = -1e4
+
+
+@dataclass
+class SpanExtractorOutput(ModelOutput):
+    """``logits`` [B, L, 2] (start, end); ``start_logits`` / ``end_logits`` are its two [B, L] slices."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+
+
+def _linear(config, n_out: int) -> nn.Linear:
+    """A fresh linear layer on the hidden size, initialised like the encoder's own layers."""
+    layer = nn.Linear(config.hidden_size, n_out)
+    nn.init.normal_(layer.weight, std=getattr(config, "initializer_range", 0.02))
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class _EncoderHead(nn.Module):
+    """Shared plumbing: the encoder, dropout and the MeanPoolClassifier-compatible accessors."""
+
+    def __init__(self, encoder, num_labels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config
+        self.config.num_labels = num_labels  # save_checkpoint records it; load_head takes it back
+        self.dropout = nn.Dropout(getattr(self.config, "hidden_dropout_prob", 0.1))
+
+    @property
+    def base_model(self):
+        return self.encoder
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    def set_attn_implementation(self, impl):
+        self.encoder.set_attn_implementation(impl)
+
+    def _hidden(self, input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           inputs_embeds=inputs_embeds, **kwargs)
+        return out.last_hidden_state
+
+
+class TokenClassifier(_EncoderHead):
+    """One label per token (NER / POS on first subwords): logits [B, L, C]; labels [B, L], -100 ignored.
+
+    The loss is the mean over labelled tokens of the whole batch (as HF's token-classification
+    head); a batch with no labelled token gives 0 instead of NaN.
+    """
+
+    def __init__(self, encoder, num_labels: int):
+        super().__init__(encoder, num_labels)
+        self.classifier = _linear(self.config, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        logits = self.classifier(self.dropout(h))
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device).reshape(-1)
+            total = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels,
+                                                ignore_index=-100, reduction="sum")
+            loss = total / (labels != -100).sum().clamp_min(1)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+
+class SpanExtractor(_EncoderHead):
+    """Extractive QA: start/end scores per token, logits [B, L, 2]; labels [B, 2] = (start, end).
+
+    Padding (attention_mask == 0) gets ``MASKED_LOGIT`` in the loss and in the returned logits, so
+    it can never be predicted. Loss = mean of the start and end cross-entropies (HF's QA head);
+    label positions outside [0, L) are ignored, as there.
+    """
+
+    def __init__(self, encoder, num_labels: int = 2):
+        if num_labels != 2:
+            raise ValueError(f"a span extractor has 2 outputs (start, end), got num_labels={num_labels}")
+        super().__init__(encoder, 2)
+        self.qa_outputs = _linear(self.config, 2)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        logits = self.qa_outputs(self.dropout(h))
+        if attention_mask is not None:
+            pad = (attention_mask == 0).to(logits.device).unsqueeze(-1)
+            logits = logits.masked_fill(pad, MASKED_LOGIT)
+        loss = None
+        if labels is not None:
+            seq_len = logits.shape[1]
+            labels = labels.to(logits.device).long().clamp(0, seq_len)  # seq_len = ignored (as HF)
+            ce = [nn.functional.cross_entropy(logits[..., k].float(), labels[:, k], ignore_index=seq_len)
+                  for k in (0, 1)]
+            loss = (ce[0] + ce[1]) / 2
+        return SpanExtractorOutput(loss=loss, logits=logits, start_logits=logits[..., 0],
+                                   end_logits=logits[..., 1])
+
+
+def _unstack(t: torch.Tensor | None, flat_dims: int) -> torch.Tensor | None:
+    """[B, K, ...] -> [B * K, ...] (row i * K + j = choice j of example i); flat input unchanged."""
+    return t.flatten(0, 1) if t is not None and t.dim() == flat_dims + 1 else t
+
+
+class MultipleChoice(_EncoderHead):
+    """Scores each (context, choice) row by a linear layer on its mean-pooled states.
+
+    Inputs are flattened [B * num_choices, L], choice-major inside each example (row
+    i * num_choices + j is choice j of example i); [B, num_choices, L] is flattened the same way.
+    Scores are reshaped to logits [B, num_choices]; labels [B]. Because the reshape only groups
+    consecutive rows, a batch repeated m times along dim 0 (RS-RP) gives [m * B, num_choices],
+    matching labels repeated m times.
+    """
+
+    def __init__(self, encoder, num_choices: int):
+        if num_choices < 2:
+            raise ValueError(f"multiple choice needs at least 2 choices, got {num_choices}")
+        super().__init__(encoder, num_choices)
+        self.num_choices = num_choices
+        self.scorer = _linear(self.config, 1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        input_ids, attention_mask, token_type_ids = (_unstack(t, 2) for t in (input_ids, attention_mask,
+                                                                              token_type_ids))
+        inputs_embeds = _unstack(inputs_embeds, 3)
+        h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        if attention_mask is None:
+            pooled = h.mean(1)
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
+        scores = self.scorer(self.dropout(pooled)).squeeze(-1)  # [rows]
+        if scores.shape[0] % self.num_choices:
+            raise ValueError(f"multiple choice: {scores.shape[0]} rows is not a multiple of "
+                             f"num_choices={self.num_choices}")
+        logits = scores.view(-1, self.num_choices)
+        loss = None
+        if labels is not None:
+            if labels.shape[0] != logits.shape[0]:
+                raise ValueError(f"multiple choice: {labels.shape[0]} labels for {logits.shape[0]} examples "
+                                 f"({scores.shape[0]} rows / {self.num_choices} choices)")
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        return MultipleChoiceModelOutput(loss=loss, logits=logits)
+
+
+HEAD_KINDS = {"token_classification": TokenClassifier, "span_extraction": SpanExtractor,
+              "multiple_choice": MultipleChoice}
+
+
+def load_head(kind: str, model_name: str, num_labels: int):
+    """Encoder ``model_name`` (hub name, path or offline name) with a fresh ``kind`` head.
+
+    ``num_labels``: tag count (token_classification), 2 (span_extraction) or the number of
+    choices (multiple_choice). The encoder is loaded as in ``load_classifier`` (no pooler).
+    """
+    from transformers import AutoModel
+
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"head kind {kind!r}: expected one of {tuple(HEAD_KINDS)}")
+    try:
+        encoder = AutoModel.from_pretrained(resolve_model(model_name), add_pooling_layer=False)
+    except OSError as exc:
+        raise _hub_error(model_name, exc) from exc
+    return HEAD_KINDS[kind](encoder, num_labels)
