@@ -8,6 +8,7 @@ run_dir = ""  # absolute path of the run folder
 import warnings
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
 from xltlib import analysis as A
@@ -32,7 +33,8 @@ display(Markdown(res["summary"]))
 # %%
 display(suite_table(transfer))
 display(Markdown("**What was scored** (tasks, languages, and what the offline data lacks)"))
-display(task_coverage(run.cfg.grid.task, transfer))
+with pd.option_context("display.max_colwidth", None):
+    display(task_coverage(run.cfg.grid.task, transfer))
 
 # %% [markdown]
 # ## Transfer: task score (%) per language, mean ± sd over seeds

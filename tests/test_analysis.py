@@ -66,11 +66,11 @@ def test_merge_alignment_transfer():
     for ck, m, s in [("ck1", "baseline", 1), ("ck2", "pgd", 1)]:
         for lg, v in acc.items():
             tr_rows.append(dict(checkpoint=ck, model="xlmr", task="xnli", method=m, seed=s,
-                                language=lg, language2="", layer=-1, metric="accuracy",
+                                language=lg, language2="", layer=-1, metric="score",
                                 value=v + (0.01 if m == "pgd" else 0), n=100))
         # a non-standard (translate-test style) row that must be ignored
         tr_rows.append(dict(checkpoint=ck, model="xlmr", task="xnli", method=m, seed=s,
-                            language="de", language2="en", layer=-1, metric="accuracy",
+                            language="de", language2="en", layer=-1, metric="score",
                             value=0.1, n=100))
         for lg3 in ("deu", "swh", "eng"):
             for layer in (0, 12):
@@ -217,7 +217,7 @@ def test_gain_from_transfer_and_delta_table():
             for lg in ["en"] + LANGS:
                 v = 0.7 + (0.05 - 0.01 * np.log(rt.loc[lg, "size_gib"]) if m == "pgd" else 0)
                 rows.append(dict(checkpoint=f"{m}{s}", model="xlmr", task="xnli", method=m,
-                                 seed=s, language=lg, language2="", layer=-1, metric="accuracy",
+                                 seed=s, language=lg, language2="", layer=-1, metric="score",
                                  value=v, n=100))
     gains = A.transfer_gain_table(pd.DataFrame(rows))
     slopes, _ = A.gain_vs_resource(gains)
@@ -237,7 +237,7 @@ def test_bootstrap_mean_ci_and_summarize_transfer():
     for s, bump in ((1, 0.0), (2, 0.02)):
         for lg, v in (("en", 0.9), ("de", 0.8), ("sw", 0.6)):
             rows.append(dict(checkpoint=f"c{s}", model="xlmr", task="xnli", method="baseline",
-                             seed=s, language=lg, language2="", layer=-1, metric="accuracy",
+                             seed=s, language=lg, language2="", layer=-1, metric="score",
                              value=v + bump, n=10))
     out = A.summarize_transfer(pd.DataFrame(rows), n_boot=NB).set_index("language")
     assert out.loc["de", "mean"] == pytest.approx(0.81)

@@ -132,7 +132,7 @@ def test_export_writes_tables_figures_and_provenance(smoke_run, tmp_path):
     assert main(["export", str(smoke_run), str(tmp_path / "res")]) == 0
     res = tmp_path / "res"
     summary = (res / "summary.md").read_text()
-    assert "RQ1" in summary and "RQ2" in summary and "Transfer accuracy" in summary
+    assert "RQ1" in summary and "RQ2" in summary and "Transfer score" in summary
     prov = json.loads((res / "provenance.json").read_text())
     assert prov["seeds"] == [1, 2] and prov["git_commit"] and prov["v_torch"]
     for name in ("transfer_xnli.csv", "correlations.csv", "regressions.csv", "alignment_vs_transfer.png",
