@@ -180,7 +180,7 @@ class MultipleChoiceKind(Kind):
 
 
 # -------------------------------------------------------------------------------- token tagging
-TAG_EVAL_LENGTH = 256  # PUD/PAN-X sentences (zh, ja character-tokenised) run past 128 subwords
+TAG_EVAL_LENGTH = 512  # PAN-X ja/zh are character-tokenised: each character becomes ~2 subwords
 
 
 def _tag_length(tokenizer, max_length: int) -> int:

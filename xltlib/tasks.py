@@ -1,8 +1,9 @@
 """Task registry keyed by name, readers for an XTREME-layout folder and the hub.
 
 A task entry says which languages it has, how to read it, its XTREME metric and
-the head it needs. Local and hub readers yield the same records:
-``{"id", "group", "text_a", "text_b", "label"}`` for sentence-pair tasks.
+its *kind* (:mod:`xltlib.kinds`: the head it trains and how it is scored). Local and
+hub readers yield the same records: ``{"id", "group", "text_a", "text_b", "label"}``
+for sentence-pair tasks; the other kinds' records are listed in :mod:`xltlib.xtremer`.
 
 The *offline protocol* (``protocol.name: offline_dev_split``) exists because no
 English training set ships offline: the English dev set is split by group
@@ -50,7 +51,6 @@ class Task:
     languages: tuple[str, ...]
     labels: tuple[str, ...] = ()
     metric: str = "accuracy"
-    head: str = "sequence_classification"
     local_reader: Callable | None = None  # (data_dir, lang) -> list[record]
     hub_reader: Callable | None = None  # (lang) -> list[record]
     layout: str = ""  # the expected local file pattern, for error messages
@@ -224,7 +224,7 @@ register_task(Task(
 register_task(Task(
     name="tatoeba", kind="retrieval",
     languages=tuple(sorted(TATOEBA_CODES)) + tuple(c for c in LASER_TATOEBA if c not in TATOEBA_ISO1),
-    metric="acc@1", head="none", local_reader=read_tatoeba_local, hub_reader=read_tatoeba_hub,
+    metric="acc@1", local_reader=read_tatoeba_local, hub_reader=read_tatoeba_hub,
     layout="tatoeba-laser/tatoeba.{xxx}-eng.{xxx}", row_aligned=False,
     notes="LASER Tatoeba, each language with its own English side",
 ))
