@@ -185,7 +185,9 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric:
     from . import analysis as A
 
     out: dict = {"notes": []}
-    done = set(transfer["checkpoint"]) if len(transfer) else set()
+    # cells of tasks sharing a training task share a checkpoint: match on the cell id when rows carry it
+    key = "cell_id" if "cell_id" in transfer else "checkpoint"
+    done = set(transfer[key].dropna()) if len(transfer) else set()
     missing = sorted(set(expected_cells or []) - done)
     if missing:
         out["notes"].append(f"Missing cells (no transfer results; analysed what exists): {', '.join(missing)}")

@@ -270,7 +270,8 @@ def stage_transfer(run: Run) -> pd.DataFrame:
             pairs = [(a, b) for a in langs for b in langs if a != b]
             rows += kind.evaluate(model, tokenizer, task, sub, pairs=pairs, **kw)
         for r in rows:
-            r.update(checkpoint=cell["checkpoint"], model=cell["model"], task=cell["task"], method=cell["method"],
+            r.update(cell_id=cell["cell_id"], checkpoint=cell["checkpoint"], model=cell["model"], task=cell["task"],
+                     method=cell["method"],
                      seed=cell["seed"], layer=-1, fingerprint=fp)
         write_rows(rows, out, run.prov())
     return load_results(run, "transfer")
@@ -297,6 +298,8 @@ def load_results(run: Run, kind: str) -> pd.DataFrame:
     if kind == "transfer" and "score" not in set(df["metric"]):
         # results cached before tasks had a "score" row: for sentence-pair tasks it is the accuracy
         df = pd.concat([df, df[df["metric"] == "accuracy"].assign(metric="score")], ignore_index=True)
+    if kind == "transfer" and "cell_id" not in df:  # rows written before they carried their cell id
+        df["cell_id"] = [cell_id(m, t, me, s) for m, t, me, s in zip(df["model"], df["task"], df["method"], df["seed"])]
     if kind == "alignment":
         live |= {ck["checkpoint"] for ck in alignment_checkpoints(run) if ck["path"] is None}
         df = df[df["fingerprint"] == alignment_fingerprint(run)]
