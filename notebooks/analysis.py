@@ -16,6 +16,7 @@ from xltlib.report import analyze, score_name, suite_table, task_coverage, trans
 from xltlib.stages import Run, load_results, majority_rates
 
 warnings.filterwarnings("ignore")
+pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 run = Run.open(run_dir)
 transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
 res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_metric,

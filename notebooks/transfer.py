@@ -9,6 +9,7 @@ run_dir = ""  # absolute path of the run folder
 
 # %%
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
@@ -16,6 +17,7 @@ from xltlib.report import generalized_matrix, score_name, suite_table, transfer_
 from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
+pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 transfer = stage_transfer(run)
 missing = missing_cells(run)
 if missing:
