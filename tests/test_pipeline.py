@@ -17,11 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 
 
+def _pipeline_run(tmp_path_factory, params: Path) -> Path:
+    out = tmp_path_factory.mktemp(params.stem)
+    run_pipeline(load_config(params), out, params_file=str(params))
+    return out
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    run_pipeline(load_config(SMOKE), out, params_file=str(SMOKE))
-    return out
+    return _pipeline_run(tmp_path_factory, SMOKE)
 
 
 def test_every_stage_succeeds(smoke_run):
@@ -162,9 +166,7 @@ SMOKE_SUITE = ROOT / "params" / "smoke-suite.yaml"
 
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke-suite")
-    run_pipeline(load_config(SMOKE_SUITE), out, params_file=str(SMOKE_SUITE))
-    return out
+    return _pipeline_run(tmp_path_factory, SMOKE_SUITE)
 
 
 def test_suite_runs_every_task_kind_end_to_end(suite_run):

@@ -29,12 +29,17 @@ def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(preds) == np.asarray(labels)).mean())
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of a mean over examples."""
+def bootstrap_ci(per_example: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 stat=None) -> tuple[float, float]:
+    """Percentile bootstrap CI over examples: of their mean, or of ``stat`` (resamples [n_boot, n, ...] ->
+    [n_boot]; e.g. micro-F1 from per-sentence counts). NaNs when there are no examples."""
+    per_example = np.asarray(per_example, dtype=float)
+    if len(per_example) == 0:
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    correct = np.asarray(correct, dtype=float)
-    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    resamples = per_example[rng.integers(0, len(per_example), size=(n_boot, len(per_example)))]
+    boots = resamples.mean(1) if stat is None else stat(resamples)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 

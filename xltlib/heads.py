@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import ModelOutput, MultipleChoiceModelOutput, TokenClassifierOutput
+from transformers.modeling_outputs import (ModelOutput, MultipleChoiceModelOutput, SequenceClassifierOutput,
+                                           TokenClassifierOutput)
 
 from .models import _hub_error, resolve_model
 
-__all__ = ["TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
+__all__ = ["MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
            "load_head", "MASKED_LOGIT"]
 
 # Logit given to padding positions of a span head: exp() underflows to 0, yet it stays finite in
@@ -45,7 +46,8 @@ def _linear(config, n_out: int) -> nn.Linear:
 
 
 class _EncoderHead(nn.Module):
-    """Shared plumbing: the encoder, dropout and the MeanPoolClassifier-compatible accessors."""
+    """Shared plumbing of every head: the encoder, dropout and the accessors the training loop and the
+    robust objectives use."""
 
     def __init__(self, encoder, num_labels: int):
         super().__init__()
@@ -68,6 +70,33 @@ class _EncoderHead(nn.Module):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                            inputs_embeds=inputs_embeds, **kwargs)
         return out.last_hidden_state
+
+    @staticmethod
+    def _mean_pool(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean of the non-padding token states (E5's own pooling)."""
+        if attention_mask is None:
+            return h.mean(1)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+class MeanPoolClassifier(_EncoderHead):
+    """Encoder + dropout + linear head on the mean of the token states (sentence-pair classification).
+
+    E5 models are trained with mean pooling, so their <s> state carries little sentence
+    information and a CLS-pooler head learns slowly from a few hundred examples.
+    """
+
+    def __init__(self, encoder, num_labels: int):
+        super().__init__(encoder, num_labels)
+        self.classifier = _linear(self.config, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        logits = self.classifier(self.dropout(self._mean_pool(h, attention_mask)))
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class TokenClassifier(_EncoderHead):
@@ -154,12 +183,7 @@ class MultipleChoice(_EncoderHead):
                                                                               token_type_ids))
         inputs_embeds = _unstack(inputs_embeds, 3)
         h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
-        if attention_mask is None:
-            pooled = h.mean(1)
-        else:
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
-        scores = self.scorer(self.dropout(pooled)).squeeze(-1)  # [rows]
+        scores = self.scorer(self.dropout(self._mean_pool(h, attention_mask))).squeeze(-1)  # [rows]
         if scores.shape[0] % self.num_choices:
             raise ValueError(f"multiple choice: {scores.shape[0]} rows is not a multiple of "
                              f"num_choices={self.num_choices}")

@@ -14,30 +14,14 @@ training loop, the robust objectives and the transfer stage treat every task ali
 from __future__ import annotations
 
 import re
-from typing import Callable
 
 import numpy as np
 import torch
 
 from . import metrics as M
 from . import tasks as T
+from .evaluate import bootstrap_ci
 from .train import autocast, collate, length_batches, tokenize_pairs
-
-N_BOOT = 1000
-_CI_LEVEL = 0.95
-
-
-def bootstrap_rows(per_example: np.ndarray, stat: Callable[[np.ndarray], np.ndarray] | None = None,
-                   n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
-    """Percentile CI of ``stat`` (default: the mean) over resamples of the rows of ``per_example``."""
-    per_example = np.asarray(per_example, dtype=float)
-    if len(per_example) == 0:
-        return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(per_example), size=(n_boot, len(per_example)))
-    boots = per_example[idx].mean(1) if stat is None else stat(per_example[idx])
-    lo, hi = np.quantile(boots, [(1 - _CI_LEVEL) / 2, (1 + _CI_LEVEL) / 2])
-    return float(lo), float(hi)
-
 
 def _row(lang: str, metric: str, value: float, n: int, ci: tuple[float, float], language2: str = "") -> dict:
     return dict(language=lang, language2=language2, metric=metric, value=float(value), n=int(n),
@@ -174,7 +158,7 @@ class MultipleChoiceKind(Kind):
                                                objective=objective):
                 pred[idx] = logits.argmax(-1).numpy()
             acc = M.accuracy(pred, [r["label"] for r in recs])
-            ci = bootstrap_rows(acc["per_example"])
+            ci = bootstrap_ci(acc["per_example"])
             rows += [_row(lang, "accuracy", acc["accuracy"], len(recs), ci), _row(lang, "score", acc["accuracy"], len(recs), ci)]
         return rows
 
@@ -223,7 +207,7 @@ class TokenClassificationKind(Kind):
                     logits[i] = lg[k].numpy()
             pred, n_cut = word_predictions(logits, enc, list(task.labels), fill="O" if "O" in task.labels else "X")
             res = M.tag_f1([r["tags"] for r in recs], pred)
-            ci = bootstrap_rows(res["per_sentence"], stat=lambda b: M.f1_from_counts(b.sum(1)))
+            ci = bootstrap_ci(res["per_sentence"], stat=lambda b: M.f1_from_counts(b.sum(1)))
             n = len(recs)
             rows += [_row(lang, "f1", res["f1"], n, ci), _row(lang, "score", res["f1"], n, ci),
                      _row(lang, "precision", res["precision"], n, (np.nan, np.nan)),
@@ -286,9 +270,9 @@ class SpanExtractionKind(Kind):
             res = M.squad_scores(pred, {r["id"]: r["answers"]["text"] for r in recs}, lang=_qa_lang(task, lang))
             per = np.array([res["per_example"][r["id"]] for r in recs], dtype=float)  # (em, f1)
             n = len(recs)
-            rows += [_row(lang, "f1", res["f1"], n, bootstrap_rows(per[:, 1])),
-                     _row(lang, "exact_match", res["exact_match"], n, bootstrap_rows(per[:, 0])),
-                     _row(lang, "score", (res["f1"] + res["exact_match"]) / 2, n, bootstrap_rows(per.mean(1)))]
+            rows += [_row(lang, "f1", res["f1"], n, bootstrap_ci(per[:, 1])),
+                     _row(lang, "exact_match", res["exact_match"], n, bootstrap_ci(per[:, 0])),
+                     _row(lang, "score", (res["f1"] + res["exact_match"]) / 2, n, bootstrap_ci(per.mean(1)))]
         return rows
 
 
@@ -379,6 +363,6 @@ class AnswerRetrievalKind(Kind):
             sims = embed(qs) @ c.T
             top = np.argsort(-sims, axis=1)[:, :20]
             res = M.map_at_k(top.tolist(), rel, k=20)
-            ci = bootstrap_rows(res["per_query"])
+            ci = bootstrap_ci(res["per_query"])
             rows += [_row(lang, "map@20", res["map"], len(qs), ci), _row(lang, "score", res["map"], len(qs), ci)]
         return rows

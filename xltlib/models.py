@@ -232,49 +232,7 @@ def load_encoder(name: str):
 
 
 def _mean_pool_classifier_class():
-    from torch import nn
-    from transformers.modeling_outputs import SequenceClassifierOutput
-
-    class MeanPoolClassifier(nn.Module):
-        """Encoder + dropout + linear head on the mean of the token states.
-
-        E5 models are trained with mean pooling, so their <s> state carries little sentence
-        information and a CLS-pooler head learns slowly from a few hundred examples.
-        """
-
-        def __init__(self, encoder, num_labels: int):
-            super().__init__()
-            self.encoder = encoder
-            self.config = encoder.config
-            self.config.num_labels = num_labels
-            self.dropout = nn.Dropout(getattr(self.config, "hidden_dropout_prob", 0.1))
-            self.classifier = nn.Linear(self.config.hidden_size, num_labels)
-            nn.init.normal_(self.classifier.weight, std=getattr(self.config, "initializer_range", 0.02))
-            nn.init.zeros_(self.classifier.bias)
-
-        @property
-        def base_model(self):
-            return self.encoder
-
-        def get_input_embeddings(self):
-            return self.encoder.get_input_embeddings()
-
-        def set_attn_implementation(self, impl):
-            self.encoder.set_attn_implementation(impl)
-
-        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                    labels=None, **kwargs):
-            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               inputs_embeds=inputs_embeds, **kwargs)
-            h = out.last_hidden_state
-            if attention_mask is None:
-                pooled = h.mean(1)
-            else:
-                m = attention_mask.unsqueeze(-1).to(h.dtype)
-                pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
-            logits = self.classifier(self.dropout(pooled))
-            loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
-            return SequenceClassifierOutput(loss=loss, logits=logits)
+    from .heads import MeanPoolClassifier
 
     return MeanPoolClassifier
 
