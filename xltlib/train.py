@@ -121,6 +121,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     rng = np.random.default_rng(seed)
     rewrites = rewrites_text(objective)
     features = k.train_features(task, records, tokenizer, max_length, objective, rng)
+    lengths = np.array([k.length(f) for f in features])
     # QA contexts become several windows: steps are counted in features, not records
     n_steps_epoch = math.ceil(len(features) / batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
@@ -130,7 +131,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
         # Objectives that rewrite text (RS-DA) draw afresh each epoch; others encode once.
         if epoch > 0 and rewrites:
             features = k.train_features(task, records, tokenizer, max_length, objective, rng)
-        lengths = np.array([k.length(f) for f in features])
+            lengths = np.array([k.length(f) for f in features])
         for idx in length_batches(lengths, batch_size, rng):
             if step >= total_steps:
                 break
