@@ -1,11 +1,22 @@
 """Training throughput per robust method on mE5-small, against a Hugging Face Trainer and the matmul peak.
 
-    XLT_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_throughput.py [--examples 384]
+    XLT_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_throughput.py [--examples 384] [--repeats 2]
 
-Prints a table: examples/s and tokens/s (non-padding) per method with bf16 autocast on and off, the ratio
-of each method's step time to baseline's, the model FLOP utilisation (6 x non-embedding parameters x
-padded tokens per second, over a bare bf16 2048^2 matmul measured in the same run), and the same model and
-data through `transformers.Trainer` at its best CPU settings (bf16 on, group_by_length on).
+Prints a table: examples/s and tokens/s (non-padding) per method and precision (bf16 weights with fp32
+master copies = the default; bf16 autocast; fp32), the ratio of each method's step time to baseline's,
+and the model FLOP utilisation (6 x non-embedding parameters x non-padding tokens per second) against
+two references measured in the same run:
+
+* the bare bf16 2048^2 matmul peak (best of several timed trials, after a warm-up: this CPU's AMX
+  units run well below peak for the first few hundred milliseconds, so a short single trial varies 2x);
+* a matmul-bound ceiling: the same FLOPs at the speed of the model's own linear-layer matmuls (forward,
+  input-gradient and weight-gradient shapes of one layer at the batch's token count), i.e. the step
+  time if everything except the matmuls were free.
+
+Then the same model and data through ``transformers.Trainer`` at its best CPU settings (bf16 on,
+group_by_length on), and the per-epoch cost of RS-DA's synonym rewrite + re-tokenization.
+The host is a shared VM: every configuration runs ``--repeats`` times, interleaved, and the median
+step time is reported.
 """
 from __future__ import annotations
 
@@ -20,7 +31,7 @@ import torch
 
 from xltlib import tasks as T
 from xltlib.robust import build_objective
-from xltlib.train import train_classifier
+from xltlib.train import tokenize_pairs, train_classifier
 
 warnings.filterwarnings("ignore")
 METHODS = {
@@ -30,16 +41,39 @@ METHODS = {
     "rs_rp (m=1)": {"type": "rs_rp", "m": 1},
     "rs_da": {"type": "rs_da"},
 }
+# precision name -> (bf16, bf16_weights) of train_model
+PRECISIONS = {"bf16 weights": (True, True), "bf16 autocast": (True, False), "fp32": (False, False)}
 
 
-def matmul_peak(dtype=torch.bfloat16, n=2048, reps=10) -> float:
+def _best_rate(flops: float, fn, trials: int = 5, reps: int = 10, warmup_s: float = 1.0) -> float:
+    """Best FLOP/s of ``fn`` over ``trials`` timed runs of ``reps`` calls, after ``warmup_s`` of calls."""
+    t_end = time.perf_counter() + warmup_s
+    while time.perf_counter() < t_end:
+        fn()
+    best = 0.0
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = max(best, flops * reps / (time.perf_counter() - t))
+    return best
+
+
+def matmul_peak(dtype=torch.bfloat16, n=2048) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return _best_rate(2 * n ** 3, lambda: a @ b)
+
+
+def model_matmul_rate(tokens: int, hidden: int, intermediate: int) -> float:
+    """bf16 FLOP/s of one encoder layer's linear matmuls (forward, input and weight gradients) at ``tokens`` rows."""
+    shapes = [(hidden, hidden)] * 4 + [(hidden, intermediate), (intermediate, hidden)]
+    ops, flops = [], 0
+    for k, n in shapes:
+        x, w, g = (torch.randn(tokens, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16),
+                   torch.randn(tokens, n, dtype=torch.bfloat16))
+        ops += [lambda x=x, w=w: x @ w.t(), lambda g=g, w=w: g @ w, lambda g=g, x=x: g.t() @ x]
+        flops += 3 * 2 * tokens * k * n
+    return _best_rate(flops, lambda: [op() for op in ops], trials=3, reps=3, warmup_s=0.5)
 
 
 def non_embedding_params(model) -> int:
@@ -47,18 +81,19 @@ def non_embedding_params(model) -> int:
     return sum(p.numel() for p in model.parameters()) - emb
 
 
-def run_ours(records, method_spec, bf16, batch_size, warmup_steps=2):
+def run_ours(records, method_spec, precision, batch_size, warmup_steps=2):
     spec = dict(method_spec)
     kind = spec.pop("type", "baseline")
     obj = build_objective(kind, spec, data_dir=T.data_dir_or_none(None))
+    bf16, bf16_weights = PRECISIONS[precision]
     model, tok, log = train_classifier("me5-small", records, num_labels=3, objective=obj, seed=1, epochs=1,
                                        batch_size=batch_size, lr=3e-5, warmup_ratio=0.1, weight_decay=0.01,
-                                       max_length=128, bf16=bf16)
-    w = log[warmup_steps - 1]
-    last = log[-1]
+                                       max_length=128, bf16=bf16, bf16_weights=bf16_weights)
+    w, last = log[warmup_steps - 1], log[-1]
+    steps = len(log) - warmup_steps
     secs = last["elapsed_s"] - w["elapsed_s"]
-    return dict(ex_s=(last["examples"] - w["examples"]) / secs, tok_s=(last["tokens"] - w["tokens"]) / secs,
-                params=non_embedding_params(model), step_s=secs / (len(log) - warmup_steps))
+    return dict(examples=last["examples"] - w["examples"], tokens=last["tokens"] - w["tokens"], secs=secs,
+                steps=steps, params=non_embedding_params(model), config=model.config)
 
 
 def run_trainer(records, batch_size):
@@ -80,41 +115,80 @@ def run_trainer(records, batch_size):
                                  dataloader_num_workers=0, disable_tqdm=True, seed=1)
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
         out = trainer.train()
-    return dict(ex_s=out.metrics["train_samples_per_second"], tok_s=np.nan, params=non_embedding_params(model))
+    return out.metrics["train_samples_per_second"]
+
+
+def rs_da_rewrite_seconds(records) -> float:
+    """Seconds per epoch that RS-DA spends rewriting and re-tokenizing ``records`` (outside the steps)."""
+    from xltlib.models import load_tokenizer
+
+    obj, tok = build_objective("rs_da", data_dir=T.data_dir_or_none(None)), load_tokenizer("me5-small")
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    a = obj.transform_texts([r["text_a"] for r in records], rng)
+    b = obj.transform_texts([r["text_b"] for r in records], rng)
+    tokenize_pairs(tok, a, b, 128)
+    return time.perf_counter() - t
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated subset of {list(PRECISIONS)}")
     args = ap.parse_args()
     if not os.environ.get("XLT_DATA_DIR"):
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
+    methods, precisions = args.methods.split(","), args.precisions.split(",")
+    unknown = [m for m in methods if m not in METHODS] + [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise SystemExit(f"unknown method/precision {unknown}: expected {list(METHODS)} / {list(PRECISIONS)}")
     records = T.load_records("xnli", "en", None)[: args.examples]
-    tr = run_trainer(records, args.batch_size)  # first, so a Trainer API change fails fast
-    print(f"  measured HF Trainer     bf16=True  {tr['ex_s']:6.1f} ex/s", flush=True)
+    trainer_ex_s = run_trainer(records, args.batch_size)  # first, so a Trainer API change fails fast
+    print(f"  measured HF Trainer (bf16, group_by_length): {trainer_ex_s:.1f} ex/s", flush=True)
+
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for rep in range(args.repeats):  # interleaved, so a slow spell of the VM hits every configuration
+        for name in methods:
+            for prec in precisions:
+                r = run_ours(records, METHODS[name], prec, args.batch_size)
+                runs.setdefault((name, prec), []).append(r)
+                print(f"  measured {name:13s} {prec:13s} rep {rep}: {r['secs'] / r['steps']:.3f} s/step", flush=True)
+    any_run = next(iter(runs.values()))[0]
+    cfg, params = any_run["config"], any_run["params"]
+    tokens_per_step = any_run["tokens"] / any_run["steps"]
     peak = matmul_peak()
-    print(f"bare bf16 2048^2 matmul: {peak / 1e9:.0f} GFLOP/s; fp32: {matmul_peak(torch.float32) / 1e9:.0f} GFLOP/s; "
-          f"threads={torch.get_num_threads()}; {args.examples} XNLI-en examples, batch {args.batch_size}")
-    rows = []
-    for name in args.methods.split(","):
-        for bf16 in (True, False):
-            r = run_ours(records, METHODS[name], bf16, args.batch_size)
-            rows.append(dict(method=name, bf16=bf16, **r))
-            print(f"  measured {name:14s} bf16={bf16!s:5s} {r['ex_s']:6.1f} ex/s", flush=True)
-    base = {bf16: next(r["step_s"] for r in rows if r["method"] == "baseline" and r["bf16"] == bf16)
-            for bf16 in (True, False)} if any(r["method"] == "baseline" for r in rows) else {}
-    print()
-    print(f"{'method':16s} {'bf16':5s} {'ex/s':>7s} {'tok/s':>7s} {'x baseline step':>16s} {'MFU vs bf16 peak':>17s}")
-    for r in rows:
-        mfu = 6 * r["params"] * r["tok_s"] / peak
-        ratio = r["step_s"] / base[r["bf16"]] if base else float("nan")
-        print(f"{r['method']:16s} {r['bf16']!s:5s} {r['ex_s']:7.1f} {r['tok_s']:7.0f} {ratio:16.2f} {mfu:16.1%}")
-    print(f"{'HF Trainer':16s} {'True':5s} {tr['ex_s']:7.1f} {'':>7s}  (bf16=True, group_by_length, CLS head, all weights)")
-    ours = next((r["ex_s"] for r in rows if r["method"] == "baseline" and r["bf16"]), float("nan"))
-    print(f"\nbaseline (ours, bf16) / HF Trainer: {ours / tr['ex_s']:.2f}x examples/s")
-    print("tok/s counts non-padding tokens; MFU uses 6 x non-embedding parameters per non-padding token.")
+    ceiling_rate = model_matmul_rate(int(tokens_per_step), cfg.hidden_size, cfg.intermediate_size)
+    print(f"\nbare bf16 2048^2 matmul peak: {peak / 1e9:.0f} GFLOP/s (fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
+          f"mE5-small's own layer matmuls at {tokens_per_step:.0f} tokens: {ceiling_rate / 1e9:.0f} GFLOP/s; "
+          f"threads={torch.get_num_threads()}; {args.examples} XNLI-en examples, batch {args.batch_size}, "
+          f"median of {args.repeats}")
+
+    summary = {}
+    for key, rs in runs.items():
+        i = int(np.argsort([r["secs"] / r["steps"] for r in rs])[len(rs) // 2])  # the median run
+        r = rs[i]
+        summary[key] = dict(step_s=r["secs"] / r["steps"], ex_s=r["examples"] / r["secs"], tok_s=r["tokens"] / r["secs"])
+    print(f"\n{'method':14s} {'precision':13s} {'ex/s':>7s} {'tok/s':>7s} {'s/step':>7s} {'x baseline':>10s} "
+          f"{'MFU vs peak':>11s} {'vs matmul-bound':>15s}")
+    for (name, prec), s in summary.items():
+        base = summary.get(("baseline", prec))
+        ratio = s["step_s"] / base["step_s"] if base else float("nan")
+        flops = 6 * params * s["tok_s"]
+        print(f"{name:14s} {prec:13s} {s['ex_s']:7.1f} {s['tok_s']:7.0f} {s['step_s']:7.3f} {ratio:10.2f} "
+              f"{flops / peak:11.1%} {flops / ceiling_rate:15.1%}")
+    print(f"{'HF Trainer':14s} {'bf16 autocast':13s} {trainer_ex_s:7.1f}   (group_by_length, CLS head, all weights trained)")
+    ours = summary.get(("baseline", precisions[0]), {}).get("ex_s", float("nan"))
+    print(f"\nbaseline ({precisions[0]}) / HF Trainer: {ours / trainer_ex_s:.2f}x examples/s")
+    if "rs_da" in methods and ("baseline", precisions[0]) in summary:
+        secs = rs_da_rewrite_seconds(records)
+        epoch = len(records) / summary[("baseline", precisions[0])]["ex_s"]
+        print(f"rs_da rewrite + re-tokenization: {secs:.2f} s per epoch of {len(records)} examples "
+              f"({secs / epoch:.1%} of a baseline epoch's {epoch:.1f} s of steps)")
+    print("tok/s counts non-padding tokens; MFU = 6 x non-embedding parameters x tok/s over the reference rate. "
+          "PGD/FreeLB ascent passes are counted at the same 6 FLOPs/param/token, so their MFU is a lower bound.")
 
 
 if __name__ == "__main__":

@@ -81,3 +81,39 @@ def test_unfinished_checkpoint_is_not_loadable(tmp_path):
     (tmp_path / "ck").mkdir()
     with pytest.raises(FileNotFoundError, match="not a finished xlt checkpoint"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_master_weights_keep_updates_bf16_would_round_away():
+    from xltlib.precision import MasterWeights
+    from xltlib.train import trainable_parameters
+
+    model = load_classifier("tiny-random", 3)
+    emb_before = model.get_input_embeddings().weight.detach().clone()
+    named = trainable_parameters(model, freeze_embeddings=True)
+    masters = MasterWeights(model, named)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(m.dtype == torch.float32 for m in masters.master)
+    opt = torch.optim.SGD(masters.master, lr=1e-6)  # an update far below bf16 resolution at |w| ~ 0.02
+    before = [m.detach().clone() for m in masters.master]
+    out = model(input_ids=torch.tensor([[0, 7, 8, 2]]), attention_mask=torch.ones(1, 4, dtype=torch.long),
+                labels=torch.tensor([1]))
+    out.loss.backward()
+    masters.grads_to_master()
+    assert all(p.grad is None for _, p in named) and any(m.grad is not None for m in masters.master)
+    opt.step()
+    masters.master_to_model()
+    moved = sum(int((m != b).sum()) for m, b in zip(masters.master, before))
+    assert moved > 0
+    restored = masters.restore()
+    assert all(p.dtype == torch.float32 for p in restored.parameters())
+    assert torch.equal(restored.get_input_embeddings().weight, emb_before)  # frozen: bit-identical
+    assert all(torch.equal(p, m) for (_, p), m in zip(named, masters.master))  # trained: the fp32 masters
+
+
+@pytest.mark.parametrize("method", ["baseline", "pgd", "freelb", "rs_rp"])
+def test_bf16_weight_training_returns_fp32_model_and_finite_losses(method):
+    kw = dict(num_labels=3, objective=build_objective(method), epochs=1, batch_size=8, lr=1e-3,
+              warmup_ratio=0.1, weight_decay=0.01, max_length=32, bf16=True)
+    model, _, log = train_classifier("tiny-random", _records(24), seed=0, **kw)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(np.isfinite(r["loss"]) for r in log)

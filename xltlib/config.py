@@ -49,7 +49,8 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_length: int = Field(128, ge=8)  # tokens per (pair) example
-    bf16: bool = True  # bf16 autocast on the CPU (about 4x a fp32 matmul on AVX-512 bf16)
+    bf16: bool = True  # bf16 compute on the CPU (about 4x a fp32 matmul with AVX-512 bf16 / AMX)
+    bf16_weights: bool = True  # with bf16: bf16 weights + fp32 master copies (xltlib.precision); false = autocast
     freeze_embeddings: bool = True  # keep the 96M-parameter word-embedding table fixed (see docs)
     pooling: Literal["mean", "cls"] = "mean"  # classification head input: mean of token states (E5's pooling) or <s>
     fast_dropout: bool = True  # byte-mask dropout (xltlib.fast): same expectation, ~1.5x faster steps on CPU

@@ -1,4 +1,4 @@
-"""Fine-tuning loop: seeded, length-bucketed, bf16 autocast, any robust objective.
+"""Fine-tuning loop: seeded, length-bucketed, bf16 (weights with fp32 masters, or autocast), any robust objective.
 
 A checkpoint is the base model's name plus the parameters that training changed
 (the word-embedding table stays frozen by default, which keeps checkpoints at
@@ -19,6 +19,7 @@ import torch
 
 from .fast import use_fast_dropout
 from .models import load_tokenizer
+from .precision import MasterWeights
 
 CHECKPOINT_META = "xlt_checkpoint.json"
 
@@ -78,8 +79,9 @@ def trainable_parameters(model, freeze_embeddings: bool):
 def make_optimizer(named_params, lr: float, weight_decay: float):
     decay = [p for n, p in named_params if p.ndim >= 2]
     no_decay = [p for n, p in named_params if p.ndim < 2]  # biases and LayerNorm, as in BERT
+    # fused: one kernel for all parameters instead of ~10 small ops per tensor (~6% of a step here)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=True)
 
 
 def rewrites_text(objective) -> bool:
@@ -96,12 +98,14 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, *
 
 def train_model(model_name: str, records: list[dict], *, kind: str, task, num_labels: int, objective, seed: int,
                 epochs: float, batch_size: int, lr: float, warmup_ratio: float, weight_decay: float,
-                max_length: int, bf16: bool, freeze_embeddings: bool = True, threads: int | None = None,
-                fast_dropout: bool = True, pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
+                max_length: int, bf16: bool, bf16_weights: bool = True, freeze_embeddings: bool = True,
+                threads: int | None = None, fast_dropout: bool = True,
+                pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
 
-    Returns (model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
-    computes loss and gradients; one optimizer step per batch.
+    Returns (fp32 model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
+    computes loss and gradients; one optimizer step per batch. ``bf16``: bf16 compute, by default as bf16
+    weights with fp32 master copies (:mod:`xltlib.precision`); ``bf16_weights=False`` uses autocast instead.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -117,7 +121,9 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
         use_fast_dropout(model)
     model.train()
     params = trainable_parameters(model, freeze_embeddings)
-    optimizer = make_optimizer(params, lr, weight_decay)
+    masters = MasterWeights(model, params) if bf16 and bf16_weights else None
+    optimized = masters.named_master if masters else params
+    optimizer = make_optimizer(optimized, lr, weight_decay)
     rng = np.random.default_rng(seed)
     rewrites = rewrites_text(objective)
     features = k.train_features(task, records, tokenizer, max_length, objective, rng)
@@ -137,16 +143,22 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(bf16):
+            with autocast(bf16 and masters is None):
                 loss = objective.loss_and_backward(model, batch)
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+            if masters:
+                masters.grads_to_master()
+            torch.nn.utils.clip_grad_norm_([p for _, p in optimized], 1.0, foreach=True)
             optimizer.step()
+            if masters:
+                masters.master_to_model()
             scheduler.step()
             step += 1
             tokens += int(batch["attention_mask"].sum())
             examples += len(idx)
             log.append(dict(step=step, epoch=epoch, loss=float(loss), lr=scheduler.get_last_lr()[0],
                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples))
+    if masters:
+        masters.restore()
     model.eval()
     return model, tokenizer, log
 

@@ -32,6 +32,8 @@ def _repeat(t: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _forward(model, embeds, batch, labels=True):
+    """The model on ``embeds`` (perturbations are fp32; a bf16-weight model takes bf16 inputs)."""
+    embeds = embeds.to(model.get_input_embeddings().weight.dtype)
     kw = model_inputs(batch)
     if labels:
         kw["labels"] = batch["labels"]
