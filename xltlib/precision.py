@@ -35,8 +35,14 @@ class MasterWeights:
         model.to(dtype)
 
     def grads_to_master(self) -> None:
+        """Move the bf16 gradients into the masters' fp32 ``.grad`` (kept between steps: no fresh 84 MB per step)."""
         for p, m in zip(self.params, self.master):
-            m.grad = None if p.grad is None else p.grad.float()
+            if p.grad is None:
+                m.grad = None
+            elif m.grad is None:
+                m.grad = p.grad.float()
+            else:
+                m.grad.copy_(p.grad)
             p.grad = None
 
     @torch.no_grad()

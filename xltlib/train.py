@@ -142,7 +142,8 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
             if step >= total_steps:
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
-            optimizer.zero_grad(set_to_none=True)
+            # with masters the optimizer's (fp32) grads are overwritten by grads_to_master, not freed
+            (model if masters else optimizer).zero_grad(set_to_none=True)
             with autocast(bf16 and masters is None):
                 loss = objective.loss_and_backward(model, batch)
             if masters:
