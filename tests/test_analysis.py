@@ -275,3 +275,9 @@ def test_plots_return_figures():
     for f in figs:
         assert isinstance(f, Figure)
         plt.close(f)
+
+
+def test_number_format_has_no_negative_zero():
+    from xltlib.analysis import _fmt
+
+    assert _fmt(-0.004, 1) == "0.0" and _fmt(-0.06, 1) == "-0.1" and _fmt(float("nan")) == "n/a"

@@ -736,7 +736,10 @@ def plot_gain_vs_resource(frame: pd.DataFrame, *, size_col: str = "size_gib"):
 # 8. plain-language summary
 # --------------------------------------------------------------------------
 def _fmt(v, nd=2) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "n/a"
+    text = f"{v:.{nd}f}"
+    return text.lstrip("-") if float(text) == 0 else text  # -0.004 -> "0.0", not "-0.0"
 
 
 def _fmt_p(p) -> str:

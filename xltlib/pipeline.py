@@ -66,6 +66,19 @@ def export_html(notebook: Path, target: Path, title: str) -> Path:
     return target
 
 
+def _ipc_kernel_manager():
+    """nbclient's kernel manager on local IPC sockets: the kernel is on this machine anyway, and over TCP
+    every stage kernel printed ipykernel's warning about unencrypted TCP."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+
+    return IPCKernelManager
+
+
 def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dict) -> bool:
     """Execute one notebook; returns True on success. Failures are recorded, not raised."""
     import papermill as pm
@@ -82,7 +95,7 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
     try:
         pm.execute_notebook(str(_source_notebook(stage, run.dir)), str(out), parameters=parameters,
                             kernel_name="python3", language="python", progress_bar=False,
-                            cwd=str(run.dir), log_output=False)
+                            cwd=str(run.dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
     except Exception as exc:  # noqa: BLE001 - any failure marks the stage failed
         ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         if out.exists():
