@@ -11,22 +11,34 @@ import torch
 from .train import autocast, collate, length_batches, tokenize_pairs
 
 
-def predict(model, tokenizer, text_a: list[str], text_b: list[str] | None, *, objective=None,
-            batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> np.ndarray:
-    """Predicted label per example; batches sorted by length so padding is small."""
-    ids = tokenize_pairs(tokenizer, text_a, text_b, max_length)
-    lengths = np.array([len(x) for x in ids])
-    preds = np.empty(len(ids), dtype=np.int64)
+def _collate_ids(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    return collate([f["input_ids"] for f in features], pad_id)
+
+
+def logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int, bf16: bool,
+                   collate_fn=_collate_ids, length=lambda f: len(f["input_ids"]), objective=None):
+    """(feature indices, float32 logits) per length-sorted batch (little padding), without gradients.
+
+    ``objective``: its ``predict_logits`` (e.g. RS-RP's noisy-copy vote) instead of the plain forward.
+    """
+    lengths = np.array([length(f) for f in features])
     with torch.inference_mode(), autocast(bf16):
         for idx in length_batches(lengths, batch_size, rng=None):
-            batch = collate([ids[i] for i in idx], tokenizer.pad_token_id)
+            batch = collate_fn([features[i] for i in idx], pad_id)
+            batch.pop("labels", None)
             logits = objective.predict_logits(model, batch) if objective is not None else model(**batch).logits
-            preds[idx] = logits.float().argmax(-1).numpy()
+            yield idx, logits.float()
+
+
+def predict(model, tokenizer, text_a: list[str], text_b: list[str] | None, *, objective=None,
+            batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> np.ndarray:
+    """Predicted label per example."""
+    ids = tokenize_pairs(tokenizer, text_a, text_b, max_length)
+    preds = np.empty(len(ids), dtype=np.int64)
+    for idx, logits in logits_batches(model, [dict(input_ids=x) for x in ids], tokenizer.pad_token_id,
+                                      batch_size=batch_size, bf16=bf16, objective=objective):
+        preds[idx] = logits.argmax(-1).numpy()
     return preds
-
-
-def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(preds) == np.asarray(labels)).mean())
 
 
 def bootstrap_ci(per_example: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,

@@ -80,16 +80,20 @@ class _EncoderHead(nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
 
-class MeanPoolClassifier(_EncoderHead):
+class _LinearClassifier(_EncoderHead):
+    """A head whose output is ``classifier`` (a linear layer) on dropped-out encoder states."""
+
+    def __init__(self, encoder, num_labels: int):
+        super().__init__(encoder, num_labels)
+        self.classifier = _linear(self.config, num_labels)
+
+
+class MeanPoolClassifier(_LinearClassifier):
     """Encoder + dropout + linear head on the mean of the token states (sentence-pair classification).
 
     E5 models are trained with mean pooling, so their <s> state carries little sentence
     information and a CLS-pooler head learns slowly from a few hundred examples.
     """
-
-    def __init__(self, encoder, num_labels: int):
-        super().__init__(encoder, num_labels)
-        self.classifier = _linear(self.config, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 labels=None, **kwargs):
@@ -99,16 +103,12 @@ class MeanPoolClassifier(_EncoderHead):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-class TokenClassifier(_EncoderHead):
+class TokenClassifier(_LinearClassifier):
     """One label per token (NER / POS on first subwords): logits [B, L, C]; labels [B, L], -100 ignored.
 
     The loss is the mean over labelled tokens of the whole batch (as HF's token-classification
     head); a batch with no labelled token gives 0 instead of NaN.
     """
-
-    def __init__(self, encoder, num_labels: int):
-        super().__init__(encoder, num_labels)
-        self.classifier = _linear(self.config, num_labels)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 labels=None, **kwargs):

@@ -20,24 +20,12 @@ import torch
 
 from . import metrics as M
 from . import tasks as T
-from .evaluate import bootstrap_ci
-from .train import autocast, collate, length_batches, tokenize_pairs
+from .evaluate import bootstrap_ci, logits_batches
+from .train import collate, tokenize_pairs
 
 def _row(lang: str, metric: str, value: float, n: int, ci: tuple[float, float], language2: str = "") -> dict:
     return dict(language=lang, language2=language2, metric=metric, value=float(value), n=int(n),
                 ci_low=ci[0], ci_high=ci[1])
-
-
-def _logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int, bf16: bool, collate_fn,
-                    length=lambda f: len(f["input_ids"]), objective=None):
-    """(feature indices, float32 logits) per length-sorted batch, without gradients."""
-    lengths = np.array([length(f) for f in features])
-    with torch.inference_mode(), autocast(bf16):
-        for idx in length_batches(lengths, batch_size, rng=None):
-            batch = collate_fn([features[i] for i in idx], pad_id)
-            batch.pop("labels", None)
-            logits = objective.predict_logits(model, batch) if objective is not None else model(**batch).logits
-            yield idx, logits.float()
 
 
 class Kind:
@@ -60,7 +48,9 @@ class Kind:
         return len(feature["input_ids"])
 
     def collate(self, features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """One padded sequence per feature; ``labels`` when the features carry them."""
+        labels = [f["labels"] for f in features] if "labels" in features[0] else None
+        return collate([f["input_ids"] for f in features], pad_id, labels)
 
     def evaluate(self, model, tokenizer, task, by_lang: dict[str, list[dict]], *, objective=None,
                  batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> list[dict]:
@@ -98,10 +88,6 @@ class PairClassification(Kind):
         b = objective.transform_texts([r["text_b"] for r in records], rng)
         ids = tokenize_pairs(tokenizer, a, b, max_length)
         return [dict(input_ids=x, labels=r["label"]) for x, r in zip(ids, records)]
-
-    def collate(self, features, pad_id):
-        labels = [f["labels"] for f in features] if "labels" in features[0] else None
-        return collate([f["input_ids"] for f in features], pad_id, labels)
 
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128,
                  bf16=True, pairs=None):
@@ -153,7 +139,7 @@ class MultipleChoiceKind(Kind):
         for lang, recs in by_lang.items():
             feats = self._encode(recs, tokenizer, max_length)
             pred = np.empty(len(feats), dtype=np.int64)
-            for idx, logits in _logits_batches(model, feats, tokenizer.pad_token_id, batch_size=max(1, batch_size // 2),
+            for idx, logits in logits_batches(model, feats, tokenizer.pad_token_id, batch_size=max(1, batch_size // 2),
                                                bf16=bf16, collate_fn=self.collate, length=self.length,
                                                objective=objective):
                 pred[idx] = logits.argmax(-1).numpy()
@@ -201,7 +187,7 @@ class TokenClassificationKind(Kind):
         for lang, recs in by_lang.items():
             enc = encode_words(tokenizer, [r["tokens"] for r in recs], None, {}, _tag_length(tokenizer, max_length))
             logits: list = [None] * len(enc)
-            for idx, lg in _logits_batches(model, enc, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16,
+            for idx, lg in logits_batches(model, enc, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16,
                                            collate_fn=self.collate, objective=objective):
                 for k, i in enumerate(idx):
                     logits[i] = lg[k].numpy()
@@ -248,17 +234,12 @@ class SpanExtractionKind(Kind):
         records = qa_substitute(records, lambda texts: objective.transform_texts(texts, rng))
         return prepare_train_features(tokenizer, records, **_qa_windows(tokenizer, max_length))
 
-    def collate(self, features, pad_id):
-        labels = [f["labels"] for f in features] if "labels" in features[0] else None
-        return collate([f["input_ids"] for f in features], pad_id, labels)
-
     def predict(self, model, tokenizer, recs, *, batch_size, max_length, bf16) -> dict[str, str]:
         from .qa import postprocess, prepare_eval_features
 
         feats = prepare_eval_features(tokenizer, recs, **_qa_windows(tokenizer, max_length))
         start, end = [None] * len(feats), [None] * len(feats)
-        for idx, lg in _logits_batches(model, feats, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16,
-                                       collate_fn=lambda fs, pad: collate([f["input_ids"] for f in fs], pad)):
+        for idx, lg in logits_batches(model, feats, tokenizer.pad_token_id, batch_size=batch_size, bf16=bf16):
             for k, i in enumerate(idx):
                 start[i], end[i] = lg[k, :, 0].numpy(), lg[k, :, 1].numpy()
         return postprocess(recs, feats, start, end)
@@ -343,9 +324,6 @@ class AnswerRetrievalKind(Kind):
 
     def train_features(self, *args):
         return KINDS["span_extraction"].train_features(*args)
-
-    def collate(self, features, pad_id):
-        return KINDS["span_extraction"].collate(features, pad_id)
 
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
         from .alignment import encode_layers

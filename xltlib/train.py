@@ -124,10 +124,15 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     masters = MasterWeights(model, params) if bf16 and bf16_weights else None
     optimized = masters.named_master if masters else params
     optimizer = make_optimizer(optimized, lr, weight_decay)
+    clipped = [p for _, p in optimized]
     rng = np.random.default_rng(seed)
     rewrites = rewrites_text(objective)
-    features = k.train_features(task, records, tokenizer, max_length, objective, rng)
-    lengths = np.array([k.length(f) for f in features])
+
+    def encode():
+        feats = k.train_features(task, records, tokenizer, max_length, objective, rng)
+        return feats, np.array([k.length(f) for f in feats])
+
+    features, lengths = encode()
     # QA contexts become several windows: steps are counted in features, not records
     n_steps_epoch = math.ceil(len(features) / batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
@@ -136,8 +141,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     for epoch in range(math.ceil(epochs)):
         # Objectives that rewrite text (RS-DA) draw afresh each epoch; others encode once.
         if epoch > 0 and rewrites:
-            features = k.train_features(task, records, tokenizer, max_length, objective, rng)
-            lengths = np.array([k.length(f) for f in features])
+            features, lengths = encode()
         for idx in length_batches(lengths, batch_size, rng):
             if step >= total_steps:
                 break
@@ -148,7 +152,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
                 loss = objective.loss_and_backward(model, batch)
             if masters:
                 masters.grads_to_master()
-            torch.nn.utils.clip_grad_norm_([p for _, p in optimized], 1.0, foreach=True)
+            torch.nn.utils.clip_grad_norm_(clipped, 1.0, foreach=True)
             optimizer.step()
             if masters:
                 masters.master_to_model()
