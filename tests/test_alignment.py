@@ -97,6 +97,46 @@ def test_cka_known_values():
     assert cka(x, z)["cka"] == pytest.approx(_cka_hsic(x, z), abs=1e-5)
 
 
+def _unbiased_hsic_explicit(x, y):
+    """Song et al. (2012) eq. 5 on n x n kernels with zeroed diagonals."""
+    n = len(x)
+    k, l_ = x @ x.T, y @ y.T
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l_, 0)
+    one = np.ones(n)
+    return (np.trace(k @ l_) + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ k @ l_ @ one) / (n * (n - 3))
+
+
+def test_debiased_cka_matches_explicit_and_removes_small_n_bias():
+    g = rng(14)
+    x, y = g.standard_normal((30, 7)), g.standard_normal((30, 5))
+    y[:, :3] += x[:, :3]
+    want = _unbiased_hsic_explicit(x, y) / np.sqrt(_unbiased_hsic_explicit(x, x) * _unbiased_hsic_explicit(y, y))
+    assert cka(x, y)["cka_debiased"] == pytest.approx(want, abs=1e-9)
+    assert cka(x, x)["cka_debiased"] == pytest.approx(1.0, abs=1e-9)
+    # independent data, n < d: linear CKA is far from 0, debiased CKA is not
+    a, b = g.standard_normal((250, 384)), g.standard_normal((250, 384))
+    res = cka(a, b)
+    assert res["cka"] > 0.5 and abs(res["cka_debiased"]) < 0.02
+    assert np.isnan(cka(a[:3], b[:3])["cka_debiased"])
+
+
+def test_retrieval_direction_labels():
+    """acc1_en2xx queries with English (y) and searches the xx rows (x), XTREME's Tatoeba direction:
+    a hub among the xx rows captures the English queries (en->xx fails) but not the xx queries."""
+    g = rng(2)
+    n, d = 60, 256
+    c = np.zeros(d)
+    c[0] = 1.0
+    r = g.standard_normal((n, d)) / np.sqrt(d)
+    en = c + r
+    xx = c + r + 2.0 * g.standard_normal((n, d)) / np.sqrt(d)
+    xx[0] = c  # the hub, on the xx side
+    res = retrieval(xx, en)
+    assert res["acc1_en2xx"] < 0.2 and res["acc1_xx2en"] > 0.9
+
+
 def test_cka_matches_hsic_and_invariances():
     g = rng(6)
     x, y = g.standard_normal((50, 12)), g.standard_normal((50, 9))
@@ -131,25 +171,49 @@ def test_compute_alignment_rows():
                              options={"langid_probe": {"max_per_lang": 30}})
     pair = [r for r in rows if r["language"] != "all"]
     multi = [r for r in rows if r["language"] == "all"]
-    assert len(pair) == 2 * 2 * (4 + 1) and len(multi) == 2 * 2
-    assert set(rows[0]) == {"metric", "language", "language2", "layer", "value", "n"}
+    assert len(pair) == 2 * 2 * (4 + 2) and len(multi) == 2 * 2
+    assert set(rows[0]) == {"metric", "language", "language2", "layer", "value", "n", "n_available"}
     assert {r["language"] for r in pair} == {"de", "fr"} and {r["language2"] for r in pair} == {"en"}
     assert {r["layer"] for r in rows} == {0, 2} and all(r["n"] == 40 for r in pair)
     assert {r["metric"] for r in multi} == {"langid_probe.langid_acc", "langid_probe.langid_chance"}
     chance = [r["value"] for r in multi if r["metric"].endswith("chance")]
     assert chance == pytest.approx([1 / 3, 1 / 3])  # pivot included in multi metrics
     assert all(r["value"] == 1.0 for r in pair if r["metric"] == "retrieval.acc1_xx2en")
-    assert len(compute_alignment(emb, metrics=["cka"])) == 3 * 2  # default: all layers
+    assert len(compute_alignment(emb, metrics=["cka"])) == 3 * 2 * 2  # default: all layers
 
 
 def test_compute_alignment_pairs_own_pivot_side():
     g = rng(9)
     y = {"de": g.standard_normal((2, 30, 8)), "sw": g.standard_normal((2, 50, 8))}
     x = {"de": y["de"].copy(), "sw": g.standard_normal((2, 50, 8))}
-    rows = compute_alignment_pairs(x, y, metrics=["cka"])
-    got = {(r["language"], r["layer"]): (r["value"], r["n"]) for r in rows}
+    rows = compute_alignment_pairs(x, y, metrics=["cka"], pool="full")
+    got = {(r["language"], r["layer"]): (r["value"], r["n"]) for r in rows if r["metric"] == "cka.cka"}
     assert got[("de", 1)] == (pytest.approx(1.0), 30) and got[("sw", 0)][1] == 50
     assert got[("sw", 0)][0] < 0.9
+
+
+def test_common_pool_subsamples_to_the_smallest_language():
+    g = rng(12)
+    y = {"de": g.standard_normal((2, 30, 8)), "sw": g.standard_normal((2, 50, 8))}
+    x = {lang: v + 0.05 * g.standard_normal(v.shape) for lang, v in y.items()}
+    rows = compute_alignment_pairs(x, y, metrics=["retrieval", "cka"])
+    assert {(r["language"], r["n"], r["n_available"]) for r in rows} == {("de", 30, 30), ("sw", 30, 50)}
+    again = compute_alignment_pairs(x, y, metrics=["retrieval", "cka"])
+    assert [r["value"] for r in rows] == [r["value"] for r in again]  # seeded: the same rows every time
+    # the kept sw rows are a subsample of the pairs, still row-aligned: retrieval stays perfect
+    sw = {r["metric"]: r["value"] for r in rows if r["language"] == "sw" and r["layer"] == 1}
+    assert sw["retrieval.acc1_en2xx"] == 1.0 and sw["cka.cka"] > 0.9
+    with pytest.raises(ValueError, match="pool"):
+        compute_alignment_pairs(x, y, metrics=["cka"], pool="smallest")
+
+
+def test_retrieval_accuracy_depends_on_pool_size():
+    """Why pools must be equal: the same per-pair noise scores lower in a larger pool."""
+    g = rng(13)
+    y = g.standard_normal((1000, 32))
+    x = y + 1.6 * g.standard_normal((1000, 32))
+    small, large = retrieval(x[:200], y[:200])["acc1_en2xx"], retrieval(x, y)["acc1_en2xx"]
+    assert small > large + 0.1
 
 
 def test_compute_alignment_errors():

@@ -146,18 +146,23 @@ def _acc1(a: np.ndarray, b: np.ndarray, ra: np.ndarray | None = None, rb: np.nda
 
 @register_metric("retrieval")
 def retrieval(x: np.ndarray, y: np.ndarray, *, center: bool = False, k: int = 4) -> dict[str, float]:
-    """Bitext retrieval accuracy@1 with cosine and with ratio margin (k-NN, k=4).
+    """Bitext retrieval accuracy@1 with cosine and with ratio margin (k-NN, k=4); ``x`` is the xx side,
+    ``y`` English, row i of each a translation pair.
 
-    ``acc1_xx2en`` follows XTREME's Tatoeba convention (Hu et al. 2020): each source row
-    queries all English rows. ``center`` removes each language's mean vector first.
+    Names say query -> index: ``acc1_en2xx`` queries with each English row and searches the xx rows.
+    That is XTREME's Tatoeba number: google-research/xtreme@838c13b third_party/evaluate_retrieval.py
+    lines 807-808 call ``similarity_search(x=xx embeddings, y=English embeddings)``, and
+    third_party/utils_retrieve.py lines 337-338 index ``x`` and search it with ``y``. ``acc1_xx2en`` is
+    the reverse. Accuracy falls with the pool size, so compare languages on a common pool
+    (:func:`compute_alignment_pairs` does). ``center`` removes each language's mean vector first.
     """
     xn, yn = _prep(x, center), _prep(y, center)
     rx, ry = _knn_mean(xn, yn, k), _knn_mean(yn, xn, k)
     return {
-        "acc1_xx2en": _acc1(xn, yn),
         "acc1_en2xx": _acc1(yn, xn),
-        "margin_acc1_xx2en": _acc1(xn, yn, rx, ry),
+        "acc1_xx2en": _acc1(xn, yn),
         "margin_acc1_en2xx": _acc1(yn, xn, ry, rx),
+        "margin_acc1_xx2en": _acc1(xn, yn, rx, ry),
     }
 
 
@@ -177,24 +182,57 @@ def cosine_gap(x: np.ndarray, y: np.ndarray, *, center: bool = True) -> dict[str
     return {"cosine_gap": pos - neg, "cos_pos": pos, "cos_neg": neg}
 
 
+def _unbiased_hsic(x: np.ndarray, y: np.ndarray, xy: np.ndarray, xx_diag: np.ndarray, yy_diag: np.ndarray,
+                   sx: np.ndarray, sy: np.ndarray) -> float:
+    """Unbiased HSIC estimator (Song et al. 2012, eq. 5) with linear kernels K = XX', L = YY', from
+    feature-space quantities: tr(K~L~), 1'K~1, 1'L~1 and 1'K~L~1 where K~, L~ have zero diagonals."""
+    n = len(x)
+    tr_kl = float((xy**2).sum()) - float(xx_diag @ yy_diag)  # tr(KL) - sum_i K_ii L_ii
+    k1 = x @ sx - xx_diag  # K~ 1
+    l1 = y @ sy - yy_diag  # L~ 1
+    sk, sl = float(k1.sum()), float(l1.sum())
+    return (tr_kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1)) / (n * (n - 3))
+
+
 @register_metric("cka")
 def cka(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Linear CKA (Kornblith et al. 2019): ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)``, columns centred.
+    """Linear CKA (Kornblith et al. 2019) and debiased linear CKA.
 
-    Invariant to orthogonal transforms and isotropic scaling, not to general linear maps.
-    Feature-space Gram matrices are accumulated over row chunks in float64.
+    ``cka``: ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)``, columns centred; biased upwards when n is not much
+    larger than d (about 0.6 for independent data at n = 250, d = 384). ``cka_debiased``: the same ratio
+    of unbiased HSIC estimates (Song et al. 2012; Kornblith et al. 2019 sec. 3 footnote / Nguyen et al.
+    2021), near 0 for independent data at any n (needs n >= 4). Invariant to orthogonal transforms and
+    isotropic scaling. Feature-space Gram matrices are accumulated over row chunks in float64.
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
-    x, y = x - x.mean(0), y - y.mean(0)
-    xx, yy, yx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((x, x), (y, y), (y, x)))
-    for s in range(0, len(x), _CHUNK):
-        xc, yc = x[s : s + _CHUNK], y[s : s + _CHUNK]
-        xx += xc.T @ xc
-        yy += yc.T @ yc
-        yx += yc.T @ xc
+    n = len(x)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    xx, yy, yx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((xc, xc), (yc, yc), (yc, xc)))
+    for s in range(0, n, _CHUNK):
+        a, b = xc[s : s + _CHUNK], yc[s : s + _CHUNK]
+        xx += a.T @ a
+        yy += b.T @ b
+        yx += b.T @ a
     den = np.linalg.norm(xx) * np.linalg.norm(yy)
-    return {"cka": float((yx**2).sum() / den) if den > 0 else float("nan")}
+    out = {"cka": float((yx**2).sum() / den) if den > 0 else float("nan")}
+    if n < 4:
+        out["cka_debiased"] = float("nan")
+        return out
+    # the unbiased estimator needs no centring; uncentred Grams in feature space
+    gx, gy, gyx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((x, x), (y, y), (y, x)))
+    for s in range(0, n, _CHUNK):
+        a, b = x[s : s + _CHUNK], y[s : s + _CHUNK]
+        gx += a.T @ a
+        gy += b.T @ b
+        gyx += b.T @ a
+    dx, dy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+    sx, sy = x.sum(0), y.sum(0)
+    hxy = _unbiased_hsic(x, y, gyx, dx, dy, sx, sy)
+    hxx = _unbiased_hsic(x, x, gx, dx, dx, sx, sx)
+    hyy = _unbiased_hsic(y, y, gy, dy, dy, sy, sy)
+    out["cka_debiased"] = float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+    return out
 
 
 @register_metric("langid_probe", kind="multi")
@@ -239,6 +277,13 @@ def _check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     return list(layers)
 
 
+def _pool_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of ``size`` of ``n`` rows (all rows when size >= n)."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 def compute_alignment_pairs(
     x_by_lang: dict[str, np.ndarray],
     y_by_lang: dict[str, np.ndarray],
@@ -248,14 +293,24 @@ def compute_alignment_pairs(
     layers: list[int] | None = None,
     options: dict[str, dict] | None = None,
     multi_inputs: dict[str, np.ndarray] | None = None,
+    pool: Literal["common", "full"] = "common",
+    pool_seed: int = 0,
 ) -> list[dict]:
     """Per-layer alignment where each language has its own pivot side (e.g. Tatoeba).
 
     ``x_by_lang[lang]`` and ``y_by_lang[lang]`` are ``[L+1, n_lang, d]`` and row-aligned.
-    Pair metrics yield rows ``{metric: "name.sub", language, language2: pivot, layer, value, n}``;
-    multi metrics run once per layer on ``multi_inputs`` (default: the x sides) with
+    Pair metrics yield rows ``{metric: "name.sub", language, language2: pivot, layer, value, n,
+    n_available}``; multi metrics run once per layer on ``multi_inputs`` (default: the x sides) with
     ``language = language2 = "all"``.
+
+    ``pool="common"`` scores every language on the same number of pairs, the smallest language's
+    (a seeded subsample of the others, the same ``pool_seed`` for every language and checkpoint):
+    retrieval accuracy falls with the pool size and linear CKA's bias grows as n shrinks, so unequal
+    pools (Tatoeba: sw 390, th 548, most 1000) confound a comparison across languages. ``n`` is the
+    pool used, ``n_available`` the pairs there were. ``pool="full"`` keeps every pair.
     """
+    if pool not in ("common", "full"):
+        raise ValueError(f"unknown pool {pool!r}; expected 'common' or 'full'")
     _check_metrics(metrics)
     options = options or {}
     if set(x_by_lang) != set(y_by_lang):
@@ -271,22 +326,26 @@ def compute_alignment_pairs(
         if nx != ny:
             raise ValueError(f"row counts differ for {lang!r}: {lang}={nx}, {pivot}={ny}")
     layers = _check_layers(layers, next(iter(depths.values()), 0))
+    available = {lang: int(np.shape(x_by_lang[lang])[1]) for lang in x_by_lang}
+    n_pool = min(available.values(), default=0)
+    keep = {lang: _pool_rows(n, n_pool if pool == "common" else n, pool_seed) for lang, n in available.items()}
     rows: list[dict] = []
     for layer in layers:
         for name in metrics:
             spec, opts = METRICS[name], options.get(name, {})
             if spec.kind == "pair":
                 for lang in x_by_lang:
-                    x, y = x_by_lang[lang][layer], y_by_lang[lang][layer]
+                    x, y = x_by_lang[lang][layer][keep[lang]], y_by_lang[lang][layer][keep[lang]]
                     for sub, val in spec.fn(x, y, **opts).items():
                         rows.append({"metric": f"{name}.{sub}", "language": lang, "language2": pivot,
-                                     "layer": layer, "value": float(val), "n": len(x)})
+                                     "layer": layer, "value": float(val), "n": len(x),
+                                     "n_available": available[lang]})
             else:
                 reps = {lang: a[layer] for lang, a in multi.items()}
                 n = min(len(a) for a in reps.values())
                 for sub, val in spec.fn(reps, **opts).items():
                     rows.append({"metric": f"{name}.{sub}", "language": "all", "language2": "all",
-                                 "layer": layer, "value": float(val), "n": n})
+                                 "layer": layer, "value": float(val), "n": n, "n_available": n})
     return rows
 
 
