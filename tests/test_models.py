@@ -279,3 +279,18 @@ def test_me5_small_tokenizer_composes_combining_marks(me5, nano):
     for decomposed, composed in [("cafe\u0301", "café"), ("A\u030a", "Å")]:
         assert tok(decomposed)["input_ids"] == tok(composed)["input_ids"]
         assert nano.token_count(composed) == len(tok("passage: " + composed)["input_ids"])
+
+
+def test_converting_on_first_use_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """Issue 11 item 8: a fresh model cache must not change what a seeded run draws next."""
+    import torch
+
+    from xltlib.models import resolve_model
+
+    monkeypatch.setenv("XLT_MODEL_CACHE", str(tmp_path / "fresh"))
+    torch.manual_seed(11)
+    want = torch.rand(3)
+    torch.manual_seed(11)
+    path = resolve_model("tiny-random")  # builds the model: random init inside
+    assert (tmp_path / "fresh" / "tiny-random" / "config.json").exists() and path.endswith("tiny-random")
+    assert torch.equal(torch.rand(3), want)

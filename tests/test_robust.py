@@ -165,21 +165,39 @@ def test_freelb_one_optimizer_step_per_batch():
     assert steps == 4
 
 
-def test_freelb_gradients_are_sum_over_steps():
+def test_freelb_gradients_are_mean_over_k_plus_one_passes():
     model, batch = make_model().eval(), make_batch()
     k = 2
     obj = build("freelb", adv_steps=k, adv_init_mag=0.0, adv_lr=0.5, adv_max_norm=0.0)
-    obj.loss_and_backward(model, batch)
+    deltas = []
+    orig = obj._ascend
+    obj._ascend = lambda *a: deltas.append(orig(*a)) or deltas[-1]
+    loss = obj.loss_and_backward(model, batch)
     got = grads_of(model)
-    # with zero init, step 0 is the clean input and step 1 uses last_delta
+    # fairseq semantics: pass 0 on delta_0 = 0 (clean), then one pass per ascent step, each loss/(K+1)
+    assert len(deltas) == k and torch.equal(deltas[-1], obj.last_delta)
     kw = {key: batch[key] for key in ("attention_mask", "token_type_ids", "labels")}
     model.zero_grad()
     emb = model.get_input_embeddings()(batch["input_ids"])
-    ((model(inputs_embeds=emb, **kw).loss + model(inputs_embeds=emb + obj.last_delta, **kw).loss) / k).backward()
+    losses = [model(inputs_embeds=emb + d, **kw).loss for d in [torch.zeros_like(emb)] + deltas]
+    (sum(losses) / (k + 1)).backward()
     want = grads_of(model)
     assert obj.last_delta.abs().sum() > 0
+    torch.testing.assert_close(loss, (sum(losses) / (k + 1)).detach(), rtol=1e-5, atol=1e-6)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_freelb_makes_k_plus_one_passes(k):
+    model, batch = make_model(), make_batch()
+    obj = build("freelb", adv_steps=k)
+    obj.diagnose = False  # no extra clean forward: count the training passes only
+    calls = []
+    model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs.get("inputs_embeds") is not None),
+                                with_kwargs=True)
+    obj.loss_and_backward(model, batch)
+    assert calls == [True] * (k + 1) and obj.passes() == k + 1
 
 
 def test_freelb_projection():
@@ -265,8 +283,10 @@ def test_registry_and_defaults():
     assert set(NAMES) == set(OBJECTIVES)
     for name in NAMES:
         assert OBJECTIVES[name].name == name
-    assert objective_defaults("freelb") == {"norm": "l2", "adv_lr": 0.1, "adv_steps": 2,
-                                            "adv_init_mag": 0.1, "adv_max_norm": 0.3}
+    # zhuchen03/FreeLB fairseq-RoBERTa/launch/FreeLB/mnli-fp32-clip.sh line 63, absolute scale
+    assert objective_defaults("freelb") == {"norm": "l2", "adv_lr": 0.1, "adv_steps": 2, "adv_init_mag": 0.1,
+                                            "adv_max_norm": 0.3, "scale": "absolute", "share_dropout": True}
+    assert objective_defaults("rs_da")["lookup"] == "exact" and objective_defaults("rs_da")["copies"] == "fresh"
     assert build_objective("pgd").hparams == objective_defaults("pgd")
 
 
@@ -283,9 +303,200 @@ def test_unknown_method_lists_registered_names():
     ("pgd", "clean_weight", 1.5), ("pgd", "random_start", 1), ("freelb", "adv_steps", 0),
     ("freelb", "adv_max_norm", -1.0), ("rs_rp", "sigma", -0.5), ("rs_rp", "m", 0),
     ("rs_rp", "sigma", float("nan")), ("baseline", "eps", 0.1), ("pgd", "epsilon", 0.1),
+    ("pgd", "scale", "percent"), ("freelb", "scale", "Relative"), ("rs_rp", "scale", None),
+    ("pgd", "share_dropout", "yes"),
 ])
 def test_invalid_hparams(name, key, value):
     with pytest.raises(ValueError) as e:
         build_objective(name, {key: value}, entry="entry1")
     msg = str(e.value)
     assert msg.startswith(f"methods.entry1.{key} = {value!r}: expected ")
+
+
+@pytest.mark.parametrize("name,key,value,allowed", [
+    ("rs_da", "lookup", "fuzzy", ["'exact'", "'normalized'"]),
+    ("rs_da", "lookup", "Exact", ["'exact'", "'normalized'"]),
+    ("rs_da", "copies", 0, ["'fresh'", "'reference'", "integer >= 1"]),
+    ("rs_da", "copies", -3, ["'fresh'", "'reference'", "integer >= 1"]),
+    ("rs_da", "copies", "ten", ["'fresh'", "'reference'", "integer >= 1"]),
+    ("rs_da", "copies", True, ["'fresh'", "'reference'", "integer >= 1"]),
+    ("pgd", "scale", "percent", ["'absolute'", "'relative'"]),
+    ("freelb", "scale", 1, ["'absolute'", "'relative'"]),
+    ("rs_rp", "scale", "rel", ["'absolute'", "'relative'"]),
+])
+def test_bad_lookup_scale_copies_name_key_value_and_allowed(name, key, value, allowed, table_path):
+    with pytest.raises(ValueError) as e:
+        build_objective(name, {key: value}, data_dir=table_path.parent.parent, entry="m1")
+    msg = str(e.value)
+    assert msg.startswith(f"methods.m1.{key} = {value!r}: expected ")
+    assert all(a in msg for a in allowed), msg
+
+
+def test_rs_da_reference_copies_only_for_reference_tasks(table_path):
+    obj = build("rs_da", table_path, copies="reference")
+    assert obj.train_copies("pawsx") == (10, 3.0) and obj.train_copies("xnli") == (3, 1.0)
+    with pytest.raises(ValueError) as e:
+        obj.train_copies("xcopa")
+    assert "methods.rs_da.copies = 'reference'" in str(e.value) and "pawsx, xnli" in str(e.value)
+    assert build("rs_da", table_path, copies=4).train_copies("xcopa") == (4, None)
+    assert build("rs_da", table_path).train_copies("xnli") is None  # fresh: one new view per epoch
+
+
+# ------------------------------------------------------------------ shared dropout masks
+def _dropout_model(seed=0):
+    from xltlib.fast import use_fast_dropout
+
+    model = make_model(seed)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.3
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.3
+    for layer in model.bert.encoder.layer:  # the eager kernel reads the attention module's rate
+        layer.attention.self.dropout_prob = 0.3
+    return use_fast_dropout(model)
+
+
+@pytest.mark.parametrize("name,hp", [("pgd", {"steps": 3}), ("freelb", {"adv_steps": 3})])
+@pytest.mark.parametrize("share", [True, False])
+def test_dropout_masks_shared_across_passes(name, hp, share, monkeypatch):
+    import xltlib.fast as fast
+
+    model, batch = _dropout_model(), make_batch()
+    draws, patterns = [], {}
+    real_draw = fast._draw_mask
+    monkeypatch.setattr(fast, "_draw_mask", lambda *a: draws.append(1) or real_draw(*a))
+    for mod in model.modules():
+        if isinstance(mod, fast.FastDropout):
+            mod.register_forward_hook(lambda m, i, o: patterns.setdefault(id(m), []).append(
+                (o == 0) & (i[0] != 0)))
+    obj = build(name, share_dropout=share, **hp)
+    obj.diagnose = False
+    obj.loss_and_backward(model, batch)
+    passes = 4  # K = 3 ascent steps: 4 forward passes in both PGD and FreeLB
+    sites = len(patterns) + model.config.num_hidden_layers  # module dropouts + attention-probability dropouts
+    assert all(len(p) == passes for p in patterns.values())
+    dropped = [p for ps in patterns.values() for p in ps]
+    assert sum(int(p.sum()) for p in dropped) > 0  # dropout is active
+    same = all(torch.equal(ps[0], q) for ps in patterns.values() for q in ps[1:])
+    if share:
+        assert same and len(draws) == sites  # every site drew once, on the first pass
+    else:
+        assert not same and len(draws) == sites * passes
+
+
+def test_shared_masks_make_train_mode_passes_identical():
+    from xltlib.fast import shared_dropout_masks
+
+    model, batch = _dropout_model(), make_batch()
+    with shared_dropout_masks():
+        a, b = model(**batch).logits, model(**batch).logits
+    c = model(**batch).logits
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ------------------------------------------------------------------ relative strength
+def test_median_token_norm_and_relative_pgd_per_token_norm():
+    from xltlib.robust import median_token_norm
+
+    model, batch = make_model(), make_batch()
+    r = median_token_norm(model)
+    w = model.get_input_embeddings().weight.detach()
+    assert r == pytest.approx(float(w.norm(dim=1).median()))
+    eps = 0.05
+    obj = build("pgd", eps=eps, alpha=0.05, steps=4, scale="relative")  # 4 steps of eps: on the sphere
+    obj.loss_and_backward(model, batch)
+    n = batch["attention_mask"].sum(1).float()
+    per_token = obj.last_delta.flatten(1).norm(dim=1) / n.sqrt()  # RMS per-token norm of each example
+    torch.testing.assert_close(per_token, torch.full_like(per_token, eps * r), rtol=1e-4, atol=0)
+    assert obj.last_stats["delta_token_norm_rel"] <= eps * (1 + 1e-4)
+    # linf: each coordinate within eps * r / sqrt(H): a token at a corner has norm eps * r
+    lin = build("pgd", norm="linf", eps=eps, alpha=eps, steps=2, scale="relative")
+    lin.loss_and_backward(model, batch)
+    bound = eps * r / 16 ** 0.5
+    assert lin.last_delta.abs().max() <= bound * (1 + 1e-5)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(lin.last_delta[real].norm(dim=-1).max(), torch.tensor(eps * r), rtol=1e-4, atol=0)
+
+
+def test_relative_freelb_cap_and_rs_rp_noise_norm():
+    from xltlib.robust import median_token_norm
+
+    model, batch = make_model(), make_batch()
+    r = median_token_norm(model)
+    fl = build("freelb", adv_steps=3, adv_lr=1.0, adv_max_norm=0.1, scale="relative")
+    fl.loss_and_backward(model, batch)
+    n = batch["attention_mask"].sum(1).float()
+    per_token = fl.last_delta.flatten(1).norm(dim=1) / n.sqrt()
+    torch.testing.assert_close(per_token, torch.full_like(per_token, 0.1 * r), rtol=1e-4, atol=0)
+    big = {k: v.repeat(200, 1) for k, v in batch.items()}
+    emb = model.get_input_embeddings()(big["input_ids"]).detach()
+    mask = big["attention_mask"].unsqueeze(-1).float()
+    for noise in ("gaussian", "uniform"):
+        rp = build("rs_rp", sigma=0.2, noise=noise, scale="relative")
+        d = rp.draw_noise(model, emb, mask)
+        rms = d[big["attention_mask"].bool()].norm(dim=-1).pow(2).mean().sqrt()
+        assert float(rms) == pytest.approx(0.2 * r, rel=0.03), noise
+        assert torch.all(d[~big["attention_mask"].bool()] == 0)
+    assert build("rs_rp", sigma=0.2).coordinate_scale(model) == 0.2  # absolute: sigma per coordinate
+
+
+# ------------------------------------------------------------------ the adversary does its job
+def test_pgd_attack_raises_loss_over_clean():
+    model, batch = make_model().eval(), make_batch()
+    kw = {k: batch[k] for k in ("attention_mask", "token_type_ids", "labels")}
+    obj = build("pgd", eps=0.5, alpha=0.2, steps=5, scale="relative")
+    delta = obj.attack(model, batch)
+    emb = model.get_input_embeddings()(batch["input_ids"]).detach()
+    with torch.no_grad():
+        clean = model(inputs_embeds=emb, **kw).loss
+        adv = model(inputs_embeds=emb + delta, **kw).loss
+        rand = torch.randn_like(delta) * batch["attention_mask"].unsqueeze(-1)
+        rand = rand * (delta.flatten(1).norm(dim=1) / rand.flatten(1).norm(dim=1)).view(-1, 1, 1)
+        noisy = model(inputs_embeds=emb + rand, **kw).loss
+    assert adv > clean and adv > noisy  # ascent beats a random direction of the same norm
+    assert all(p.grad is None for p in model.parameters())  # the attack trains nothing
+
+
+@pytest.mark.parametrize("name,hp", [("pgd", {"eps": 1.0, "alpha": 0.5, "steps": 3}),
+                                     ("freelb", {"adv_lr": 0.5, "adv_max_norm": 1.0}),
+                                     ("rs_rp", {"sigma": 0.5, "scale": "relative"})])
+def test_training_diagnostics(name, hp):
+    model, batch = _dropout_model(), make_batch()
+    obj = build(name, **hp)
+    obj.loss_and_backward(model, batch)
+    st = obj.last_stats
+    assert set(st) == {"clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel"}
+    assert st["loss_gap"] == pytest.approx(st["adv_loss"] - st["clean_loss"])
+    assert st["delta_token_norm"] > 0 and all(math.isfinite(v) for v in st.values())
+    if name == "pgd":  # same dropout masks for the clean and the adversarial pass: the gap is delta's doing
+        assert st["loss_gap"] > 0
+
+
+# ------------------------------------------------------------------ RS-DA lookup rules
+def test_exact_lookup_leaves_proper_nouns_and_normalized_does_not(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"china": ["porcelain"], "may": ["might"], "good": ["fine"], "us": ["ours"]}))
+    texts = ["China and the US may be good , Good."] * 300
+    exact = build_objective("rs_da", {"synonyms": str(p)})  # default lookup: exact
+    stats = {}
+    out = substitute_synonyms(texts, exact.table, np.random.default_rng(0), "exact", stats)
+    assert all(o.split(" ")[:2] == ["China", "and"] and o.split(" ")[3] == "US" for o in out)
+    assert {o.split(" ")[4] for o in out} == {"may", "might"} and {o.split(" ")[6] for o in out} == {"good", "fine"}
+    assert all(o.endswith(", Good.") for o in out)  # 'Good.' is not a key as written
+    assert stats["sites"] == 2 * 300 and stats["tokens"] == 9 * 300
+    norm = build_objective("rs_da", {"synonyms": str(p), "lookup": "normalized"})
+    out_n = norm.transform_texts(texts, np.random.default_rng(0))
+    assert {o.split(" ")[0] for o in out_n} == {"China", "Porcelain"}
+    assert {o.split(" ")[3] for o in out_n} == {"US", "OURS"}
+    assert {o.split(" ")[-1] for o in out_n} == {"Good.", "Fine."}
+    st = norm.pop_text_stats()
+    assert st["subst_site_rate"] == pytest.approx(5 / 9)
+    assert 0.22 < st["subst_rate"] < 0.33  # each of 5 of 9 tokens changes with probability 1/2
+    assert norm.pop_text_stats() == {}  # counters restart
+
+
+def test_exact_table_keeps_case_of_keys(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"UNK": ["unk2"], "unk": ["x"]}))
+    assert load_synonym_table(str(p), "exact") == {"UNK": ("unk2",), "unk": ("x",)}
+    assert load_synonym_table(str(p), "normalized") == {"unk": ("unk2", "x")}

@@ -117,3 +117,84 @@ def test_bf16_weight_training_returns_fp32_model_and_finite_losses(method):
     model, _, log = train_classifier("tiny-random", _records(24), seed=0, **kw)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_train_model_takes_train_config_and_rejects_bad_overrides():
+    from xltlib.config import TrainConfig
+    from xltlib.train import train_model
+
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, bf16=False)
+    kw = dict(kind="pair_classification", task=None, num_labels=3, objective=build_objective("baseline"), seed=2)
+    _, _, log = train_model("tiny-random", _records(16), cfg=cfg, **kw)
+    _, _, same = train_model("tiny-random", _records(16), cfg=TrainConfig(epochs=3), epochs=1, batch_size=8,
+                             lr=1e-3, max_length=32, bf16=False, **kw)  # overrides validated like a params file
+    assert [r["loss"] for r in log] == [r["loss"] for r in same] and len(log) == 2
+    with pytest.raises(ValueError, match="batch_size"):
+        train_model("tiny-random", _records(16), cfg=cfg, batch_size=0, **kw)
+    with pytest.raises(ValueError, match="epoch"):
+        train_model("tiny-random", _records(16), cfg=cfg, epoch=1, **kw)
+
+
+@pytest.mark.parametrize("bf16,bf16_weights", [(False, False), (True, False), (True, True)])
+def test_one_loop_for_every_precision(bf16, bf16_weights):
+    from xltlib.precision import Precision
+
+    model = load_classifier("tiny-random", 3)
+    from xltlib.train import trainable_parameters
+
+    prec = Precision(model, trainable_parameters(model, True), bf16=bf16, bf16_weights=bf16_weights)
+    assert prec.mode == ("fp32" if not bf16 else "bf16_weights" if bf16_weights else "autocast")
+    assert all(p.dtype == torch.float32 for p in prec.params)  # the optimizer always updates fp32 tensors
+    kw = dict(num_labels=3, objective=build_objective("pgd"), epochs=1, batch_size=8, lr=1e-3,
+              max_length=32, bf16=bf16, bf16_weights=bf16_weights)
+    model, _, log = train_classifier("tiny-random", _records(16), seed=0, **kw)
+    assert all(p.dtype == torch.float32 for p in model.parameters()) and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_first_run_on_fresh_model_cache_equals_later_runs(tmp_path, monkeypatch):
+    """Issue 11 item 8: converting a model on first use must not change the seeded numbers."""
+    kw = dict(num_labels=3, objective=build_objective("baseline"), epochs=1, batch_size=8, lr=1e-3,
+              max_length=32, bf16=False)
+    losses = []
+    for cache in ("a", "a", "b"):  # fresh cache (converts), the same cache warm, another fresh cache
+        monkeypatch.setenv("XLT_MODEL_CACHE", str(tmp_path / cache))
+        _, _, log = train_classifier("tiny-random", _records(24), seed=5, **kw)
+        losses.append([r["loss"] for r in log])
+    assert losses[0] == losses[1] == losses[2] and len(losses[0]) == 3
+
+
+def test_diagnostics_in_the_train_log(tmp_path):
+    table = tmp_path / "syn.json"
+    table.write_text('{"w1": ["w2"], "w3": ["w4", "w5"], "W7": ["w8"]}')
+    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=False)
+    _, _, log = train_classifier("tiny-random", _records(16), seed=0, objective=build_objective("pgd"), **kw)
+    for r in log:
+        assert {"clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel"} <= set(r)
+        assert r["loss"] == pytest.approx(r["adv_loss"])
+    _, _, off = train_classifier("tiny-random", _records(16), seed=0, objective=build_objective("pgd"),
+                                 diagnostics=False, **kw)
+    assert "clean_loss" not in off[0] and "adv_loss" in off[0]
+    da = build_objective("rs_da", {"synonyms": str(table)})
+    _, _, log = train_classifier("tiny-random", _records(16), seed=0, objective=da, **kw)
+    rates = {(r["epoch"], r["subst_rate"], r["subst_site_rate"]) for r in log}
+    assert len(rates) == 2  # one measured rate per epoch (fresh views)
+    assert all(0 < rate < site < 0.2 for _, rate, site in rates)  # w1, w3 of 60 words; 'W7' is not 'w7'
+
+
+def test_rs_da_copies_schedule(tmp_path):
+    from xltlib import tasks as T
+
+    table = tmp_path / "syn.json"
+    table.write_text('{"w1": ["w2"], "w3": ["w4", "w5"]}')
+    kw = dict(kind="pair_classification", num_labels=3, seed=0, epochs=1, batch_size=8, lr=1e-3, max_length=32,
+              bf16=False)
+    from xltlib.train import train_model
+
+    obj = build_objective("rs_da", {"synonyms": str(table), "copies": 3})
+    _, _, log = train_model("tiny-random", _records(16), task=None, objective=obj, **kw)
+    assert len(log) == 6 and log[-1]["examples"] == 48  # 3 copies of 16 examples, one epoch
+    ref = build_objective("rs_da", {"synonyms": str(table), "copies": "reference"})
+    _, _, log = train_model("tiny-random", _records(8), task=T.get_task("xnli"), objective=ref, **kw)
+    assert log[-1]["examples"] == 24 and {r["epoch"] for r in log} == {0}  # XNLI: 3 copies x 1 epoch
+    with pytest.raises(ValueError, match=r"methods.rs_da.copies = 'reference'"):
+        train_model("tiny-random", _records(8), task=None, objective=ref, **kw)

@@ -53,7 +53,8 @@ class TrainConfig(_Strict):
     bf16_weights: bool = True  # with bf16: bf16 weights + fp32 master copies (xltlib.precision); false = autocast
     freeze_embeddings: bool = True  # keep the 96M-parameter word-embedding table fixed (see docs)
     pooling: Literal["mean", "cls"] = "mean"  # classification head input: mean of token states (E5's pooling) or <s>
-    fast_dropout: bool = True  # byte-mask dropout (xltlib.fast): same expectation, ~1.5x faster steps on CPU
+    fast_dropout: bool = True  # byte-mask dropout (xltlib.fast): same expectation, ~1.5x faster steps on CPU; false = exact Bernoulli masks
+    diagnostics: bool = True  # per-step clean loss and loss gap in the train log (one extra no-grad forward for pgd/freelb/rs_rp)
     threads: int | None = Field(None, ge=1)  # torch threads (None = all cores)
 
 

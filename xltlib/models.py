@@ -194,13 +194,22 @@ def convert_me5_small(target: Path | None = None) -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """Map a model name to something ``from_pretrained`` accepts (offline names are converted once)."""
+    """Map a model name to something ``from_pretrained`` accepts (offline names are converted once).
+
+    A conversion draws random numbers (``BertModel(config)`` initialises weights before the real
+    ones are loaded; the tiny model seeds torch itself): it runs under a forked RNG, so converting on
+    first use leaves the caller's global random state as it was and the first run equals later ones.
+    """
+    import torch
+
     if name == "me5-small":
-        return str(convert_me5_small())
+        with torch.random.fork_rng(devices=[]):
+            return str(convert_me5_small())
     if name == "tiny-random":
         from .smoke import make_tiny_model
 
-        return str(make_tiny_model(cache_dir() / "tiny-random"))
+        with torch.random.fork_rng(devices=[]):
+            return str(make_tiny_model(cache_dir() / "tiny-random"))
     return name
 
 

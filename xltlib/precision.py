@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MasterWeights"]
+__all__ = ["MasterWeights", "Precision"]
 
 
 class MasterWeights:
@@ -57,3 +57,46 @@ class MasterWeights:
         for p, original in self._fp32_frozen:
             p.data = original
         return self.model.float()  # buffers
+
+
+class Precision:
+    """The training loop's one precision object: bf16 weights with fp32 masters, bf16 autocast, or fp32.
+
+    Every method is a no-op where the mode does not need it (the pattern of ``GradScaler(enabled=...)``),
+    so the loop is the same for all three::
+
+        prec = Precision(model, named_params, bf16=..., bf16_weights=...)
+        optimizer = make_optimizer(prec.named_params, ...)
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            with prec.autocast():
+                objective.loss_and_backward(model, batch)
+            prec.grads_to_master()
+            clip_grad_norm_(prec.params, ...); optimizer.step()
+            prec.master_to_model()
+        model = prec.restore()
+    """
+
+    def __init__(self, model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, bf16: bool,
+                 bf16_weights: bool = True):
+        self.model = model
+        self.mode = "fp32" if not bf16 else ("bf16_weights" if bf16_weights else "autocast")
+        self.masters = MasterWeights(model, named_params) if self.mode == "bf16_weights" else None
+        #: the (name, parameter) list the optimizer updates: fp32 masters, or the model's own parameters
+        self.named_params = self.masters.named_master if self.masters else list(named_params)
+        self.params = [p for _, p in self.named_params]
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mode == "autocast")
+
+    def grads_to_master(self) -> None:
+        if self.masters:
+            self.masters.grads_to_master()
+
+    def master_to_model(self) -> None:
+        if self.masters:
+            self.masters.master_to_model()
+
+    def restore(self) -> nn.Module:
+        """The model in fp32 (a no-op unless the weights were cast)."""
+        return self.masters.restore() if self.masters else self.model

@@ -212,10 +212,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     kind = T.get_task(cell["task"]).kind
     model, tokenizer, log = train_model(
         cell["model"], records, kind=kind, task=task, num_labels=get_kind(kind).num_labels(task),
-        objective=build_objective_for(run, cell), seed=cell["seed"], epochs=t.epochs, batch_size=t.batch_size,
-        lr=t.lr, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_length=t.max_length, bf16=t.bf16,
-        bf16_weights=t.bf16_weights, freeze_embeddings=t.freeze_embeddings, threads=t.threads,
-        fast_dropout=t.fast_dropout, pooling=t.pooling)
+        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import TrainConfig
 from .fast import use_fast_dropout
-from .models import load_tokenizer
-from .precision import MasterWeights
+from .models import load_tokenizer, resolve_model
+from .precision import Precision
 
 CHECKPOINT_META = "xlt_checkpoint.json"
 
@@ -31,6 +33,7 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(enabled: bool):
+    """bf16 autocast for inference (evaluate.py); training goes through :class:`~xltlib.precision.Precision`."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
@@ -91,81 +94,96 @@ def rewrites_text(objective) -> bool:
     return type(objective).transform_texts is not Objective.transform_texts
 
 
+log = logging.getLogger(__name__)
+
+
 def train_classifier(model_name: str, records: list[dict], *, num_labels: int, **kw):
     """Fine-tune a sentence-pair classifier on ``records`` (``text_a``, ``text_b``, ``label``)."""
     return train_model(model_name, records, kind="pair_classification", task=None, num_labels=num_labels, **kw)
 
 
 def train_model(model_name: str, records: list[dict], *, kind: str, task, num_labels: int, objective, seed: int,
-                epochs: float, batch_size: int, lr: float, warmup_ratio: float, weight_decay: float,
-                max_length: int, bf16: bool, bf16_weights: bool = True, freeze_embeddings: bool = True,
-                threads: int | None = None, fast_dropout: bool = True,
-                pooling: str = "mean") -> tuple[torch.nn.Module, object, list[dict]]:
+                cfg: TrainConfig | None = None, **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
 
+    ``cfg``: the run's :class:`~xltlib.config.TrainConfig` (default: its defaults); ``overrides`` are
+    TrainConfig fields (``epochs=1, bf16=False``, ...) validated like a params file.
     Returns (fp32 model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
-    computes loss and gradients; one optimizer step per batch. ``bf16``: bf16 compute, by default as bf16
-    weights with fp32 master copies (:mod:`xltlib.precision`); ``bf16_weights=False`` uses autocast instead.
+    computes loss and gradients; one optimizer step per batch; precision through one
+    :class:`~xltlib.precision.Precision` object. Each log row carries the step's loss and the objective's
+    diagnostics (``objective.last_stats``: clean/adversarial loss, their gap, delta per token) and the
+    epoch's text statistics (RS-DA's substitution rates).
+
+    Same seed, same numbers: offline models are converted and the tokenizer loaded *before* seeding
+    (a first conversion draws random numbers), so the first run on a fresh model cache equals later ones.
     """
     from transformers import get_linear_schedule_with_warmup
 
     from .kinds import get_kind
 
-    if threads:
-        torch.set_num_threads(threads)
-    seed_everything(seed)
+    cfg = cfg or TrainConfig()
+    if overrides:
+        cfg = TrainConfig.model_validate({**cfg.model_dump(), **overrides})
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     k = get_kind(kind)
+    copies = objective.train_copies(getattr(task, "name", None))  # bad settings fail before any training
+    epochs = cfg.epochs if copies is None or copies[1] is None else copies[1]
+    train_records = records if copies is None else [r for r in records for _ in range(copies[0])]
+    resolve_model(model_name)
     tokenizer = load_tokenizer(model_name)
-    model = k.load_model(model_name, task, num_labels, pooling)
-    if fast_dropout:
-        use_fast_dropout(model)
+    seed_everything(seed)
+    model = k.load_model(model_name, task, num_labels, cfg.pooling)
+    # always our dropout modules: objectives share their masks across passes (fast.shared_dropout_masks)
+    use_fast_dropout(model, quantized=cfg.fast_dropout)
     model.train()
-    params = trainable_parameters(model, freeze_embeddings)
-    masters = MasterWeights(model, params) if bf16 and bf16_weights else None
-    optimized = masters.named_master if masters else params
-    optimizer = make_optimizer(optimized, lr, weight_decay)
-    clipped = [p for _, p in optimized]
+    objective.prepare(model)
+    objective.diagnose = cfg.diagnostics
+    prec = Precision(model, trainable_parameters(model, cfg.freeze_embeddings), bf16=cfg.bf16,
+                     bf16_weights=cfg.bf16_weights)
+    optimizer = make_optimizer(prec.named_params, cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng(seed)
-    rewrites = rewrites_text(objective)
+    # fixed copies are transformed once; otherwise objectives that rewrite text (RS-DA) draw afresh each epoch
+    rewrites = copies is None and rewrites_text(objective)
 
     def encode():
-        feats = k.train_features(task, records, tokenizer, max_length, objective, rng)
-        return feats, np.array([k.length(f) for f in feats])
+        feats = k.train_features(task, train_records, tokenizer, cfg.max_length, objective, rng)
+        stats = objective.pop_text_stats()
+        if stats:
+            log.info("%s: %s", objective.entry, ", ".join(f"{n} {v:.4f}" for n, v in stats.items()))
+        return feats, np.array([k.length(f) for f in feats]), stats
 
-    features, lengths = encode()
+    features, lengths, text_stats = encode()
     # QA contexts become several windows: steps are counted in features, not records
-    n_steps_epoch = math.ceil(len(features) / batch_size)
+    n_steps_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    log, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
     for epoch in range(math.ceil(epochs)):
-        # Objectives that rewrite text (RS-DA) draw afresh each epoch; others encode once.
         if epoch > 0 and rewrites:
-            features, lengths = encode()
-        for idx in length_batches(lengths, batch_size, rng):
+            features, lengths, text_stats = encode()
+        for idx in length_batches(lengths, cfg.batch_size, rng):
             if step >= total_steps:
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
-            # with masters the optimizer's (fp32) grads are overwritten by grads_to_master, not freed
-            (model if masters else optimizer).zero_grad(set_to_none=True)
-            with autocast(bf16 and masters is None):
+            model.zero_grad(set_to_none=True)  # masters keep their fp32 grads between steps (precision.py)
+            objective.last_stats = {}
+            with prec.autocast():
                 loss = objective.loss_and_backward(model, batch)
-            if masters:
-                masters.grads_to_master()
-            torch.nn.utils.clip_grad_norm_(clipped, 1.0, foreach=True)
+            prec.grads_to_master()
+            torch.nn.utils.clip_grad_norm_(prec.params, 1.0, foreach=True)
             optimizer.step()
-            if masters:
-                masters.master_to_model()
+            prec.master_to_model()
             scheduler.step()
             step += 1
             tokens += int(batch["attention_mask"].sum())
             examples += len(idx)
-            log.append(dict(step=step, epoch=epoch, loss=float(loss), lr=scheduler.get_last_lr()[0],
-                            elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples))
-    if masters:
-        masters.restore()
+            rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=scheduler.get_last_lr()[0],
+                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples,
+                             **objective.last_stats, **text_stats))
+    model = prec.restore()
     model.eval()
-    return model, tokenizer, log
+    return model, tokenizer, rows
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta: dict) -> Path:

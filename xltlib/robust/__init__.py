@@ -11,10 +11,11 @@ Registered objectives (``OBJECTIVES``): ``baseline``, ``pgd`` (Madry et al., 201
 gives the documented defaults.
 """
 from .base import OBJECTIVES, HParam, Objective, build_objective, objective_defaults, register
-from .embedding import PGD, RSRP, Baseline, FreeLB
-from .synonyms import RSDA, load_synonym_table, substitute_synonyms
+from .embedding import PGD, RSRP, SCALES, Baseline, FreeLB, median_token_norm
+from .synonyms import LOOKUPS, REFERENCE_SCHEDULE, RSDA, load_synonym_table, substitute_synonyms
 
 __all__ = [
     "OBJECTIVES", "HParam", "Objective", "build_objective", "objective_defaults", "register",
     "Baseline", "PGD", "FreeLB", "RSRP", "RSDA", "load_synonym_table", "substitute_synonyms",
+    "median_token_norm", "SCALES", "LOOKUPS", "REFERENCE_SCHEDULE",
 ]

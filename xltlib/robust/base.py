@@ -81,6 +81,7 @@ class Objective:
             if key not in self.HPARAMS:
                 known = ", ".join(sorted(self.HPARAMS)) or "none"
                 raise self.hparam_error(key, value, f"a hyperparameter of objective '{self.name}' ({known})")
+        self.last_stats = {}
         self.hparams: dict[str, Any] = {}
         for key, spec in self.HPARAMS.items():
             value = hparams.get(key, spec.default)
@@ -97,14 +98,30 @@ class Objective:
         return f"{type(self).__name__}({args})"
 
     # ---------------------------------------------------------------- interface
+    #: diagnostics of the last ``loss_and_backward`` call (name -> float), logged per step by train_model
+    last_stats: dict[str, float]
+
     def transform_texts(self, texts: list[str], rng: np.random.Generator) -> list[str]:
         """Per-epoch transform of the English training texts (default: identity)."""
         return texts
+
+    def prepare(self, model) -> None:
+        """Called by train_model once on the freshly loaded (fp32) model, before training (default: nothing)."""
+
+    def pop_text_stats(self) -> dict[str, float]:
+        """Statistics of the ``transform_texts`` calls since the last pop (e.g. RS-DA's substitution rate)."""
+        return {}
+
+    def train_copies(self, task_name: str | None) -> tuple[int, float | None] | None:
+        """None: the training text is transformed afresh each epoch. (n, epochs): n transformed copies of
+        every example are built once and reused each epoch; ``epochs`` (or None) overrides the run's."""
+        return None
 
     def loss_and_backward(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Plain cross-entropy: one forward/backward; returns the detached loss."""
         loss = model(input_ids=batch["input_ids"], labels=batch["labels"], **model_inputs(batch)).loss
         loss.backward()
+        self.last_stats = {"clean_loss": float(loss.detach())}
         return loss.detach()
 
     def predict_logits(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
