@@ -12,19 +12,37 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from xltlib import analysis as A
-from xltlib.report import analyze, score_name, suite_table, task_coverage, transfer_table
+from xltlib.report import analyze, result_tables, score_name, suite_table, task_coverage, transfer_table
 from xltlib.stages import Run, load_results, majority_rates
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 run = Run.open(run_dir)
 transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
-res = analyze(transfer, alignment, headline_metric=run.cfg.report.correlation_metric,
-              n_boot=run.cfg.report.n_boot, n_perm=run.cfg.report.n_perm, seed=run.cfg.report.seed,
-              expected_cells=[c["cell_id"] for c in run.cells()], majority=majority_rates(run))
+cfg = run.cfg.report
+res = analyze(transfer, alignment, primary=cfg.primary, headline_metric=cfg.correlation_metric, n_boot=cfg.n_boot,
+              n_perm=cfg.n_perm, seed=cfg.seed, expected_cells=[c["cell_id"] for c in run.cells()],
+              majority=majority_rates(run), protocol=run.cfg.protocol.name)
+tables = {name: (table, title) for name, table, title in result_tables(res)}
 
 # %%
-display(Markdown(res["summary"]))
+display(Markdown(res.summary))
+
+# %% [markdown]
+# ## Model-quality gate
+# English score per task and checkpoint with its Wilson 95% CI, beside the majority-label rate. A checkpoint
+# whose lower bound does not clear the majority rate has no transfer to explain: it is left out of RQ1 and RQ2.
+
+# %%
+display(tables["quality_gate"][0])
+
+# %% [markdown]
+# ## Robust methods vs the baseline
+# Mean over target languages of each method's score minus the baseline's at the same seeds, with a paired
+# bootstrap 95% CI (test examples when the rows carry per-example values, else languages) plus the seed variance.
+
+# %%
+display(tables["method_vs_baseline"][0])
 
 # %% [markdown]
 # ## The suite: task scores (%), XTREME-R style
@@ -46,43 +64,40 @@ for task, table in transfer_table(transfer).items():
 
 # %% [markdown]
 # ## RQ1: alignment vs transfer
-# Each point is one (checkpoint, target language). Correlations resample languages (cluster bootstrap);
-# the permutation test shuffles transfer across languages within a checkpoint; Holm corrects across all
-# metric × layer tests.
+# The primary test (declared in `report.primary`) relates languages' mean alignment to their mean transfer:
+# the language is the unit, so languages are permuted (one permutation for every checkpoint) and resampled.
+# Within languages, a regression with checkpoint and language fixed effects and SEs clustered by both.
+# Every other metric × layer is exploratory, Holm-adjusted within its family.
 
 # %%
-if "headline_frame" in res:
-    h = res["headline"]
-    display(Markdown(f"Headline measure: `{h['metric']}` at the last layer ({h['last_layer']})."))
-    A.plot_alignment_vs_transfer(res["headline_frame"]); plt.show()
-    A.plot_corr_by_layer(res["corr"]); plt.show()
-    display(Markdown("**Regressions** (last layer): OLS with language and method fixed effects; mixed model "
-                     "with a random intercept per language."))
-    display(res["ols"]); display(res["mixed"])
-    if "corr_by_seed" in res:
-        display(Markdown(f"**Per seed** (`{h['metric']}`, every layer; Holm within this table)"))
-        display(res["corr_by_seed"].sort_values(["layer", "seed"]).round(3))
-    display(Markdown("**All correlations** (sorted by Holm-adjusted p)"))
-    display(res["corr"].sort_values("p_holm").round(3).head(40))
+if len(res.headline_frame):
+    A.plot_language_means(res.headline_frame); plt.show()
+    A.plot_alignment_vs_transfer(res.headline_frame); plt.show()
+display(Markdown("**Primary test and the exploratory ones** (across languages)"))
+display(tables["correlations"][0].round(3).head(40))
+display(Markdown("**Within languages** (checkpoint + language fixed effects, two-way clustered SEs)"))
+display(tables["regressions"][0].round(4).head(40))
+if len(res.rq1_exploratory) and res.rq1_exploratory["r"].notna().any():
+    A.plot_corr_by_layer(res.rq1_exploratory); plt.show()
+display(Markdown("**Alignment pools** (pairs per language used by the pair metrics, and available)"))
+display(res.pools)
 
 # %% [markdown]
-# ## Δ-analysis and RQ2: robust minus baseline, and low-resource languages
+# ## RQ2: robust minus baseline, and low-resource languages
+# Seed-matched gains over the baseline, one point per language (a language in two tasks counts once),
+# regressed on log10 CC-100 size; Holm across methods. Negative slope = larger gains for lower-resource languages.
 
 # %%
-if "delta" in res:
-    A.plot_deltas(res["delta"], metric=res["headline"]["metric"], layer=res["headline"]["last_layer"]); plt.show()
-    display(Markdown("**Transfer gain vs CC-100 size** (slope per method; negative = larger gains for "
-                     "lower-resource languages)"))
-    display(res["gain_slopes"].round(4))
-    A.plot_gain_vs_resource(res["gain_frame"]); plt.show()
-    display(Markdown("**Alignment gain vs CC-100 size**"))
-    display(res["align_gain_slopes"].round(4))
+if len(res.delta):
+    A.plot_deltas(res.delta, metric=res.primary_metric, layer=next(iter(res.primary_layer.values()), None)); plt.show()
+display(tables["gain_vs_resource"][0].round(4))
+if len(res.rq2_frame):
+    A.plot_gain_vs_resource(res.rq2_frame); plt.show()
 
 # %% [markdown]
 # ## Provenance
 
 # %%
-import json
 display(Markdown(f"git commit `{transfer['git_commit'].iloc[0] if len(transfer) else 'n/a'}` · params "
                  f"`{run.params_file}` · seeds {sorted(run.cfg.grid.seed)} · protocol `{run.cfg.protocol.name}`"))
 display(Markdown("```yaml\n" + open(run.path("config.yaml")).read() + "\n```"))

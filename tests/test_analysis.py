@@ -1,4 +1,4 @@
-"""Tests for xltlib.analysis and xltlib.languages on synthetic data with known answers."""
+"""Tests for xltlib.analysis, xltlib.report.analyze and xltlib.languages on synthetic data with known answers."""
 
 import matplotlib
 
@@ -12,37 +12,12 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from xltlib import analysis as A  # noqa: E402
 from xltlib.languages import resource_table, to_iso1  # noqa: E402
+from xltlib.report import analyze, result_tables  # noqa: E402
+from xltlib.stats import AnalysisResult  # noqa: E402
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ar", "hi", "sw", "ur", "th", "tr", "vi", "bg", "el",
          "ja", "ko", "te", "ta", "mr", "bn"]
-METHODS = ["baseline", "pgd"]
-SEEDS = [1, 2]
 NB = 200  # small bootstrap / permutation counts keep the suite fast
-
-
-def make_merged(kind="linear", langs=LANGS, seed=0, layers=(0, 1), methods=METHODS,
-                seeds=SEEDS, noise=0.0):
-    """Merged-format frame: alignment per (checkpoint, language, layer)."""
-    rng = np.random.default_rng(seed)
-    lang_effect = dict(zip(langs, rng.normal(0, 0.05, len(langs))))
-    lang_base = dict(zip(langs, rng.uniform(0.2, 0.8, len(langs))))
-    rows = []
-    for m in methods:
-        for s in seeds:
-            ck = f"ck-{m}-{s}"
-            for lg in langs:
-                for layer in layers:
-                    a = lang_base[lg] + rng.normal(0, 0.1)
-                    if kind == "linear":
-                        t = 0.3 + 0.5 * a
-                    elif kind == "independent":
-                        t = rng.uniform(0.3, 0.8)
-                    elif kind == "fe":  # known slope with language effects
-                        t = 0.5 + 0.3 * a + lang_effect[lg] + rng.normal(0, noise)
-                    rows.append(dict(checkpoint=ck, model="xlmr", task="xnli", method=m, seed=s,
-                                     language=lg, metric="cka.cka", layer=layer, alignment=a,
-                                     transfer_acc=t))
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- languages
@@ -93,78 +68,6 @@ def test_merge_alignment_transfer():
         merged.columns)
 
 
-# ---------------------------------------------------------------- correlations
-def test_perfect_relation():
-    ct = A.correlation_table(make_merged("linear"), n_boot=NB, n_perm=NB)
-    assert len(ct) == 2
-    assert (ct["r"] > 0.999).all() and (ct["rho"] > 0.999).all()
-    assert (ct["r_lo"] > 0.99).all() and (ct["r_hi"] <= 1.0 + 1e-9).all()
-    assert (ct["p_perm"] <= 1.0 / (NB + 1) + 1e-12).all()
-    assert (ct["n_languages"] == len(LANGS)).all() and (ct["n_checkpoints"] == 4).all()
-    assert (ct["note"] == "").all()
-
-
-def test_independent_and_holm():
-    ct = A.correlation_table(make_merged("independent", seed=3), n_boot=NB, n_perm=NB)
-    assert (ct["r"].abs() < 0.3).all()
-    assert (ct["p_perm"] > 0.01).all()
-    assert (ct["r_lo"] < 0).all() and (ct["r_hi"] > 0).all()
-    assert (ct["p_holm"] >= ct["p_perm"] - 1e-12).all()
-    assert (ct["p_holm_rho"] >= ct["p_perm_rho"] - 1e-12).all()
-
-
-def test_too_few_languages_and_seed_grouping():
-    df = make_merged("linear", langs=["de", "sw"])
-    ct = A.correlation_table(df, n_boot=NB, n_perm=NB)
-    assert ct["r"].isna().all()
-    assert (ct["note"] == "too few languages (2)").all()
-    ct2 = A.correlation_table(make_merged("linear"), n_boot=50, n_perm=50, pool_seeds=False)
-    assert "seed" in ct2 and len(ct2) == 2 * len(SEEDS)
-
-
-def test_weighted_bootstrap_matches_replication():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=7), rng.normal(size=7)
-    x[3] = x[1]  # tie
-    w = np.array([[2, 0, 1, 1, 3, 0, 1]], dtype=float)
-    xr, yr = np.repeat(x, w[0].astype(int)), np.repeat(y, w[0].astype(int))
-    from scipy import stats
-    r = A._weighted_corr(x[None], y[None], w)[0]
-    rho = A._weighted_corr(A._weighted_ranks(x, w), A._weighted_ranks(y, w), w)[0]
-    assert r == pytest.approx(stats.pearsonr(xr, yr)[0])
-    assert rho == pytest.approx(stats.spearmanr(xr, yr)[0])
-
-
-# ---------------------------------------------------------------- regressions
-def test_ols_recovers_slope():
-    df = make_merged("fe", noise=0.005, layers=(0,))
-    out = A.fit_ols(df)
-    r = out.iloc[0]
-    assert r["note"] == ""
-    assert r["ci_lo"] <= 0.3 <= r["ci_hi"]
-    assert abs(r["coef"] - 0.3) < 0.03
-    assert r["n"] == len(df) and r["r2"] > 0.9
-    assert "C(language)" in r["formula"] and "C(method)" in r["formula"]
-    # a single method level is dropped automatically
-    one = A.fit_ols(df[df.method == "baseline"]).iloc[0]
-    assert "C(method)" not in one["formula"] and np.isfinite(one["coef"])
-
-
-def test_mixed_model_runs():
-    df = make_merged("fe", noise=0.005, layers=(0,))
-    r = A.fit_mixed(df).iloc[0]
-    assert np.isfinite(r["coef"]) and abs(r["coef"] - 0.3) < 0.05
-    assert r["model"] == "mixedlm" and 0 <= r["r2"] <= r["r2_conditional"] <= 1
-
-
-def test_fits_report_instead_of_raising():
-    df = make_merged("fe", langs=["de", "sw"], layers=(0,), seeds=[1])
-    assert "too few" in A.fit_ols(df.iloc[:3]).iloc[0]["note"]
-    assert "too few" in A.fit_mixed(df).iloc[0]["note"]
-    both = make_merged("fe", layers=(0, 1))
-    assert "one metric" in A.fit_ols(both).iloc[0]["note"]
-
-
 # ---------------------------------------------------------------- deltas
 def test_delta_table_sign():
     rows = []
@@ -180,52 +83,6 @@ def test_delta_table_sign():
     pgd, fl = d[d.method == "pgd"], d[d.method == "freelb"]
     assert np.allclose(pgd["delta_alignment"], 0.1) and np.allclose(pgd["delta_transfer"], -0.05)
     assert np.allclose(fl["delta_alignment"], -0.1) and np.allclose(fl["delta_transfer"], 0.05)
-
-
-def test_delta_correlation():
-    merged = make_merged("linear", methods=["baseline", "pgd", "freelb"])
-    dc = A.delta_correlation(A.delta_table(merged), n_boot=NB, n_perm=NB)
-    assert (dc["r"] > 0.99).all() and (dc["n_checkpoints"] == 2).all()
-
-
-# ---------------------------------------------------------------- RQ2
-def test_gain_vs_resource_negative_slope():
-    rt = resource_table()
-    langs = [lg for lg in LANGS + ["yo", "en"] if lg]
-    rng = np.random.default_rng(1)
-    rows = []
-    for m, a, b in [("pgd", 0.05, -0.01), ("freelb", 0.01, 0.0)]:
-        for lg in langs:
-            size = rt.loc[lg, "size_gib"]
-            g = a + b * np.log(size) if np.isfinite(size) else 0.0
-            rows.append(dict(task="xnli", language=lg, method=m, gain=g + rng.normal(0, 0.001)))
-    slopes, frame = A.gain_vs_resource(pd.DataFrame(rows))
-    pgd = slopes[slopes.method == "pgd"].iloc[0]
-    assert pgd["slope"] < 0 and pgd["ci_hi"] < 0 and pgd["ci_lo"] <= -0.01 <= pgd["ci_hi"]
-    fl = slopes[slopes.method == "freelb"].iloc[0]
-    assert fl["ci_lo"] <= 0 <= fl["ci_hi"]
-    assert "yo" in pgd["note"] and "yo" not in set(frame["language"])
-    assert "en" not in set(frame["language"])
-    assert "pooled" in set(slopes["method"])
-
-
-def test_gain_from_transfer_and_delta_table():
-    rows = []
-    rt = resource_table()
-    for m in ("baseline", "pgd"):
-        for s in (1, 2):
-            for lg in ["en"] + LANGS:
-                v = 0.7 + (0.05 - 0.01 * np.log(rt.loc[lg, "size_gib"]) if m == "pgd" else 0)
-                rows.append(dict(checkpoint=f"{m}{s}", model="xlmr", task="xnli", method=m,
-                                 seed=s, language=lg, language2="", layer=-1, metric="score",
-                                 value=v, n=100))
-    gains = A.transfer_gain_table(pd.DataFrame(rows))
-    slopes, _ = A.gain_vs_resource(gains)
-    assert slopes.iloc[0]["slope"] == pytest.approx(-0.01, abs=1e-6)
-    # delta_table output: transfer deltas are deduplicated across metric x layer
-    d = A.delta_table(make_merged("linear"))
-    s2, f2 = A.gain_vs_resource(d)
-    assert len(f2) == len(LANGS) and s2.iloc[0]["gain_col"] == "delta_transfer"
 
 
 # ---------------------------------------------------------------- summaries
@@ -247,31 +104,12 @@ def test_bootstrap_mean_ci_and_summarize_transfer():
     assert out.loc["AVG (excl. en)", "kind"] == "avg_excl_en"
 
 
-def test_plain_summary_null_and_positive():
-    null_ct = A.correlation_table(make_merged("independent", seed=3), n_boot=NB, n_perm=NB)
-    df = make_merged("independent", seed=3, layers=(0,))
-    txt = A.plain_summary(null_ct, A.fit_ols(df), None, n_checkpoints=4,
-                          n_languages=len(LANGS), n_seeds=2)
-    assert "No significant relation" in txt
-    assert "one pre-trained encoder" in txt and "English dev set" in txt
-    pos_ct = A.correlation_table(make_merged("linear"), n_boot=NB, n_perm=NB)
-    gains = pd.DataFrame([dict(language=lg, method="pgd", gain=0.01) for lg in LANGS])
-    slopes, _ = A.gain_vs_resource(gains)
-    txt2 = A.plain_summary(pos_ct, A.fit_mixed(make_merged("fe", layers=(0,))), slopes,
-                           4, len(LANGS), 2)
-    assert "No significant relation" not in txt2 and "significantly associated" in txt2
-    assert "RQ2" in txt2
-
-
 # ---------------------------------------------------------------- plots
 def test_plots_return_figures():
-    merged = make_merged("linear", methods=["baseline", "pgd", "freelb"])
-    one = merged[merged.layer == 0]
-    ct = A.correlation_table(merged, n_boot=50, n_perm=50)
-    d = A.delta_table(merged)
-    _, frame = A.gain_vs_resource(d)
-    figs = [A.plot_alignment_vs_transfer(one), A.plot_corr_by_layer(ct), A.plot_deltas(d),
-            A.plot_gain_vs_resource(frame)]
+    res = analyze(*run_frames(), majority={"xnli": 0.34}, n_boot=50, n_perm=50)
+    figs = [A.plot_alignment_vs_transfer(res.headline_frame), A.plot_language_means(res.headline_frame),
+            A.plot_corr_by_layer(res.rq1_exploratory), A.plot_deltas(res.delta),
+            A.plot_gain_vs_resource(res.rq2_frame)]
     for f in figs:
         assert isinstance(f, Figure)
         plt.close(f)
@@ -281,3 +119,87 @@ def test_number_format_has_no_negative_zero():
     from xltlib.analysis import _fmt
 
     assert _fmt(-0.004, 1) == "0.0" and _fmt(-0.06, 1) == "-0.1" and _fmt(float("nan")) == "n/a"
+
+
+# ---------------------------------------------------------------- analyze: the typed result and the summary
+def run_frames(*, relation=True, langs=LANGS[:10], chance_checkpoint=None, pawsx_langs=("de", "fr"), seeds=(1, 2, 3),
+               seed=0):
+    """Tidy transfer and alignment rows of a small run: xnli on ``langs``, pawsx on two languages."""
+    rng = np.random.default_rng(seed)
+    lang_eff = {lg: rng.normal(0, 0.05) for lg in langs}
+    al_eff = {lg: (2 * lang_eff[lg] if relation else rng.normal(0, 0.1)) for lg in langs}
+    tr, al = [], []
+    for task, ls in (("xnli", list(langs)), ("pawsx", list(pawsx_langs))):
+        for m in ("baseline", "pgd"):
+            for s in seeds:
+                ck = f"{task}-{m}-{s}"
+                for lg in ["en", *ls]:
+                    v = 0.8 if lg == "en" else 0.6 + lang_eff.get(lg, 0) + rng.normal(0, 0.01)
+                    if ck == chance_checkpoint and lg == "en":
+                        v = 0.34
+                    tr.append(dict(checkpoint=ck, cell_id=ck, model="m", task=task, method=m, seed=s, language=lg,
+                                   language2="", metric="score", value=v, n=1000, layer=-1))
+                    if lg == "en":
+                        continue
+                    a = 0.5 + al_eff.get(lg, 0) + rng.normal(0, 0.01)
+                    for layer in (0, 1, 2):
+                        for met in ("retrieval.acc1_en2xx", "cka.cka"):
+                            al.append(dict(checkpoint=ck, model="m", task=task, method=m, seed=s, language=lg,
+                                           language2="en", layer=layer, metric=met, value=a + 0.01 * layer, n=100,
+                                           n_available=100, dataset="tatoeba"))
+    return pd.DataFrame(tr), pd.DataFrame(al)
+
+
+def test_analyze_returns_typed_result_with_primary_and_families():
+    res = analyze(*run_frames(), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=100, n_perm=100)
+    assert isinstance(res, AnalysisResult)
+    pr = res.rq1_primary.set_index("task")
+    assert pr.loc["xnli", "metric"] == "retrieval.acc1_en2xx" and pr.loc["xnli", "layer"] == 2
+    assert pr.loc["xnli", "n_languages"] == 10 and pr.loc["xnli", "n_checkpoints"] == 6
+    assert pr.loc["xnli", "r"] > 0.9 and pr.loc["xnli", "p_holm"] <= 0.05
+    assert pr.loc["pawsx", "note"].startswith("empty: 2 language(s)") and np.isnan(pr.loc["pawsx", "p"])
+    # the primary (task, metric, layer) is not among the exploratory tests
+    ex = res.rq1_exploratory
+    assert not ((ex["task"] == "xnli") & (ex["metric"] == "retrieval.acc1_en2xx") & (ex["layer"] == 2)).any()
+    assert len(ex) == 2 * 2 * 3 - 2 and (ex["p_holm"].dropna() >= ex["p"].dropna()).all()
+    assert "Relation found" in res.summary and "Unit: the language" in res.summary
+    assert "n = 10 languages × 6 checkpoints" in res.summary
+    assert {"xnli", "pawsx"} <= set(res.method_vs_baseline["task"])
+    assert set(res.rq2["method"]) == {"pgd"} and res.rq2.iloc[0]["n_languages"] == 10
+    names = [n for n, _, _ in result_tables(res)]
+    assert names[:2] == ["quality_gate", "method_vs_baseline"] and "correlations" in names
+
+
+def test_analyze_null_relation_is_not_found():
+    res = analyze(*run_frames(relation=False, seed=3), majority={"xnli": 0.34}, n_boot=100, n_perm=100)
+    row = res.rq1_primary.set_index("task").loc["xnli"]
+    assert row["p_holm"] > 0.05
+    assert "**No relation found**" in res.summary and "Relation found**:" not in res.summary
+
+
+def test_gate_excludes_failing_checkpoints_from_rq1_and_rq2():
+    tr, al = run_frames(chance_checkpoint="xnli-pgd-3")
+    res = analyze(tr, al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
+    assert ("xnli", "xnli-pgd-3") in res.excluded
+    assert "xnli-pgd-3" not in set(res.analysed["checkpoint"]) and "xnli-pgd-3" in set(res.merged["checkpoint"])
+    assert res.rq1_primary.set_index("task").loc["xnli", "n_checkpoints"] == 5
+    assert "1 of 6 checkpoint(s) do not clear it" in res.summary and "xnli/xnli-pgd-3" in res.summary
+    # every xnli checkpoint at chance: rows say why, nothing is computed from them
+    tr2 = tr.copy()
+    tr2.loc[(tr2["task"] == "xnli") & (tr2["language"] == "en"), "value"] = 0.3
+    res2 = analyze(tr2, al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
+    row = res2.rq1_primary.set_index("task").loc["xnli"]
+    assert "fails the model-quality gate" in row["note"] and np.isnan(row["p"])
+    mvb = res2.method_vs_baseline
+    assert "fails the model-quality gate" in mvb[mvb["task"] == "xnli"].iloc[0]["note"]
+
+
+def test_analyze_small_and_empty_inputs_never_crash():
+    tr, al = run_frames(langs=["de", "fr"], seeds=(1,))
+    res = analyze(tr, al, n_boot=50, n_perm=50)
+    assert res.rq1_primary["note"].str.startswith("empty").all()
+    assert "no test" in res.summary
+    empty = analyze(tr.iloc[0:0], al, n_boot=50, n_perm=50)
+    assert "nothing to relate" in empty.summary
+    res3 = analyze(tr, al, primary={"metric": "cka.cka_debiased", "layer": "last"}, n_boot=50, n_perm=50)
+    assert "not measured" in res3.summary

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import stats as S
+
 
 def _fmt(mean: float, sd: float, n: int) -> str:
     return f"{100 * mean:.1f}" if n < 2 or np.isnan(sd) else f"{100 * mean:.1f} ± {100 * sd:.1f}"
@@ -106,8 +108,8 @@ def generalized_matrix(transfer: pd.DataFrame) -> dict[tuple[str, str], tuple[pd
     return out
 
 
-KEY_METRICS = ("retrieval.acc1_xx2en", "retrieval.acc1_en2xx", "retrieval.margin_acc1_xx2en", "cka.cka",
-               "cosine_gap.cosine_gap")
+KEY_METRICS = ("retrieval.acc1_en2xx", "retrieval.acc1_xx2en", "cka.cka_debiased", "cka.cka",
+               "cosine_gap.cosine_gap", "retrieval.margin_acc1_en2xx")  # [::2] feeds the heat-maps
 
 
 def alignment_summary(alignment: pd.DataFrame, method: str = "pretrained",
@@ -176,79 +178,194 @@ def alignment_by_method_text(alignment: pd.DataFrame, headline: dict) -> str:
             f"{a['language'].nunique()} languages (± sd over checkpoints): " + "; ".join(parts) + ".")
 
 
-def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, headline_metric: str, n_boot: int = 2000,
-            n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None,
-            majority: dict[str, float] | None = None) -> dict:
-    """Everything the analysis page shows: merged frame, RQ1 tables and fits, RQ2 gains, the summary text."""
+def _pool_table(alignment: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and language: the pool the pair metrics used (n) and the pairs available."""
+    a = alignment[alignment["language"] != "all"] if "language" in alignment else alignment
+    if a.empty or "n" not in a:
+        return pd.DataFrame()
+    cols = {"n": ("n", "max")}
+    if "n_available" in a:
+        cols["n_available"] = ("n_available", "max")
+    keys = [k for k in ("dataset", "language") if k in a]
+    return a.groupby(keys, as_index=False).agg(**cols)
+
+
+def _resolve_metric(metrics, wanted: str) -> tuple[str | None, str]:
+    """The merged metric name for ``wanted`` (dataset-prefixed when several datasets were measured)."""
+    metrics = sorted(set(metrics))
+    if wanted in metrics:
+        return wanted, ""
+    cands = [m for m in metrics if m.endswith("/" + wanted)]
+    if cands:
+        pick = next((m for m in cands if m.startswith("tatoeba/")), cands[0])
+        return pick, f"primary metric measured on several datasets; using {pick}"
+    return None, f"primary metric '{wanted}' was not measured (metrics: {', '.join(metrics) or 'none'})"
+
+
+def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, primary=None, headline_metric: str | None = None,
+            n_boot: int = 2000, n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None,
+            majority: dict[str, float] | None = None, protocol: str | None = None,
+            alpha: float = S.ALPHA) -> S.AnalysisResult:
+    """Everything the analysis page shows, as an :class:`~xltlib.stats.AnalysisResult`.
+
+    Steps: the model-quality gate (checkpoints whose English score does not clear the majority rate are
+    left out of RQ1/RQ2); method vs baseline; RQ1 across languages at the declared ``primary`` metric
+    and layer (tested alone; Holm over tasks when there are several), RQ1 within languages there, the
+    other metric x layer combinations as exploratory families (Holm within each); RQ2 on seed-matched
+    gains; then the summary, built once by :func:`xltlib.analysis.summary_markdown`."""
     import warnings
 
     from . import analysis as A
 
-    out: dict = {"notes": []}
-    # cells of tasks sharing a training task share a checkpoint: match on the cell id when rows carry it
-    key = "cell_id" if "cell_id" in transfer else "checkpoint"
+    if primary is None:
+        primary = S.Primary(metric="retrieval.acc1_en2xx", layer="last")
+    elif not isinstance(primary, S.Primary):
+        d = primary if isinstance(primary, dict) else primary.model_dump()
+        primary = S.Primary(metric=d["metric"], layer=d["layer"])
+    res = S.AnalysisResult(primary=primary, alpha=alpha)
+    key = "cell_id" if "cell_id" in transfer else "checkpoint"  # cells sharing a checkpoint match on the cell id
     done = set(transfer[key].dropna()) if len(transfer) else set()
     missing = sorted(set(expected_cells or []) - done)
     if missing:
-        out["notes"].append(f"Missing cells (no transfer results; analysed what exists): {', '.join(missing)}")
+        res.notes.append(f"Missing cells (no transfer results; analysed what exists): {', '.join(missing)}")
+    if len(transfer):
+        res.gate = S.quality_gate(transfer, majority)
+        failed = S.gate_failures(res.gate)
+        res.excluded = sorted(failed)
+        if failed:
+            res.notes.append(f"{len(failed)} (task, checkpoint) pair(s) fail the model-quality gate and are left out "
+                             f"of RQ1, RQ2 and the method comparison: "
+                             + ", ".join(f"{t}/{c}" for t, c in res.excluded))
+    else:
+        failed = set()
     if transfer.empty or alignment.empty:
-        out["notes"].append("No transfer or no alignment rows: nothing to relate.")
-        out["summary"] = "## Summary\n\n" + "\n\n".join(out["notes"])
-        return out
+        res.notes.append("No transfer or no alignment rows: nothing to relate.")
+        res.summary = A.summary_markdown(res, protocol=protocol)
+        return res
+    res.pools = _pool_table(alignment)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         merged = A.merge_alignment_transfer(alignment, transfer)
-    out["merged"] = merged
-    out["transfer_summary"] = A.summarize_transfer(transfer, n_boot=n_boot, seed=seed)
-    corr = A.correlation_table(merged, n_boot=n_boot, n_perm=n_perm, seed=seed)
-    out["corr"] = corr
-    metrics = merged["metric"].unique()
-    head = headline_metric if headline_metric in metrics else (metrics[0] if len(metrics) else None)
-    if head != headline_metric:
-        out["notes"].append(f"report.correlation_metric '{headline_metric}' not measured; using '{head}'.")
-    hm = merged[merged["metric"] == head]
-    if "task" in corr:
-        best_layer = corr[corr["metric"] == head].groupby("layer")["r"].mean().idxmax() \
-            if corr[corr["metric"] == head]["r"].notna().any() else int(hm["layer"].max())
-    else:
-        sub = corr[corr["metric"] == head]
-        best_layer = int(sub.loc[sub["r"].idxmax(), "layer"]) if sub["r"].notna().any() else int(hm["layer"].max())
-    last_layer = int(hm["layer"].max())
-    out["headline"] = dict(metric=head, last_layer=last_layer, best_layer=int(best_layer))
-    one = hm[hm["layer"] == last_layer]
-    if merged["seed"].nunique() > 1:  # the headline measure per seed, next to the pooled table
-        out["corr_by_seed"] = A.correlation_table(hm, n_boot=n_boot, n_perm=n_perm, seed=seed, pool_seeds=False)
-    out["ols"] = A.fit_ols(one)
-    out["mixed"] = A.fit_mixed(one)
-    out["headline_frame"] = one
-    methods = set(merged["method"])
+        res.transfer_summary = A.summarize_transfer(transfer, n_boot=n_boot, seed=seed)
+    ok = pd.Series([(t, c) not in failed for t, c in zip(merged["task"], merged["checkpoint"])], index=merged.index)
+    res.merged = merged.assign(gate_ok=ok)
+    res.analysed = merged[ok].reset_index(drop=True)
+    tr_ok = S.drop_failed(transfer, failed)
+    std_ok = _standard(tr_ok)
+
+    # method vs baseline (tasks whose checkpoints all fail the gate get a row saying so)
+    mvb = S.method_vs_baseline(tr_ok, n_boot=n_boot, seed=seed)
+    lost = sorted(set(_standard(transfer)["task"]) - set(std_ok["task"]))
+    extra = [dict(task=t, setting="standard", method="(all)", note="empty: every checkpoint fails the model-quality gate")
+             for t in lost]
+    res.method_vs_baseline = pd.concat([mvb, pd.DataFrame(extra, columns=mvb.columns)], ignore_index=True) \
+        if extra else mvb
+
+    # RQ1: the primary test per task, then the exploratory families
+    pm, why = _resolve_metric(merged["metric"], primary.metric)
+    if why:
+        res.notes.append(why)
+    res.primary_metric = pm or primary.metric
+    tasks = sorted(merged["task"].unique())
+    rows, rows_w, frames = [], [], []
+    n_draws = S._n_perm_for(len(tasks), n_perm, alpha)
+    for i, task in enumerate(tasks):
+        layers = merged.loc[(merged["task"] == task) & (merged["metric"] == pm), "layer"].unique() if pm else []
+        layer = primary.resolve_layer(layers)
+        if layer is not None:
+            res.primary_layer[task] = layer
+        base = dict(task=task, metric=res.primary_metric, layer=layer)
+        g = res.analysed[(res.analysed["task"] == task) & (res.analysed["metric"] == pm)
+                         & (res.analysed["layer"] == layer)] if pm and layer is not None else res.analysed.iloc[0:0]
+        if pm is None or layer is None:
+            note = why if pm is None else f"empty: layer {primary.layer} not measured"
+            rows.append({**base, **dict.fromkeys(S.ACROSS_COLS, np.nan), "note": note})
+            rows_w.append({**base, **dict.fromkeys(S.WITHIN_COLS, np.nan), "note": note})
+            continue
+        frames.append(merged[(merged["task"] == task) & (merged["metric"] == pm) & (merged["layer"] == layer)])
+        if g.empty:
+            note = "empty: every checkpoint of this task fails the model-quality gate"
+            rows.append({**base, **dict.fromkeys(S.ACROSS_COLS, np.nan), "note": note})
+            rows_w.append({**base, **dict.fromkeys(S.WITHIN_COLS, np.nan), "note": note})
+            continue
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        rows.append({**base, **S.across_languages(g, n_perm=n_draws, n_boot=n_boot, rng=rng)})
+        rows_w.append({**base, **S.within_languages(g)})
+    res.rq1_primary = pd.DataFrame(rows, columns=["task", "metric", "layer", *S.ACROSS_COLS])
+    res.rq1_primary["p_holm"] = S.holm(res.rq1_primary["p"]) if len(rows) else []
+    res.rq1_primary_within = pd.DataFrame(rows_w, columns=["task", "metric", "layer", *S.WITHIN_COLS])
+    res.rq1_primary_within["p_holm"] = S.holm(res.rq1_primary_within["p"]) if len(rows_w) else []
+    res.headline_frame = res.merged.merge(pd.DataFrame(
+        [dict(task=t, layer=lay) for t, lay in res.primary_layer.items()]), on=["task", "layer"]) \
+        if res.primary_layer else res.merged.iloc[0:0]
+    if pm:
+        res.headline_frame = res.headline_frame[res.headline_frame["metric"] == pm]
+    prim = {(t, pm, lay) for t, lay in res.primary_layer.items()}
+    is_prim = pd.Series([k in prim for k in zip(res.analysed["task"], res.analysed["metric"], res.analysed["layer"])],
+                        index=res.analysed.index, dtype=bool)
+    explo = res.analysed[~is_prim]
+    if len(explo):
+        res.rq1_exploratory = S.across_languages_table(explo, n_perm=n_perm, n_boot=n_boot, seed=seed + 1, alpha=alpha)
+        res.rq1_exploratory_within = S.within_languages_table(explo)
+
+    # RQ2: seed-matched gains over the baseline vs pre-training size
+    methods = set(std_ok["method"]) if len(std_ok) else set()
     if "baseline" in methods and len(methods) > 1:
-        delta = A.delta_table(merged)
-        out["delta"] = delta
-        out["delta_corr"] = A.delta_correlation(delta, n_boot=n_boot, n_perm=n_perm, seed=seed)
-        gains = A.transfer_gain_table(transfer)
-        out["gain_slopes"], out["gain_frame"] = A.gain_vs_resource(gains)
-        d_al = delta[(delta["metric"] == head) & (delta["layer"] == last_layer)].copy()
-        out["align_gain_slopes"], out["align_gain_frame"] = A.gain_vs_resource(d_al, gain_col="delta_alignment")
+        gains = S.matched_gains(std_ok)
+        if gains.attrs.get("n_unmatched"):
+            res.notes.append(f"RQ2: {gains.attrs['n_unmatched']} (task, language, method, seed) score(s) without a "
+                             "baseline at the same seed (missing or excluded by the gate) were left out.")
+        res.rq2, res.rq2_frame = S.gain_slopes(gains)
+        if pm and res.primary_layer:
+            h = res.analysed[res.analysed["metric"] == pm].merge(pd.DataFrame(
+                [dict(task=t, layer=lay) for t, lay in res.primary_layer.items()]), on=["task", "layer"])
+            if len(h) and "baseline" in set(h["method"]):
+                res.rq2_alignment, _ = S.gain_slopes(S.matched_gains(h, value="alignment"))
+        if "baseline" in set(res.analysed["method"]) and res.analysed["method"].nunique() > 1:
+            res.delta = A.delta_table(res.analysed)
     else:
-        out["notes"].append("RQ2 needs a baseline and at least one robust method in the grid.")
-    n_ck = merged["checkpoint"].nunique()
-    std = _standard(transfer)
-    level = []
-    for task, g in std.groupby("task"):
-        en, xx = g.loc[g["language"] == "en", "value"].mean(), g.loc[g["language"] != "en", "value"].mean()
-        base = f"; always predicting the majority label scores {100 * majority[task]:.1f}%" if majority and task in majority else ""
-        level.append(f"{task}: English {100 * en:.1f}%, other languages {100 * xx:.1f}% (mean over methods and seeds{base})")
-    level_text = ("**How well the fine-tuned models do at all** — " + "; ".join(level) + ". Read the method "
-                  "differences below against that, and with their confidence intervals.")
-    out["summary"] = A.plain_summary(corr, out["mixed"], out.get("gain_slopes"), n_checkpoints=n_ck,
-                                     n_languages=merged["language"].nunique(), n_seeds=merged["seed"].nunique())
-    head, sep, rest = out["summary"].partition("\n\n### RQ1")
-    align_text = alignment_by_method_text(alignment, out["headline"])
-    out["summary"] = head + "\n\n" + level_text + "\n\n" + align_text + sep + rest
-    if out["notes"]:
-        out["summary"] += "\n\n" + "\n\n".join(f"*Note:* {n}" for n in out["notes"])
-    return out
+        res.notes.append("RQ2 and the method comparison need the baseline and at least one other method among the "
+                         "checkpoints that pass the model-quality gate.")
+    res.counts = dict(checkpoints=int(merged["checkpoint"].nunique()),
+                      analysed_checkpoints=int(res.analysed["checkpoint"].nunique()) if len(res.analysed) else 0,
+                      languages=int(merged["language"].nunique()), tasks=len(tasks),
+                      seeds=int(merged["seed"].nunique()) if "seed" in merged else 0)
+    if len(res.pools) and "dataset" in res.pools:
+        uneven = [d for d, g in res.pools.groupby("dataset") if g["n"].nunique() > 1]
+        if uneven:
+            res.notes.append(f"Alignment pools differ across languages in {', '.join(uneven)} (rows computed before "
+                             "common pools, or alignment.pool = full): retrieval scores are not comparable across "
+                             "languages; re-run the alignment stage.")
+    headline = headline_metric or primary.metric
+    res.summary = A.summary_markdown(res, protocol=protocol,
+                                     alignment_text=alignment_by_method_text(alignment, dict(
+                                         metric=headline, last_layer=int(alignment.loc[alignment["metric"] == headline, "layer"].max())
+                                         if (alignment["metric"] == headline).any() else -1)))
+    return res
+
+
+def result_tables(res: S.AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
+    """(file name, table, title) of every statistics table, in the order a reader needs them."""
+    def tag(df: pd.DataFrame, family: str) -> pd.DataFrame:
+        return df.assign(family=family) if len(df) else df
+
+    corr = pd.concat([tag(res.rq1_primary, "primary"), tag(res.rq1_exploratory, "exploratory (Holm within family)")],
+                     ignore_index=True)
+    fits = pd.concat([tag(res.rq1_primary_within, "primary measure"),
+                      tag(res.rq1_exploratory_within, "exploratory (Holm within family)")], ignore_index=True)
+    rq2 = pd.concat([tag(res.rq2, "transfer gain"), tag(res.rq2_alignment, "alignment gain (primary measure)")],
+                    ignore_index=True)
+    if len(corr):
+        corr = corr.sort_values(["family", "p_holm"], na_position="last", kind="stable")
+    return [
+        ("quality_gate", res.gate, "Model-quality gate: English score (Wilson 95% CI) vs the majority rate"),
+        ("method_vs_baseline", res.method_vs_baseline,
+         "Method vs baseline: mean over target languages, seed-matched difference with 95% CI"),
+        ("correlations", corr, "RQ1 across languages (unit: language): primary test, then exploratory"),
+        ("regressions", fits, "RQ1 within languages: checkpoint + language fixed effects, two-way clustered SEs"),
+        ("gain_vs_resource", rq2, "RQ2: seed-matched gain vs log10 CC-100 size (one point per language)"),
+        ("alignment_pools", res.pools, "Alignment pool per dataset and language (n used, n available)"),
+    ]
 
 
 def export_results(run, dest) -> list:
@@ -272,8 +389,9 @@ def export_results(run, dest) -> list:
     dest.mkdir(parents=True, exist_ok=True)
     transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
     r = run.cfg.report
-    res = analyze(transfer, alignment, headline_metric=r.correlation_metric, n_boot=r.n_boot, n_perm=r.n_perm,
-                  seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()], majority=majority_rates(run))
+    res = analyze(transfer, alignment, primary=r.primary, headline_metric=r.correlation_metric, n_boot=r.n_boot,
+                  n_perm=r.n_perm, seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()],
+                  majority=majority_rates(run), protocol=run.cfg.protocol.name)
     written = []
 
     def save_table(df: pd.DataFrame, name: str, index: bool = True):
@@ -285,7 +403,10 @@ def export_results(run, dest) -> list:
         plt.close(fig)
         written.append(dest / f"{name}.png")
 
-    md = [res["summary"], ""]
+    md = [res.summary, ""]
+    for name, table, title in result_tables(res):
+        save_table(table, name, index=False)
+        md += [f"## {title}", "", table.round(4).to_markdown(index=False) if len(table) else "(empty)", ""]
     suite = suite_table(transfer)
     if len(suite.columns) > 3:  # more than one task: the XTREME-R style suite average
         save_table(suite, "suite")
@@ -308,29 +429,16 @@ def export_results(run, dest) -> list:
                 ax.set_title(m); ax.set_xlabel("2nd sentence"); ax.set_ylabel("1st sentence")
             fig.suptitle(f"{task}: generalized accuracy (%)", y=1.04)
             save_fig(fig, f"generalized_{task}")
-    if "corr" in res:
-        cols = [c for c in ("task", "metric", "layer", "n_points", "n_languages", "r", "r_lo", "r_hi", "rho",
-                            "p_perm", "p_holm", "note") if c in res["corr"]]
-        corr = res["corr"].sort_values("p_holm")[cols]
-        save_table(corr, "correlations", index=False)
-        md += ["## Ten strongest alignment–transfer correlations (Holm-adjusted over all metric × layer tests)", "",
-               corr.head(10).round(3).to_markdown(index=False), ""]
-        save_fig(A.plot_alignment_vs_transfer(res["headline_frame"]), "alignment_vs_transfer")
-        save_fig(A.plot_corr_by_layer(res["corr"]), "correlation_by_layer")
-        if "corr_by_seed" in res:
-            save_table(res["corr_by_seed"], "correlations_by_seed", index=False)
-        fits = pd.concat([res["ols"], res["mixed"]], ignore_index=True)
-        save_table(fits, "regressions", index=False)
-        md += ["## Regressions at the last layer", "", fits.drop(columns=[c for c in ("warnings",) if c in fits])
-               .round(4).to_markdown(index=False), ""]
-    if "delta" in res:
-        h = res["headline"]
-        save_fig(A.plot_deltas(res["delta"], metric=h["metric"], layer=h["last_layer"]), "deltas")
-        save_table(res["gain_slopes"], "transfer_gain_vs_resource", index=False)
-        save_table(res["align_gain_slopes"], "alignment_gain_vs_resource", index=False)
-        save_fig(A.plot_gain_vs_resource(res["gain_frame"]), "transfer_gain_vs_resource")
-        md += ["## Transfer gain over baseline vs log CC-100 size", "",
-               res["gain_slopes"].round(4).to_markdown(index=False), ""]
+    if len(res.headline_frame):
+        save_fig(A.plot_alignment_vs_transfer(res.headline_frame), "alignment_vs_transfer")
+        save_fig(A.plot_language_means(res.headline_frame), "language_means")
+    if len(res.rq1_exploratory) and res.rq1_exploratory["r"].notna().any():
+        save_fig(A.plot_corr_by_layer(res.rq1_exploratory), "correlation_by_layer")
+    if len(res.delta):
+        save_fig(A.plot_deltas(res.delta, metric=res.primary_metric,
+                               layer=next(iter(res.primary_layer.values()), None)), "deltas")
+    if len(res.rq2_frame):
+        save_fig(A.plot_gain_vs_resource(res.rq2_frame), "transfer_gain_vs_resource")
     summ = alignment_summary(alignment)
     if not summ.empty:
         save_table(summ, "alignment_pretrained")

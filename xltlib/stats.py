@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -606,3 +606,40 @@ def drop_failed(frame: pd.DataFrame, failed: set[tuple[str, str]]) -> pd.DataFra
         return frame
     key = list(zip(frame["task"], frame["checkpoint"]))
     return frame[[k not in failed for k in key]].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ typed result
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame()
+
+
+@dataclass
+class AnalysisResult:
+    """Everything the analysis page and the export show (built by :func:`xltlib.report.analyze`).
+
+    Tables are DataFrames whose empty groups carry a ``note`` saying why; ``notes`` are page-level
+    remarks (missing cells, excluded checkpoints, fallbacks)."""
+
+    primary: Primary
+    alpha: float = ALPHA
+    notes: list[str] = field(default_factory=list)
+    gate: pd.DataFrame = field(default_factory=_empty)  # model-quality gate per (task, checkpoint)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (task, checkpoint) failing the gate
+    merged: pd.DataFrame = field(default_factory=_empty)  # every (checkpoint, language, metric, layer) point
+    analysed: pd.DataFrame = field(default_factory=_empty)  # the points that passed the gate
+    transfer_summary: pd.DataFrame = field(default_factory=_empty)
+    method_vs_baseline: pd.DataFrame = field(default_factory=_empty)
+    primary_layer: dict[str, int] = field(default_factory=dict)  # task -> resolved layer
+    primary_metric: str = ""  # the resolved metric row name (dataset-prefixed when several datasets)
+    rq1_primary: pd.DataFrame = field(default_factory=_empty)  # across languages, one row per task
+    rq1_primary_within: pd.DataFrame = field(default_factory=_empty)  # within languages at the primary
+    rq1_exploratory: pd.DataFrame = field(default_factory=_empty)  # across languages, every other metric x layer
+    rq1_exploratory_within: pd.DataFrame = field(default_factory=_empty)
+    rq2: pd.DataFrame = field(default_factory=_empty)  # transfer gain vs log10 size, per method
+    rq2_frame: pd.DataFrame = field(default_factory=_empty)
+    rq2_alignment: pd.DataFrame = field(default_factory=_empty)  # alignment gain (primary measure) vs size
+    delta: pd.DataFrame = field(default_factory=_empty)  # seed-mean method - baseline (plots)
+    headline_frame: pd.DataFrame = field(default_factory=_empty)  # points at the primary metric and layer
+    pools: pd.DataFrame = field(default_factory=_empty)  # alignment pool size per dataset and language
+    counts: dict[str, int] = field(default_factory=dict)  # checkpoints, languages, seeds, tasks
+    summary: str = ""
