@@ -1,6 +1,9 @@
 # %% [markdown]
 # # Data
-# Which rows of each task every cell trains and evaluates on (the offline protocol, see `xltlib.tasks`).
+# Which English rows train each task's checkpoints and which rows of every language score them
+# (`xltlib.split`). Under `zero_shot` (XTREME's protocol) the model trains on the task's English training
+# sets and every language's labelled *test* split is scored, the same row indices in every language; no
+# training row's translation is scored. `offline_dev_split` splits English dev by group instead.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder (set by `xlt run`)
@@ -10,14 +13,24 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from xltlib.stages import Run, stage_data
+from xltlib.trainsets import TRAIN_SETS
 
 run = Run.open(run_dir)
 summary = stage_data(run)
 p = run.cfg.protocol
 display(Markdown(
-    f"**Protocol `{p.name}`**: {p.train_fraction:.0%} of the English dev groups (XNLI premise blocks, "
-    f"PAWS-X shared-sentence groups; split seed {p.split_seed}) train the model; the other rows, the same "
-    f"row indices in every language, are evaluated. Data folder: `{run.data_dir or 'Hugging Face hub'}`."))
+    f"**Protocol `{p.name}`** · row samples drawn with seed {p.split_seed} · at most "
+    f"{p.max_train or 'all'} training rows and {p.max_eval or 'all'} scored rows per language · data folder: "
+    f"`{run.data_dir or 'Hugging Face hub'}`."))
 
 # %%
+pd.set_option("display.max_colwidth", None)
 summary
+
+# %% [markdown]
+# **Training sets used** (registered in `xltlib.trainsets`; `xlt list train-sets` lists them all)
+
+# %%
+used = sorted({s for task in run.cfg.grid.task for s in run.split(task).train_rows if s in TRAIN_SETS})
+pd.DataFrame([dict(name=s, task=TRAIN_SETS[s].task, file=TRAIN_SETS[s].layout, notes=TRAIN_SETS[s].notes)
+              for s in used])

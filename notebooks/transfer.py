@@ -20,6 +20,9 @@ run = Run.open(run_dir)
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 transfer = stage_transfer(run)
 missing = missing_cells(run)
+if transfer.attrs.get("stale_rows"):
+    display(Markdown(f"{transfer.attrs['stale_rows']} result rows of earlier settings or checkpoints are on disk "
+                     "and left out (their key no longer matches this run)."))
 if missing:
     display(Markdown(f"**Missing cells (training failed or not run):** {', '.join(missing)}"))
 

@@ -34,7 +34,7 @@ def test_defaults_load():
     assert isinstance(cfg, RunConfig)
     assert cfg.grid.model == ["me5-small"] and cfg.grid.task == ["xnli"]
     assert cfg.grid.method == ["baseline"] and cfg.grid.seed == [1]
-    assert cfg.protocol.name == "offline_dev_split" and cfg.protocol.train_fraction == 0.5
+    assert cfg.protocol.name == "zero_shot" and cfg.protocol.train_fraction == 0.5
     assert cfg.train.epochs == 3.0 and cfg.train.batch_size == 32 and cfg.train.pooling == "mean"
     assert cfg.methods == {} and cfg.languages == {} and cfg.smoke is False
     # the dumped defaults are valid params again

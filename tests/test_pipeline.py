@@ -93,7 +93,7 @@ def test_report_is_self_contained(smoke_run):
 def test_rerun_resumes_without_retraining(smoke_run):
     before = {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("trainable.safetensors")}
     transfer_before = {p: p.stat().st_mtime for p in (smoke_run / "results" / "transfer").glob("*.parquet")}
-    assert main(["run", str(SMOKE), "--out", str(smoke_run), "--stages", "train,transfer"]) == 0
+    assert main(["run", str(SMOKE), "--out", str(smoke_run), "--stages", "data,train,transfer"]) == 0
     status = json.loads((smoke_run / "status.json").read_text())
     assert all(s.get("skipped") for k, s in status.items() if k.startswith("02_train/"))
     assert before == {p: p.stat().st_mtime for p in (smoke_run / "checkpoints").rglob("trainable.safetensors")}
@@ -145,20 +145,94 @@ def test_export_writes_tables_figures_and_provenance(smoke_run, tmp_path):
 
 
 def test_rows_of_stale_checkpoints_or_settings_are_not_analysed(smoke_run):
-    from xltlib.stages import Run, load_results
+    from xltlib.run import Run
 
     run = Run.open(smoke_run)
-    al = load_results(run, "alignment")
-    stale = al.head(3).assign(fingerprint="old-settings")
-    gone = pd.read_parquet(next((smoke_run / "results" / "transfer").glob("*.parquet"))).assign(checkpoint="removed")
+    al = run.load_results("alignment")
+    assert al.attrs["stale_rows"] == 0
+    stale = al.head(3).assign(key="old-settings")
+    gone = pd.read_parquet(next((smoke_run / "results" / "transfer").glob("*.parquet"))).assign(key="removed")
     stale.to_parquet(smoke_run / "results" / "alignment" / "stale.parquet")
     gone.to_parquet(smoke_run / "results" / "transfer" / "removed.parquet")
     try:
-        assert len(load_results(run, "alignment")) == len(al)
-        assert "removed" not in set(load_results(run, "transfer")["checkpoint"])
+        again = run.load_results("alignment")
+        assert len(again) == len(al) and again.attrs["stale_rows"] == 3
+        transfer = run.load_results("transfer")
+        assert "removed" not in set(transfer["key"]) and transfer.attrs["stale_rows"] == len(gone)
     finally:
         (smoke_run / "results" / "alignment" / "stale.parquet").unlink()
         (smoke_run / "results" / "transfer" / "removed.parquet").unlink()
+
+
+ONE_CELL = ["--set", "grid.task=[xnli]", "--set", "grid.method=[baseline]", "--set", "grid.seed=[1]",
+            "--set", "evaluate.generalized=false", "--stages", "data,train,transfer,alignment"]
+
+
+def _created(folder: Path) -> dict[str, str]:
+    """artefact file -> the creation time its rows record (rewritten only when recomputed)."""
+    return {p.name: pd.read_parquet(p, columns=["created_at"])["created_at"].iloc[0]
+            for p in sorted(folder.glob("*.parquet"))}
+
+
+def test_rerun_recomputes_exactly_what_changed(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(SMOKE), "--out", str(out), *ONE_CELL]) == 0
+    transfer, alignment = _created(out / "results" / "transfer"), _created(out / "results" / "alignment")
+    ck = "tiny-random__xnli__baseline__s1.parquet"
+
+    # nothing changed: nothing recomputed
+    assert main(["run", str(SMOKE), "--out", str(out), *ONE_CELL]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert status["02_train/tiny-random__xnli__baseline__s1"].get("skipped")
+    assert _created(out / "results" / "transfer") == transfer and _created(out / "results" / "alignment") == alignment
+
+    # a training setting changed: retrained, so its transfer AND alignment rows are recomputed (the
+    # checkpoint keeps its name); the pre-trained model's alignment is not
+    assert main(["run", str(SMOKE), "--out", str(out), *ONE_CELL, "--set", "train.epochs=1"]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert not status["02_train/tiny-random__xnli__baseline__s1"].get("skipped")
+    new_al = _created(out / "results" / "alignment")
+    assert new_al[ck] != alignment[ck] and new_al["pretrained__tiny-random.parquet"] == alignment["pretrained__tiny-random.parquet"]
+    assert _created(out / "results" / "transfer")[ck] != transfer[ck]
+    from xltlib.run import Run
+
+    assert Run.open(out).load_results("alignment").attrs["stale_rows"] == 0
+
+    # a task's languages changed: same training rows, no retraining; transfer recomputed on the new languages
+    before = _created(out / "results" / "transfer")
+    args = [*ONE_CELL, "--set", "train.epochs=1", "--set", "languages={xnli: [en, de]}"]
+    assert main(["run", str(SMOKE), "--out", str(out), *args]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert status["02_train/tiny-random__xnli__baseline__s1"].get("skipped")
+    assert _created(out / "results" / "transfer")[ck] != before[ck]
+    rows = Run.open(out).load_results("transfer")
+    assert set(rows["language"]) == {"en", "de"}
+
+
+def test_second_run_into_a_folder_in_use_stops_naming_the_holder(tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".xlt.lock").write_text(json.dumps(dict(pid=holder.pid, host=socket.gethostname(), started="t0")))
+        assert main(["run", str(SMOKE), "--out", str(out), *ONE_CELL]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "in use" in err
+        assert not (out / "status.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is recognised as stale and taken over; released at the end
+    from xltlib.run import run_lock
+
+    with run_lock(out):
+        assert json.loads((out / ".xlt.lock").read_text())["pid"] == os.getpid()
+    assert not (out / ".xlt.lock").exists()
 
 
 SMOKE_SUITE = ROOT / "params" / "smoke-suite.yaml"

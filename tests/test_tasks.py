@@ -162,14 +162,15 @@ def test_malformed_line_too_many_columns(tmp_path):
         read_xnli_local(tmp_path, "en")
 
 
-@pytest.mark.parametrize("task,lang,rel,layout", [
-    ("xnli", "de", "xnli/dev-de.tsv", "xnli/dev-{lang}.tsv"),
-    ("pawsx", "ja", "pawsx/dev-ja.tsv", "pawsx/dev-{lang}.tsv"),
-    ("tatoeba", "ru", "tatoeba-laser/tatoeba.rus-eng.rus", "tatoeba-laser/tatoeba.{xxx}-eng.{xxx}"),
-], ids=["xnli", "pawsx", "tatoeba"])
-def test_missing_file_names_path_and_layout(xtreme, task, lang, rel, layout):
+@pytest.mark.parametrize("task,lang,split,rel,layout", [
+    ("xnli", "de", "dev", "xnli/dev-de.tsv", "xnli/{dev,test}-{lang}.tsv (language 'de')"),
+    ("xnli", "sw", "test", "xnli/test-sw.tsv", "xnli/{dev,test}-{lang}.tsv (language 'sw')"),
+    ("pawsx", "ja", "dev", "pawsx/dev-ja.tsv", "pawsx/{dev,test}-{lang}.tsv (language 'ja')"),
+    ("tatoeba", "ru", "dev", "tatoeba-laser/tatoeba.rus-eng.rus", "tatoeba-laser/tatoeba.{xxx}-eng.{xxx}"),
+], ids=["xnli", "xnli-test", "pawsx", "tatoeba"])
+def test_missing_file_names_path_and_layout(xtreme, task, lang, split, rel, layout):
     with pytest.raises(DataError) as info:
-        load_records(task, lang, xtreme)
+        load_records(task, lang, xtreme, split)
     msg = str(info.value)
     assert str(xtreme / rel) in msg and layout in msg
     assert isinstance(info.value, FileNotFoundError)  # DataError is a FileNotFoundError
@@ -215,7 +216,7 @@ def test_no_data_dir_goes_to_hub_with_offline_hint(monkeypatch, fake_datasets, t
 
 def test_hub_reader_records(monkeypatch):
     rows = [dict(premise=f"p{i // 3}", hypothesis=f"h{i}", label=i % 3) for i in range(6)]
-    monkeypatch.setattr(T, "_load_hub", lambda path, name, split: rows)
+    monkeypatch.setattr(T, "load_hub", lambda path, name, split: rows)
     monkeypatch.delenv("XLT_DATA_DIR", raising=False)
     recs = load_records("xnli", "en", None)
     assert [r["group"] for r in recs] == [0, 0, 0, 1, 1, 1]
@@ -225,7 +226,7 @@ def test_hub_reader_records(monkeypatch):
 def test_local_folder_never_touches_hub(xtreme, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("hub used although a data folder was given")
-    monkeypatch.setattr(T, "_load_hub", boom)
+    monkeypatch.setattr(T, "load_hub", boom)
     assert len(load_records("pawsx", "en", xtreme)) == len(PAWSX_ROWS)
 
 

@@ -32,22 +32,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .pipeline import execute_stage, write_index
-    from .stages import Run
-
-    run = Run.open(args.dir)
     import json
 
-    sp = run.path("status.json")
-    status = json.loads(sp.read_text()) if sp.exists() else {}
-    ok = execute_stage(run, "analysis", "05_analysis", dict(run_dir=str(run.dir)), status)
-    print(f"report: {write_index(run, status)}")
+    from .pipeline import execute_stage, write_index
+    from .run import Run, run_lock
+
+    run = Run.open(args.dir)
+    with run_lock(run.dir):
+        sp = run.path("status.json")
+        status = json.loads(sp.read_text()) if sp.exists() else {}
+        ok = execute_stage(run, "analysis", "05_analysis", dict(run_dir=str(run.dir)), status)
+        print(f"report: {write_index(run, status)}")
     return 0 if ok else 1
 
 
 def cmd_export(args) -> int:
     from .report import export_results
-    from .stages import Run
+    from .run import Run
 
     for path in export_results(Run.open(args.dir), args.dest):
         print(path)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
         print(f"xlt: error: {exc}", file=sys.stderr)
         return 2
 

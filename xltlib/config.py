@@ -32,14 +32,16 @@ class GridConfig(_Strict):
 
 
 class ProtocolConfig(_Strict):
-    # 'offline_dev_split': train on part of English dev, evaluate the rest in every language
-    # (split by XNLI premise block / PAWS-X shared-sentence group, same rows in every language).
-    # 'standard': train on the task's English train split, evaluate its test/dev split (hub data).
-    name: Literal["offline_dev_split", "standard"] = "offline_dev_split"
-    train_fraction: float = Field(0.5, gt=0, lt=1)  # share of English dev groups used for training
-    split_seed: int = 0  # seed of the group split (fixed across the grid so every cell sees the same rows)
-    max_train: int | None = Field(None, ge=1)  # cap on training examples (after the split)
-    max_eval: int | None = Field(None, ge=1)  # cap on evaluation examples per language (same rows everywhere)
+    # 'zero_shot' (XTREME's): train on the task's English training sets, score every language's labelled
+    # test split (XNLI, PAWS-X); no training row's translation is scored (xltlib.split).
+    # 'offline_dev_split': for data folders without labelled test sets: train on part of English dev, score
+    # the rest in every language (split by XNLI premise block / PAWS-X shared-sentence group).
+    name: Literal["zero_shot", "offline_dev_split"] = "zero_shot"
+    train_sets: dict[str, list[str]] = {}  # per task, registered training sets (`xlt list train-sets`); default per task
+    train_fraction: float = Field(0.5, gt=0, lt=1)  # offline_dev_split: share of English dev groups used for training
+    split_seed: int = 0  # seed of the row samples (fixed across the grid so every cell sees the same rows)
+    max_train: int | None = Field(None, ge=1)  # cap on training examples (a fixed random sample)
+    max_eval: int | None = Field(None, ge=1)  # cap on scored examples per language (the same rows everywhere)
 
 
 class TrainConfig(_Strict):
@@ -177,8 +179,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml_load(raw)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), **updates) -> RunConfig:
-    """Read a params YAML, apply ``key.sub=value`` overrides, validate, check registries."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), *, check: bool = True,
+                **updates) -> RunConfig:
+    """Read a params YAML, apply ``key.sub=value`` overrides, validate, check registries.
+
+    ``check=False`` skips the registry checks (which build every objective): a run folder's snapshot was
+    checked when the run started, so the stage kernels only parse it."""
     source = str(path) if path else "<defaults>"
     data: dict = {}
     if path:
@@ -206,7 +212,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, source, RunConfig)) from None
-    check_registries(cfg, source)
+    if check:
+        check_registries(cfg, source)
     return cfg
 
 
@@ -248,6 +255,19 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             robust.build_objective(kind, hp, data_dir=cfg.resolved_data_dir(), entry=entry)
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    from .trainsets import TRAIN_SETS, check_train_sets
+
+    for task, names in cfg.protocol.train_sets.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: protocol.train_sets.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        for name in names:
+            if name not in TRAIN_SETS:
+                raise ConfigError(f"{source}: protocol.train_sets.{task}: unknown training set '{name}'; "
+                                  f"registered: {', '.join(TRAIN_SETS)}")
+        try:
+            check_train_sets(task, names)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: protocol.train_sets.{task}: {exc}") from None
     for task, langs in cfg.languages.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")

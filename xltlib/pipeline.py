@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .results import write_json
-from .stages import Run, cell_done, init_run, training_cells
+from .run import Run, init_run, run_lock
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = ("data", "train", "transfer", "alignment", "analysis")
@@ -113,8 +113,13 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
 
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: tuple[str, ...] = STAGES) -> Run:
-    """Execute the stages for every grid cell; raise StageFailed at the end if anything failed."""
-    run = init_run(cfg, run_dir, params_file)
+    """Execute the stages for every grid cell under the run folder's lock; raise StageFailed at the end if
+    anything failed."""
+    with run_lock(Path(run_dir)):
+        return _run_stages(init_run(cfg, run_dir, params_file), stages)
+
+
+def _run_stages(run: Run, stages: tuple[str, ...]) -> Run:
     sp = run.path("status.json")
     status: dict = json.loads(sp.read_text()) if sp.exists() else {}
     base = dict(run_dir=str(run.dir))
@@ -123,9 +128,9 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
         failures.append("01_data")
         stages = ()  # nothing downstream can run without the split
     if "train" in stages:
-        for cell in training_cells(run):
+        for cell in run.training_cells():
             name = f"02_train/{cell['checkpoint']}"
-            if cell_done(run, cell):
+            if run.cell_done(cell):
                 log.info("%-40s skipped (checkpoint exists)", name)
                 status[name] = dict(stage="train", ok=True, skipped=True)
                 continue

@@ -27,23 +27,38 @@ def make_smoke_data(root: str | Path, n_premises: int = 24, seed: int = 0) -> Pa
     """Write xnli/, pawsx/, tatoeba-laser/, the other XTREME-R task folders and synonyms/, a few rows each."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    premises = [rng.integers(0, 60, size=rng.integers(4, 9)) for _ in range(n_premises)]
-    hyps = []
-    for p in premises:  # entailment: subset; neutral: other words; contradiction: negation marker 99
-        hyps.append((p, p[: max(2, len(p) // 2)], 0))
-        hyps.append((p, rng.integers(60, 90, size=4), 1))
-        hyps.append((p, np.append(p[:3], 99), 2))
     labels = ("entailment", "neutral", "contradiction")
+
+    def nli_rows(n):
+        rows = []
+        for p in [rng.integers(0, 60, size=rng.integers(4, 9)) for _ in range(n)]:
+            # entailment: subset; neutral: other words; contradiction: negation marker 99
+            rows += [(p, p[: max(2, len(p) // 2)], 0), (p, rng.integers(60, 90, size=4), 1), (p, np.append(p[:3], 99), 2)]
+        return rows
+
+    def paws_rows(n):
+        out = []
+        for k in range(n):
+            p = rng.integers(0, 60, size=rng.integers(4, 9))
+            out.append((p, p if k % 2 == 0 else p[::-1], int(k % 2 == 0)))
+        return out
+
+    # dev and test hold different rows, like the real files; English training sets beside them
+    nli = {"dev": nli_rows(n_premises), "test": nli_rows(n_premises)}
+    paws = {"dev": paws_rows(n_premises), "test": paws_rows(n_premises), "train": paws_rows(3 * n_premises)}
+    (root / "xnli").mkdir(parents=True, exist_ok=True)
+    (root / "pawsx").mkdir(parents=True, exist_ok=True)
     for lang in SMOKE_LANGS:
-        (root / "xnli").mkdir(parents=True, exist_ok=True)
-        with open(root / "xnli" / f"dev-{lang}.tsv", "w") as f:
-            for p, h, y in hyps:
-                f.write(f"{_sentence(lang, p)}\t{_sentence(lang, h)}\t{labels[y]}\n")
-        (root / "pawsx").mkdir(parents=True, exist_ok=True)
-        with open(root / "pawsx" / f"dev-{lang}.tsv", "w") as f:
-            for k, p in enumerate(premises):
-                q = p if k % 2 == 0 else p[::-1]
-                f.write(f"{_sentence(lang, p)}\t{_sentence(lang, q)}\t{int(k % 2 == 0)}\n")
+        for split in ("dev", "test"):
+            with open(root / "xnli" / f"{split}-{lang}.tsv", "w") as f:
+                for p, h, y in nli[split]:
+                    f.write(f"{_sentence(lang, p)}\t{_sentence(lang, h)}\t{labels[y]}\n")
+            with open(root / "pawsx" / f"{split}-{lang}.tsv", "w") as f:
+                for p, q, y in paws[split]:
+                    f.write(f"{_sentence(lang, p)}\t{_sentence(lang, q)}\t{y}\n")
+    with open(root / "pawsx" / "train-en.tsv", "w") as f:
+        for p, q, y in paws["train"]:
+            f.write(f"{_sentence('en', p)}\t{_sentence('en', q)}\t{y}\n")
     codes = {"de": "deu", "fr": "fra", "sw": "swh"}
     (root / "tatoeba-laser").mkdir(parents=True, exist_ok=True)
     for lang, code in codes.items():

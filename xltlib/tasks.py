@@ -66,6 +66,9 @@ class Task:
     train_from: str = ""
     score_metrics: tuple[str, ...] = ("accuracy",)  # the XTREME-R task score is their mean (QA: F1 and EM)
     hub_only: bool = False
+    # Evaluation splits the readers accept; XNLI and PAWS-X have labelled test sets (zero-shot protocol),
+    # the other tasks read the one split the offline data holds (see their notes).
+    splits: tuple[str, ...] = ("dev",)
 
     @property
     def training_task(self) -> str:
@@ -96,13 +99,13 @@ def get_task(name: str) -> Task:
 
 
 # ------------------------------------------------------------------ local readers
-def _need_file(path: Path, layout: str) -> Path:
+def need_file(path: Path, layout: str) -> Path:
     if not path.is_file():
         raise DataError(f"missing data file {path}; expected the XTREME layout {layout} under the data folder")
     return path
 
 
-def _read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
+def read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quotechar='"') if quoting \
             else (line.rstrip("\n").split("\t") for line in f)
@@ -117,10 +120,10 @@ def _read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
 XNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label order
 
 
-def read_xnli_local(data_dir: Path, lang: str) -> list[dict]:
-    path = _need_file(Path(data_dir) / "xnli" / f"dev-{lang}.tsv", "xnli/dev-{lang}.tsv")
+def read_xnli_local(data_dir: Path, lang: str, split: str = "dev") -> list[dict]:
+    path = need_file(Path(data_dir) / "xnli" / f"{split}-{lang}.tsv", f"xnli/{{dev,test}}-{{lang}}.tsv (language '{lang}')")
     recs = []
-    for i, (prem, hyp, lab) in enumerate(_read_tsv(path, 3, quoting=False)):
+    for i, (prem, hyp, lab) in enumerate(read_tsv(path, 3, quoting=False)):
         lab = "contradiction" if lab == "contradictory" else lab
         if lab not in XNLI_LABELS:
             raise DataError(f"{path}, line {i + 1}: label {lab!r} is not one of {XNLI_LABELS}")
@@ -128,11 +131,11 @@ def read_xnli_local(data_dir: Path, lang: str) -> list[dict]:
     return recs
 
 
-def read_pawsx_local(data_dir: Path, lang: str) -> list[dict]:
+def read_pawsx_local(data_dir: Path, lang: str, split: str = "dev") -> list[dict]:
     # XTREME wrote PAWS-X with a CSV writer: quoted fields must be read with a CSV reader.
-    path = _need_file(Path(data_dir) / "pawsx" / f"dev-{lang}.tsv", "pawsx/dev-{lang}.tsv")
+    path = need_file(Path(data_dir) / "pawsx" / f"{split}-{lang}.tsv", f"pawsx/{{dev,test}}-{{lang}}.tsv (language '{lang}')")
     recs = []
-    for i, (s1, s2, lab) in enumerate(_read_tsv(path, 3, quoting=True)):
+    for i, (s1, s2, lab) in enumerate(read_tsv(path, 3, quoting=True)):
         if lab not in ("0", "1"):
             raise DataError(f"{path}, line {i + 1}: label {lab!r} is not 0 or 1")
         recs.append(dict(id=i, group=i, text_a=s1, text_b=s2, label=int(lab)))
@@ -168,8 +171,8 @@ def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
     code = TATOEBA_CODES.get(lang, lang)
     base = Path(data_dir) / "tatoeba-laser"
     layout = "tatoeba-laser/tatoeba.{xxx}-eng.{xxx} and .eng (ISO 639-3 codes)"
-    src = _need_file(base / f"tatoeba.{code}-eng.{code}", layout)
-    eng = _need_file(base / f"tatoeba.{code}-eng.eng", layout)
+    src = need_file(base / f"tatoeba.{code}-eng.{code}", layout)
+    eng = need_file(base / f"tatoeba.{code}-eng.eng", layout)
     a, b = _lines(src), _lines(eng)
     if len(a) != len(b):
         raise DataError(f"{src} has {len(a)} lines but {eng} has {len(b)}; they must be line-aligned")
@@ -177,7 +180,9 @@ def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
 
 
 # -------------------------------------------------------------------- hub readers
-def _load_hub(path: str, name: str | None, split: str):
+HUB_SPLITS = {"dev": "validation", "test": "test"}
+
+def load_hub(path: str, name: str | None, split: str):
     try:
         from datasets import load_dataset
 
@@ -189,20 +194,20 @@ def _load_hub(path: str, name: str | None, split: str):
         ) from exc
 
 
-def read_xnli_hub(lang: str) -> list[dict]:
-    ds = _load_hub("facebook/xnli", lang, "validation")
+def read_xnli_hub(lang: str, split: str = "dev") -> list[dict]:
+    ds = load_hub("facebook/xnli", lang, HUB_SPLITS[split])
     return [dict(id=i, group=i // 3, text_a=r["premise"], text_b=r["hypothesis"], label=int(r["label"]))
             for i, r in enumerate(ds)]
 
 
-def read_pawsx_hub(lang: str) -> list[dict]:
-    ds = _load_hub("google-research-datasets/paws-x", lang, "validation")
+def read_pawsx_hub(lang: str, split: str = "dev") -> list[dict]:
+    ds = load_hub("google-research-datasets/paws-x", lang, HUB_SPLITS[split])
     return [dict(id=i, group=i, text_a=r["sentence1"], text_b=r["sentence2"], label=int(r["label"]))
             for i, r in enumerate(ds)]
 
 
 def read_tatoeba_hub(lang: str) -> list[dict]:
-    ds = _load_hub("google/xtreme", f"tatoeba.{TATOEBA_CODES.get(lang, lang)}", "validation")
+    ds = load_hub("google/xtreme", f"tatoeba.{TATOEBA_CODES.get(lang, lang)}", "validation")
     return [dict(id=i, group=i, text_a=r["source_sentence"], text_b=r["target_sentence"], label=-1)
             for i, r in enumerate(ds)]
 
@@ -211,15 +216,15 @@ register_task(Task(
     name="xnli", kind="pair_classification",
     languages=("en", "ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"),
     labels=XNLI_LABELS, local_reader=read_xnli_local, hub_reader=read_xnli_hub,
-    layout="xnli/dev-{lang}.tsv", group_fn=lambda en: np.array([r["group"] for r in en]),
-    notes="XNLI dev, 2490 rows = 830 premises x 3; rows aligned across the 15 languages",
+    layout="xnli/{dev,test}-{lang}.tsv", group_fn=lambda en: np.array([r["group"] for r in en]), splits=("dev", "test"),
+    notes="XNLI: dev 2,490 rows = 830 premises x 3, test 5,010 = 1,670 x 3; rows aligned across the 15 languages",
 ))
 register_task(Task(
     name="pawsx", kind="pair_classification",
     languages=("en", "de", "es", "fr", "ja", "ko", "zh"),
     labels=("not_paraphrase", "paraphrase"), local_reader=read_pawsx_local, hub_reader=read_pawsx_hub,
-    layout="pawsx/dev-{lang}.tsv", group_fn=pawsx_groups,
-    notes="PAWS-X dev, 2000 rows aligned across 7 languages (a few labels differ from English)",
+    layout="pawsx/{dev,test}-{lang}.tsv", group_fn=pawsx_groups, splits=("dev", "test"),
+    notes="PAWS-X dev and test, 2,000 rows each aligned across 7 languages (a few labels differ from English)",
 ))
 register_task(Task(
     name="tatoeba", kind="retrieval",
@@ -244,12 +249,15 @@ def data_dir_or_none(data_dir: str | Path | None) -> Path | None:
     return d
 
 
-def load_records(task: str, lang: str, data_dir: str | Path | None = None) -> list[dict]:
-    """Records of one task and language, from the local folder when given, else from the hub."""
+def load_records(task: str, lang: str, data_dir: str | Path | None = None, split: str = "dev") -> list[dict]:
+    """Records of one task, language and split, from the local folder when given, else from the hub."""
     t = get_task(task)
     t.check_language(lang)
+    if split not in t.splits:
+        raise ValueError(f"task '{task}' has no '{split}' split here; its splits: {', '.join(t.splits)}")
     d = data_dir_or_none(data_dir)
-    return t.local_reader(d, lang) if d is not None else t.hub_reader(lang)
+    args = (lang, split) if len(t.splits) > 1 else (lang,)
+    return t.local_reader(d, *args) if d is not None else t.hub_reader(*args)
 
 
 def load_train_records(task: str, data_dir: str | Path | None = None) -> list[dict]:

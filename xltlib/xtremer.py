@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from .formats import read_conllu, read_iob_tsv, read_jsonl, read_squad_json
-from .tasks import DataError, Task, _load_hub, _need_file, register_task
+from .tasks import DataError, Task, load_hub, need_file, register_task
 
 # ---------------------------------------------------------------------------------------------- XCOPA
 XCOPA_LANGS = ("en", "et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
@@ -40,15 +40,15 @@ def read_xcopa_local(data_dir: Path, lang: str) -> list[dict]:
     """Test set (500) for the 11 XCOPA languages; English has no test set here, so val-en (100)."""
     split = "val" if lang == "en" else "test"
     base = Path(data_dir) / "xcopa"
-    rows = read_jsonl(_need_file(base / f"{split}-{lang}.jsonl", "xcopa/{val,test}-{lang}.jsonl"), _XCOPA_KEYS)
-    ref = read_jsonl(_need_file(base / _XCOPA_QUESTION_SOURCE[split], f"xcopa/{_XCOPA_QUESTION_SOURCE[split]}"),
+    rows = read_jsonl(need_file(base / f"{split}-{lang}.jsonl", "xcopa/{val,test}-{lang}.jsonl"), _XCOPA_KEYS)
+    ref = read_jsonl(need_file(base / _XCOPA_QUESTION_SOURCE[split], f"xcopa/{_XCOPA_QUESTION_SOURCE[split]}"),
                      _XCOPA_KEYS)
     question = {r["idx"]: r["question"] for r in ref}
     return [_copa_record(r, question.get(r["idx"], r["question"])) for r in rows]
 
 
 def read_copa_train_local(data_dir: Path) -> list[dict]:
-    path = _need_file(Path(data_dir) / "xcopa" / "train-en.jsonl", "xcopa/train-en.jsonl")
+    path = need_file(Path(data_dir) / "xcopa" / "train-en.jsonl", "xcopa/train-en.jsonl")
     return [_copa_record(r, r["question"]) for r in read_jsonl(path, _XCOPA_KEYS)]
 
 
@@ -58,14 +58,14 @@ def _copa_hub(ds) -> list[dict]:
 
 def read_xcopa_hub(lang: str) -> list[dict]:
     if lang == "en":
-        return _copa_hub(_load_hub("aps/super_glue", "copa", "validation"))
-    return _copa_hub(_load_hub("cambridgeltl/xcopa", lang, "test"))
+        return _copa_hub(load_hub("aps/super_glue", "copa", "validation"))
+    return _copa_hub(load_hub("cambridgeltl/xcopa", lang, "test"))
 
 
 register_task(Task(
     name="xcopa", kind="multiple_choice", languages=XCOPA_LANGS, labels=("choice1", "choice2"),
     local_reader=read_xcopa_local, hub_reader=read_xcopa_hub, layout="xcopa/test-{lang}.jsonl",
-    train_reader=read_copa_train_local, train_hub_reader=lambda: _copa_hub(_load_hub("aps/super_glue", "copa", "train")),
+    train_reader=read_copa_train_local, train_hub_reader=lambda: _copa_hub(load_hub("aps/super_glue", "copa", "train")),
     row_aligned=False,
     notes="trained on English COPA train (400; XTREME-R first trains on SIQA, not available offline); "
           "scored on the XCOPA test sets (500 per language), English on COPA val (100)",
@@ -81,7 +81,7 @@ PUD_LANGS = ("en", "ar", "cs", "de", "es", "fi", "fr", "gl", "hi", "id", "is", "
 def read_udpos_local(data_dir: Path, lang: str) -> list[dict]:
     """PUD treebank sentences ordered by sent_id, so row i is the same sentence in every language
     (Icelandic's file has another order)."""
-    path = _need_file(Path(data_dir) / "udpos-pud" / f"{lang}.conllu", "udpos-pud/{lang}.conllu")
+    path = need_file(Path(data_dir) / "udpos-pud" / f"{lang}.conllu", "udpos-pud/{lang}.conllu")
     sents = sorted(read_conllu(path), key=lambda s: s["id"])
     for s in sents:
         bad = [t for t in s["tags"] if t not in UPOS]
@@ -91,7 +91,7 @@ def read_udpos_local(data_dir: Path, lang: str) -> list[dict]:
 
 
 def read_udpos_hub(lang: str) -> list[dict]:
-    ds = _load_hub("universal-dependencies/universal_dependencies", f"{lang}_pud", "test")
+    ds = load_hub("universal-dependencies/universal_dependencies", f"{lang}_pud", "test")
     names = ds.features["upos"].feature.names
     sents = sorted(ds, key=lambda r: r["idx"])
     return [dict(id=i, group=i, sent_id=r["idx"], tokens=r["tokens"], tags=[names[t] for t in r["upos"]])
@@ -118,17 +118,17 @@ def _panx_records(sents: list[dict]) -> list[dict]:
 
 
 def read_panx_local(data_dir: Path, lang: str) -> list[dict]:
-    path = _need_file(Path(data_dir) / "panx" / f"dev-{lang}.tsv", "panx/dev-{lang}.tsv")
+    path = need_file(Path(data_dir) / "panx" / f"dev-{lang}.tsv", "panx/dev-{lang}.tsv")
     return _panx_records(read_iob_tsv(path, set(PANX_TAGS)))
 
 
 def read_panx_train_local(data_dir: Path) -> list[dict]:
-    path = _need_file(Path(data_dir) / "panx" / "train-en.tsv", "panx/train-en.tsv")
+    path = need_file(Path(data_dir) / "panx" / "train-en.tsv", "panx/train-en.tsv")
     return _panx_records(read_iob_tsv(path, set(PANX_TAGS)))
 
 
 def _panx_hub(lang: str, split: str) -> list[dict]:
-    ds = _load_hub("google/xtreme", f"PAN-X.{lang}", split)
+    ds = load_hub("google/xtreme", f"PAN-X.{lang}", split)
     names = ds.features["ner_tags"].feature.names
     return _panx_records([dict(tokens=r["tokens"], tags=[names[t] for t in r["ner_tags"]]) for r in ds])
 
@@ -164,19 +164,19 @@ def _squad_hub(ds) -> list[dict]:
 
 
 def read_xquad_local(data_dir: Path, lang: str) -> list[dict]:
-    path = _need_file(Path(data_dir) / "xquad" / f"xquad.{lang}.json", "xquad/xquad.{lang}.json")
+    path = need_file(Path(data_dir) / "xquad" / f"xquad.{lang}.json", "xquad/xquad.{lang}.json")
     return _qa_records(read_squad_json(path))
 
 
 def read_mlqa_local(data_dir: Path, lang: str) -> list[dict]:
     layout = "mlqa/MLQA_V1/dev/dev-context-{lang}-question-{lang}.json"
-    path = _need_file(Path(data_dir) / "mlqa" / "MLQA_V1" / "dev" / f"dev-context-{lang}-question-{lang}.json", layout)
+    path = need_file(Path(data_dir) / "mlqa" / "MLQA_V1" / "dev" / f"dev-context-{lang}-question-{lang}.json", layout)
     return _qa_records(read_squad_json(path))
 
 
 def read_tydiqa_train_local(data_dir: Path) -> list[dict]:
     layout = "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json"
-    path = _need_file(Path(data_dir) / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json", layout)
+    path = need_file(Path(data_dir) / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json", layout)
     return _qa_records(read_squad_json(path, unique_ids=False), by_id=False)  # ids repeat in this file
 
 
@@ -187,7 +187,7 @@ def read_tydiqa_local(data_dir: Path, lang: str) -> list[dict]:
 
 
 def read_tydiqa_hub(lang: str) -> list[dict]:
-    ds = _load_hub("google-research-datasets/tydiqa", "secondary_task", "validation")
+    ds = load_hub("google-research-datasets/tydiqa", "secondary_task", "validation")
     prefix = TYDIQA_HUB_NAMES[lang] + "-"
     return _qa_records(_squad_hub(r for r in ds if r["id"].startswith(prefix)))
 
@@ -196,14 +196,14 @@ _QA_TRAIN_NOTE = ("trained on TyDiQA-GoldP English train (3,696 questions; XTREM
                   "not available offline)")
 register_task(Task(
     name="xquad", kind="span_extraction", languages=XQUAD_LANGS, metric="f1", score_metrics=QA_METRICS,
-    local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(_load_hub("google/xquad", f"xquad.{lang}", "validation"))),
+    local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(load_hub("google/xquad", f"xquad.{lang}", "validation"))),
     layout="xquad/xquad.{lang}.json", train_from="tydiqa", row_aligned=True,
     notes=f"XQuAD (1,190 questions, aligned across 12 languages; ro is not an XTREME-R language); {_QA_TRAIN_NOTE}",
 ))
 register_task(Task(
     name="mlqa", kind="span_extraction", languages=MLQA_LANGS, metric="f1", score_metrics=QA_METRICS,
     local_reader=read_mlqa_local,
-    hub_reader=lambda lang: _qa_records(_squad_hub(_load_hub("facebook/mlqa", f"mlqa.{lang}.{lang}", "validation"))),
+    hub_reader=lambda lang: _qa_records(_squad_hub(load_hub("facebook/mlqa", f"mlqa.{lang}.{lang}", "validation"))),
     layout="mlqa/MLQA_V1/dev/dev-context-{lang}-question-{lang}.json", train_from="tydiqa", row_aligned=False,
     notes=f"MLQA dev, same-language pairs (test answers are stripped in XTREME's copy); MLQA's own answer "
           f"normalisation; {_QA_TRAIN_NOTE}",
@@ -213,7 +213,7 @@ register_task(Task(
     local_reader=read_tydiqa_local, hub_reader=read_tydiqa_hub, layout="tydiqa/tydiqa-goldp-v1.1-dev/...",
     train_reader=read_tydiqa_train_local,
     train_hub_reader=lambda: _qa_records(_squad_hub(
-        r for r in _load_hub("google-research-datasets/tydiqa", "secondary_task", "train") if r["id"].startswith("english-")),
+        r for r in load_hub("google-research-datasets/tydiqa", "secondary_task", "train") if r["id"].startswith("english-")),
         by_id=False),
     row_aligned=False, hub_only=True,
     notes="TyDiQA-GoldP: only the English train file is offline (it trains the QA tasks); its dev sets come "
@@ -225,7 +225,7 @@ LAREQA_LANGS = ("en", "ar", "de", "el", "es", "hi", "ru", "th", "tr", "vi", "zh"
 
 register_task(Task(
     name="lareqa", kind="answer_retrieval", languages=LAREQA_LANGS, metric="map@20", score_metrics=("map@20",),
-    local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(_load_hub("google/xquad", f"xquad.{lang}", "validation"))),
+    local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(load_hub("google/xquad", f"xquad.{lang}", "validation"))),
     layout="xquad/xquad.{lang}.json", train_from="tydiqa", row_aligned=True,
     notes="XQuAD-R built from XQuAD: each question retrieves its answer sentence in all 11 languages from the "
           "pooled sentences of every language's contexts, mAP@20; sentences split by punctuation here "
@@ -249,7 +249,7 @@ def read_mewslix_hub(lang: str) -> list[dict]:
     if not path:
         raise DataError(f"Mewsli-X: no hub dataset configured; set ${MEWSLIX_HUB_ENV} to the Hugging Face dataset "
                         "that holds XTREME-R's Mewsli-X (there is no canonical hub copy)")
-    ds = _load_hub(path, None, "validation")
+    ds = load_hub(path, None, "validation")
     return [dict(id=i, group=i, **r) for i, r in enumerate(ds) if r.get("language", lang) == lang]
 
 

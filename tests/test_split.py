@@ -1,0 +1,108 @@
+"""The split protocols and the training-set registry: what trains, what is scored, and their keys."""
+from __future__ import annotations
+
+import pytest
+
+from xltlib.config import ConfigError, ProtocolConfig, load_config
+from xltlib.registry import Registry, UnknownName
+from xltlib.smoke import make_smoke_data
+from xltlib.split import eval_records, make_split, train_records
+from xltlib.tasks import DataError
+from xltlib.trainsets import TRAIN_SETS, check_train_sets, load_train_set
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    return make_smoke_data(tmp_path_factory.mktemp("data"))
+
+
+def test_registry_names_what_is_registered():
+    reg: Registry[int] = Registry("colour")
+    reg.add("red", 1)
+    reg.add("blue", 2)
+    with pytest.raises(UnknownName, match=r"unknown colour 'green'; registered: red, blue"):
+        reg.get("green")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("red", 3)
+
+
+def test_unknown_and_leaking_training_sets_are_refused():
+    with pytest.raises(UnknownName, match="registered: xnli_dev_en, mnli"):
+        check_train_sets("xnli", ["xnli_train"])
+    with pytest.raises(ValueError, match="translations"):
+        check_train_sets("xnli", ["xnli_test_en"])
+    with pytest.raises(ValueError, match="shares 1,339 sentences"):
+        check_train_sets("pawsx", ["pawsx_dev_en"])
+    with pytest.raises(ValueError, match="trains task 'pawsx', not 'xnli'"):
+        check_train_sets("xnli", ["pawsx_train_en"])
+    # the same checks when the params are read, naming the key
+    with pytest.raises(ConfigError, match=r"protocol.train_sets.xnli: .*xnli_test_en"):
+        load_config(None, ["protocol.train_sets={xnli: [xnli_dev_en, xnli_test_en]}"])
+    with pytest.raises(ConfigError, match=r"unknown training set 'nope'; registered: "):
+        load_config(None, ["protocol.train_sets={pawsx: [nope]}"])
+
+
+def test_zero_shot_trains_on_english_sets_and_scores_test(made):
+    p = ProtocolConfig(name="zero_shot", max_eval=30)
+    split = make_split("xnli", ["en", "de", "sw"], p, made)
+    assert split.protocol == "zero_shot" and split.eval_split == "test"
+    assert list(split.train_rows) == ["xnli_dev_en"] and split.n_train == len(load_train_set("xnli_dev_en", made))
+    # the same scored row indices in every language, from the test files
+    assert split.eval_ids["en"] == split.eval_ids["de"] == split.eval_ids["sw"] and len(split.eval_ids["en"]) == 30
+    scored = eval_records(split, made)
+    trained = train_records(split, made)
+    assert not {r["text_a"] for r in scored["en"]} & {r["text_a"] for r in trained}
+    assert sum(split.label_counts["en"]) == 30 and 0 < split.majority_rate() < 1
+
+
+def test_keys_chain_on_what_they_depend_on(made):
+    p = ProtocolConfig(name="zero_shot")
+    a = make_split("pawsx", ["en", "de"], p, made)
+    assert (a.train_key, a.eval_key) == (make_split("pawsx", ["en", "de"], p, made).train_key,
+                                         make_split("pawsx", ["en", "de"], p, made).eval_key)
+    fewer_languages = make_split("pawsx", ["en"], p, made)
+    assert fewer_languages.train_key == a.train_key and fewer_languages.eval_key != a.eval_key
+    capped = make_split("pawsx", ["en", "de"], ProtocolConfig(name="zero_shot", max_train=10), made)
+    assert capped.train_key != a.train_key and capped.n_train == 10
+
+
+def test_offline_dev_split_keeps_working(made):
+    split = make_split("xnli", ["en", "de"], ProtocolConfig(name="offline_dev_split"), made)
+    assert split.eval_split == "dev" and list(split.train_rows) == ["dev"]
+    assert not set(split.train_rows["dev"]) & set(split.eval_ids["en"])
+
+
+def test_missing_test_file_names_file_and_language(made, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(made, data)
+    (data / "xnli" / "test-sw.tsv").unlink()
+    with pytest.raises(DataError, match=r"xnli/test-sw.tsv.*language 'sw'"):
+        make_split("xnli", ["en", "sw"], ProtocolConfig(name="zero_shot"), data)
+
+
+def test_label_outside_the_label_set_names_file_and_line(tmp_path):
+    (tmp_path / "nli-en").mkdir()
+    (tmp_path / "nli-en" / "sick.tsv").write_text("a\tb\tneutral\nc\td\tmaybe\n")
+    with pytest.raises(DataError, match=r"sick.tsv, line 2: label 'maybe'"):
+        load_train_set("sick", tmp_path)
+
+
+def test_every_training_set_has_a_reader_and_a_task():
+    from xltlib.tasks import TASKS
+
+    for name, ts in TRAIN_SETS.items():
+        assert ts.task in TASKS and callable(ts.local_reader), name
+
+
+@pytest.mark.data
+def test_real_zero_shot_splits_never_score_a_trained_row(data_dir):
+    p = ProtocolConfig(name="zero_shot", train_sets={"xnli": ["xnli_dev_en", "sick"]})
+    xnli = make_split("xnli", ["en", "ar", "sw"], p, data_dir)
+    assert xnli.eval_split == "test" and len(xnli.eval_ids["sw"]) == 5010 and xnli.label_counts["en"] == [1670] * 3
+    assert xnli.n_train == 2490 + 9840
+    pawsx = make_split("pawsx", ["en", "ko"], ProtocolConfig(name="zero_shot"), data_dir)
+    assert pawsx.n_train == 8311 and len(pawsx.eval_ids["ko"]) == 2000
+    scored = {(r["text_a"], r["text_b"]) for r in eval_records(pawsx, data_dir)["en"]}
+    assert not scored & {(r["text_a"], r["text_b"]) for r in train_records(pawsx, data_dir)}
