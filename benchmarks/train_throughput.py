@@ -30,14 +30,16 @@ import numpy as np
 import torch
 
 from xltlib import tasks as T
+from xltlib.config import TrainConfig
 from xltlib.robust import build_objective
 from xltlib.train import tokenize_pairs, train_classifier
 
 warnings.filterwarnings("ignore")
 METHODS = {
     "baseline": {},
-    "pgd (K=3)": {"type": "pgd", "steps": 3},
-    "freelb (K=3)": {"type": "freelb", "adv_steps": 3},
+    "pgd (K=3)": {"type": "pgd", "steps": 3},  # 4 passes, dropout masks shared across them (the default)
+    "pgd K=3 fresh": {"type": "pgd", "steps": 3, "share_dropout": False},  # a new mask every pass
+    "freelb (K=3)": {"type": "freelb", "adv_steps": 3},  # K ascent steps = 4 forward/backward passes
     "rs_rp (m=1)": {"type": "rs_rp", "m": 1},
     "rs_da": {"type": "rs_da"},
 }
@@ -81,14 +83,14 @@ def non_embedding_params(model) -> int:
     return sum(p.numel() for p in model.parameters()) - emb
 
 
-def run_ours(records, method_spec, precision, batch_size, warmup_steps=2):
+def run_ours(records, method_spec, precision, batch_size, warmup_steps=2, diagnostics=True):
     spec = dict(method_spec)
     kind = spec.pop("type", "baseline")
     obj = build_objective(kind, spec, data_dir=T.data_dir_or_none(None))
     bf16, bf16_weights = PRECISIONS[precision]
-    model, tok, log = train_classifier("me5-small", records, num_labels=3, objective=obj, seed=1, epochs=1,
-                                       batch_size=batch_size, lr=3e-5, warmup_ratio=0.1, weight_decay=0.01,
-                                       max_length=128, bf16=bf16, bf16_weights=bf16_weights)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=3e-5, warmup_ratio=0.1, weight_decay=0.01, max_length=128,
+                      bf16=bf16, bf16_weights=bf16_weights, diagnostics=diagnostics)
+    model, tok, log = train_classifier("me5-small", records, num_labels=3, objective=obj, seed=1, cfg=cfg)
     w, last = log[warmup_steps - 1], log[-1]
     steps = len(log) - warmup_steps
     secs = last["elapsed_s"] - w["elapsed_s"]
@@ -138,6 +140,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated subset of {list(PRECISIONS)}")
+    ap.add_argument("--no-diagnostics", action="store_true",
+                    help="train.diagnostics=false: no extra clean forward per step (pgd/freelb/rs_rp)")
     args = ap.parse_args()
     if not os.environ.get("XLT_DATA_DIR"):
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
@@ -153,7 +157,7 @@ def main():
     for rep in range(args.repeats):  # interleaved, so a slow spell of the VM hits every configuration
         for name in methods:
             for prec in precisions:
-                r = run_ours(records, METHODS[name], prec, args.batch_size)
+                r = run_ours(records, METHODS[name], prec, args.batch_size, diagnostics=not args.no_diagnostics)
                 runs.setdefault((name, prec), []).append(r)
                 print(f"  measured {name:13s} {prec:13s} rep {rep}: {r['secs'] / r['steps']:.3f} s/step", flush=True)
     any_run = next(iter(runs.values()))[0]
@@ -164,7 +168,7 @@ def main():
     print(f"\nbare bf16 2048^2 matmul peak: {peak / 1e9:.0f} GFLOP/s (fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
           f"mE5-small's own layer matmuls at {tokens_per_step:.0f} tokens: {ceiling_rate / 1e9:.0f} GFLOP/s; "
           f"threads={torch.get_num_threads()}; {args.examples} XNLI-en examples, batch {args.batch_size}, "
-          f"best of {args.repeats}")
+          f"best of {args.repeats}; per-step diagnostics {'off' if args.no_diagnostics else 'on'}")
 
     summary = {}
     for key, rs in runs.items():

@@ -64,4 +64,7 @@ def test_attack_settings_follow_the_trained_objective():
     assert s["eps"] == 0.4 and s["eps_scale"] == "absolute"
     s = attack_settings(build_objective("rs_rp", {"sigma": 0.05, "scale": "relative"}))
     assert (s["sigma"], s["sigma_scale"], s["eps"]) == (0.05, "relative", 0.2)
-    assert attack_settings(None, eps=0.3, sigma=0.02)["eps"] == 0.3
+    s = attack_settings(build_objective("pgd"), eps=0.02, sigma=0.1, scale="relative")  # matched across methods
+    assert (s["eps"], s["eps_scale"], s["sigma"], s["sigma_scale"]) == (0.02, "relative", 0.1, "relative")
+    with pytest.raises(ValueError, match="robustness scale = 'rel': expected one of absolute, relative"):
+        attack_settings(None, scale="rel")

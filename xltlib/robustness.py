@@ -32,8 +32,13 @@ from .train import collate, length_batches, tokenize_pairs
 __all__ = ["robustness_rows", "attack_settings"]
 
 
-def attack_settings(objective=None, *, eps: float | None = None, sigma: float | None = None) -> dict:
-    """The strengths used against a checkpoint trained with ``objective`` (see the module docstring)."""
+def attack_settings(objective=None, *, eps: float | None = None, sigma: float | None = None,
+                    scale: str | None = None) -> dict:
+    """The strengths used against a checkpoint trained with ``objective`` (see the module docstring).
+
+    ``eps`` / ``sigma`` / ``scale`` (``absolute`` | ``relative``, for both) fix them instead, e.g. to attack
+    every method of a grid at one matched relative strength.
+    """
     pgd = objective_defaults("pgd")
     out = dict(norm=pgd["norm"], eps=pgd["eps"], eps_scale=pgd["scale"])
     if isinstance(objective, PGD):
@@ -48,6 +53,12 @@ def attack_settings(objective=None, *, eps: float | None = None, sigma: float | 
         out["eps"] = eps
     if sigma is not None:
         out["sigma"] = sigma
+    if scale is not None:
+        from .robust import SCALES
+
+        if scale not in SCALES:
+            raise ValueError(f"robustness scale = {scale!r}: expected one of {', '.join(SCALES)}")
+        out.update(eps_scale=scale, sigma_scale=scale)
     return out
 
 
@@ -78,7 +89,8 @@ def _row(metric, per_example, strength=float("nan"), scale="", language="en"):
 
 
 def robustness_rows(model, tokenizer, records: list[dict], *, objective=None, data_dir=None,
-                    eps: float | None = None, sigma: float | None = None, attack_steps: int = 10,
+                    eps: float | None = None, sigma: float | None = None, scale: str | None = None,
+                    attack_steps: int = 10,
                     batch_size: int = 32, max_length: int = 128, max_examples: int | None = None,
                     seed: int = 0, language: str = "en") -> list[dict]:
     """Tidy robustness rows of a fine-tuned pair classifier on English ``records`` (see the module docstring).
@@ -89,7 +101,7 @@ def robustness_rows(model, tokenizer, records: list[dict], *, objective=None, da
     """
     if max_examples is not None:
         records = records[:max_examples]
-    s = attack_settings(objective, eps=eps, sigma=sigma)
+    s = attack_settings(objective, eps=eps, sigma=sigma, scale=scale)
     was_training = model.training
     model.eval()  # no dropout: the attack and the noise are the only randomness
     rows = []

@@ -106,7 +106,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
                 cfg: TrainConfig | None = None, **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
 
-    ``cfg``: the run's :class:`~xltlib.config.TrainConfig` (default: its defaults); ``overrides`` are
+    ``cfg``: the run's :class:`~xltlib.config.TrainConfig` (or its dict; default: its defaults); ``overrides`` are
     TrainConfig fields (``epochs=1, bf16=False``, ...) validated like a params file.
     Returns (fp32 model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
     computes loss and gradients; one optimizer step per batch; precision through one
@@ -121,7 +121,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
 
     from .kinds import get_kind
 
-    cfg = cfg or TrainConfig()
+    cfg = TrainConfig() if cfg is None else cfg if isinstance(cfg, TrainConfig) else TrainConfig.model_validate(cfg)
     if overrides:
         cfg = TrainConfig.model_validate({**cfg.model_dump(), **overrides})
     if cfg.threads:

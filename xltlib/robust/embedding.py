@@ -342,14 +342,16 @@ class RSRP(_EmbeddingObjective):
 
     def loss_and_backward(self, model, batch):
         embeds = model.get_input_embeddings()(batch["input_ids"])
-        clean = self._clean_loss(model, embeds, batch) if self.diagnose else None
-        if self.m > 1:
-            batch = {k: _repeat(v, self.m) for k, v in batch.items() if torch.is_tensor(v)}
-            embeds = _repeat(embeds, self.m)
-        mask = _pad_mask(batch, embeds)
-        delta = self.draw_noise(model, embeds, mask)
-        loss = _forward(model, embeds + delta, batch).loss
-        loss.backward()
+        # m == 1: the diagnostic clean pass uses the training pass's dropout masks, so the gap is the noise's
+        with shared_dropout_masks(self.diagnose and self.m == 1):
+            clean = self._clean_loss(model, embeds, batch) if self.diagnose else None
+            if self.m > 1:
+                batch = {k: _repeat(v, self.m) for k, v in batch.items() if torch.is_tensor(v)}
+                embeds = _repeat(embeds, self.m)
+            mask = _pad_mask(batch, embeds)
+            delta = self.draw_noise(model, embeds, mask)
+            loss = _forward(model, embeds + delta, batch).loss
+            loss.backward()
         self._record(model, clean, float(loss.detach()), delta, mask)
         return loss.detach()
 
