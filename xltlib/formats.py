@@ -1,6 +1,7 @@
 """Strict readers for the file formats of an XTREME-layout data folder.
 
-Each reader returns plain dicts and raises :class:`xltlib.tasks.DataError` on a missing or
+The base of the data readers (nothing in xltlib below it). Each reader returns plain dicts and raises
+:class:`DataError` on a missing or
 malformed file, with a message that names the file, the 1-based line number (or the JSON key
 path) and what was expected, so a bad download fails loudly instead of skewing a score.
 
@@ -11,14 +12,55 @@ path) and what was expected, so a bad download fails loudly instead of skewing a
 """
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
 from typing import Iterator
 
-from .tasks import DataError
+__all__ = ["DataError", "need_file", "read_tsv", "read_lines", "load_hub", "read_conllu", "read_iob_tsv",
+           "read_squad_json", "read_jsonl"]
 
-__all__ = ["read_conllu", "read_iob_tsv", "read_squad_json", "read_jsonl"]
+
+class DataError(FileNotFoundError):
+    """Missing or malformed data; the message names the path and the expected layout."""
+
+
+def need_file(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"missing data file {path}; expected the XTREME layout {layout} under the data folder")
+    return path
+
+
+def read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quotechar='"') if quoting \
+            else (line.rstrip("\n").split("\t") for line in f)
+        rows = []
+        for i, row in enumerate(reader, 1):
+            if len(row) != n_cols:
+                raise DataError(f"{path}, line {i}: expected {n_cols} TAB-separated fields, got {len(row)}")
+            rows.append(row)
+    return rows
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines split on LF only (str.splitlines would also split on U+2028, U+0085, ...)."""
+    text = path.read_text(encoding="utf-8")
+    return [line.rstrip("\r") for line in text.split("\n")[: -1 if text.endswith("\n") else None]]
+
+
+def load_hub(path: str, name: str | None, split: str):
+    try:
+        from datasets import load_dataset
+
+        return load_dataset(path, name, split=split)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the offline hint
+        raise DataError(
+            f"could not load {path}/{name} ({split}) from the Hugging Face hub: {exc}\n"
+            "Offline? Point `data_dir` in the params (or $XLT_DATA_DIR) at an XTREME-layout folder."
+        ) from exc
+
 
 _SENT_ID = re.compile(r"^#\s*sent_id\s*=\s*(.*?)\s*$")
 _MWT_ID = re.compile(r"^[1-9][0-9]*-[1-9][0-9]*$")  # multiword token range, e.g. 3-4

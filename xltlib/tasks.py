@@ -13,13 +13,17 @@ rows, the same row indices in every language, are evaluated.
 """
 from __future__ import annotations
 
-import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from . import xtremer
+from .formats import DataError, load_hub, need_file, read_lines, read_tsv  # noqa: F401 - DataError: T.DataError
+from .registry import Registry
+from .taskspec import Task
+
+TASKS: Registry[Task] = Registry("task")
 
 # ISO 639-1 -> the ISO 639-3 code LASER's Tatoeba files use.
 TATOEBA_CODES = {
@@ -40,83 +44,11 @@ por ron rus slk slv spa sqi srp swe swg swh tam tat tel tgl tha tuk tur tzl uig 
 zsm""".split())
 
 
-class DataError(FileNotFoundError):
-    """Missing or malformed data; the message names the path and the expected layout."""
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    kind: str  # a key of xltlib.kinds.KINDS: how records become model inputs and how they are scored
-    languages: tuple[str, ...]
-    labels: tuple[str, ...] = ()
-    metric: str = "accuracy"
-    local_reader: Callable | None = None  # (data_dir, lang) -> list[record]
-    hub_reader: Callable | None = None  # (lang) -> list[record]
-    layout: str = ""  # the expected local file pattern, for error messages
-    group_fn: Callable | None = None  # english records -> group ids used by the offline split
-    row_aligned: bool = True  # rows are translations of each other across languages
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
-    # English training data when the task ships a training file (read by ``train_reader``) or borrows
-    # another task's (``train_from``: QA tasks train on TyDiQA-GoldP English, as XTREME trains them all on
-    # SQuAD). Tasks with neither use the offline protocol: a split of the English dev set by group.
-    train_reader: Callable | None = None  # (data_dir) -> English training records
-    train_hub_reader: Callable | None = None  # () -> the same, from the hub
-    train_from: str = ""
-    score_metrics: tuple[str, ...] = ("accuracy",)  # the XTREME-R task score is their mean (QA: F1 and EM)
-    hub_only: bool = False
-    # Evaluation splits the readers accept; XNLI and PAWS-X have labelled test sets (zero-shot protocol),
-    # the other tasks read the one split the offline data holds (see their notes).
-    splits: tuple[str, ...] = ("dev",)
-
-    @property
-    def training_task(self) -> str:
-        """The task whose English training data (and checkpoint) this task uses."""
-        return self.train_from or self.name
-
-    @property
-    def protocol(self) -> str:
-        return "train_file" if (self.train_reader or self.train_from) else "dev_split"
-
-    def check_language(self, lang: str) -> None:
-        if lang not in self.languages:
-            raise ValueError(f"task '{self.name}' has no language '{lang}'; its languages: {', '.join(self.languages)}")
-
-
-TASKS: dict[str, Task] = {}
-
-
-def register_task(task: Task) -> Task:
-    TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task '{name}'; registered tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+def _add(task: Task) -> Task:
+    return TASKS.add(task.name, task)
 
 
 # ------------------------------------------------------------------ local readers
-def need_file(path: Path, layout: str) -> Path:
-    if not path.is_file():
-        raise DataError(f"missing data file {path}; expected the XTREME layout {layout} under the data folder")
-    return path
-
-
-def read_tsv(path: Path, n_cols: int, quoting: bool) -> list[list[str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quotechar='"') if quoting \
-            else (line.rstrip("\n").split("\t") for line in f)
-        rows = []
-        for i, row in enumerate(reader, 1):
-            if len(row) != n_cols:
-                raise DataError(f"{path}, line {i}: expected {n_cols} TAB-separated fields, got {len(row)}")
-            rows.append(row)
-    return rows
-
-
 XNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label order
 
 
@@ -160,12 +92,6 @@ def pawsx_groups(english: list[dict]) -> np.ndarray:
     return np.array([find(i) for i in range(len(english))])
 
 
-def _lines(path: Path) -> list[str]:
-    """Lines split on LF only (str.splitlines would also split on U+2028, U+0085, ...)."""
-    text = path.read_text(encoding="utf-8")
-    return [line.rstrip("\r") for line in text.split("\n")[: -1 if text.endswith("\n") else None]]
-
-
 def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
     """Line-aligned LASER Tatoeba (XTREME's own copy sorts the English side, so it is not used)."""
     code = TATOEBA_CODES.get(lang, lang)
@@ -173,7 +99,7 @@ def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
     layout = "tatoeba-laser/tatoeba.{xxx}-eng.{xxx} and .eng (ISO 639-3 codes)"
     src = need_file(base / f"tatoeba.{code}-eng.{code}", layout)
     eng = need_file(base / f"tatoeba.{code}-eng.eng", layout)
-    a, b = _lines(src), _lines(eng)
+    a, b = read_lines(src), read_lines(eng)
     if len(a) != len(b):
         raise DataError(f"{src} has {len(a)} lines but {eng} has {len(b)}; they must be line-aligned")
     return [dict(id=i, group=i, text_a=x, text_b=y, label=-1) for i, (x, y) in enumerate(zip(a, b))]
@@ -181,18 +107,6 @@ def read_tatoeba_local(data_dir: Path, lang: str) -> list[dict]:
 
 # -------------------------------------------------------------------- hub readers
 HUB_SPLITS = {"dev": "validation", "test": "test"}
-
-def load_hub(path: str, name: str | None, split: str):
-    try:
-        from datasets import load_dataset
-
-        return load_dataset(path, name, split=split)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the offline hint
-        raise DataError(
-            f"could not load {path}/{name} ({split}) from the Hugging Face hub: {exc}\n"
-            "Offline? Point `data_dir` in the params (or $XLT_DATA_DIR) at an XTREME-layout folder."
-        ) from exc
-
 
 def read_xnli_hub(lang: str, split: str = "dev") -> list[dict]:
     ds = load_hub("facebook/xnli", lang, HUB_SPLITS[split])
@@ -212,21 +126,21 @@ def read_tatoeba_hub(lang: str) -> list[dict]:
             for i, r in enumerate(ds)]
 
 
-register_task(Task(
+_add(Task(
     name="xnli", kind="pair_classification",
     languages=("en", "ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"),
     labels=XNLI_LABELS, local_reader=read_xnli_local, hub_reader=read_xnli_hub,
     layout="xnli/{dev,test}-{lang}.tsv", group_fn=lambda en: np.array([r["group"] for r in en]), splits=("dev", "test"),
     notes="XNLI: dev 2,490 rows = 830 premises x 3, test 5,010 = 1,670 x 3; rows aligned across the 15 languages",
 ))
-register_task(Task(
+_add(Task(
     name="pawsx", kind="pair_classification",
     languages=("en", "de", "es", "fr", "ja", "ko", "zh"),
     labels=("not_paraphrase", "paraphrase"), local_reader=read_pawsx_local, hub_reader=read_pawsx_hub,
     layout="pawsx/{dev,test}-{lang}.tsv", group_fn=pawsx_groups, splits=("dev", "test"),
     notes="PAWS-X dev and test, 2,000 rows each aligned across 7 languages (a few labels differ from English)",
 ))
-register_task(Task(
+_add(Task(
     name="tatoeba", kind="retrieval",
     languages=tuple(sorted(TATOEBA_CODES)) + tuple(c for c in LASER_TATOEBA if c not in TATOEBA_ISO1),
     metric="acc@1", local_reader=read_tatoeba_local, hub_reader=read_tatoeba_hub,
@@ -235,7 +149,12 @@ register_task(Task(
 ))
 
 
-from . import xtremer as _xtremer  # noqa: E402,F401 - registers XCOPA, UD-POS, PAN-X, QA, LAReQA, Mewsli-X
+for _suite_task in xtremer.SUITE_TASKS:  # XCOPA, UD-POS, PAN-X, XQuAD, MLQA, TyDiQA, LAReQA, Mewsli-X
+    TASKS.add(_suite_task.name, _suite_task)
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)
 
 
 # ------------------------------------------------------------------- entry points

@@ -17,8 +17,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .formats import read_conllu, read_iob_tsv, read_jsonl, read_squad_json
-from .tasks import DataError, Task, load_hub, need_file, register_task
+from .formats import DataError, load_hub, need_file, read_conllu, read_iob_tsv, read_jsonl, read_squad_json
+from .taskspec import Task
+
+SUITE_TASKS: list[Task] = []  # registered by xltlib.tasks
+
+
+def register_task(task: Task) -> Task:
+    SUITE_TASKS.append(task)
+    return task
+
 
 # ---------------------------------------------------------------------------------------------- XCOPA
 XCOPA_LANGS = ("en", "et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
