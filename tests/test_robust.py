@@ -500,3 +500,23 @@ def test_exact_table_keeps_case_of_keys(tmp_path):
     p.write_text(json.dumps({"UNK": ["unk2"], "unk": ["x"]}))
     assert load_synonym_table(str(p), "exact") == {"UNK": ("unk2",), "unk": ("x",)}
     assert load_synonym_table(str(p), "normalized") == {"unk": ("unk2", "x")}
+
+
+def test_real_table_exact_vs_normalized_on_xnli_english(data_dir):
+    """The shipped table (Robust-XLT's) and the real English XNLI dev rows: exact lookup substitutes fewer
+    sites and never touches a capitalised proper noun whose lower-case form is a key."""
+    from xltlib import tasks as T
+
+    table = str(data_dir / "synonyms" / "counterfitted_neighbors.json")
+    exact, normalized = load_synonym_table(table, "exact"), load_synonym_table(table, "normalized")
+    assert "china" in exact and "China" not in exact
+    rng = np.random.default_rng(0)
+    assert set(substitute_synonyms(["China"] * 200, exact, rng, "exact")) == {"China"}
+    assert len(set(substitute_synonyms(["China"] * 200, normalized, rng, "normalized"))) > 1
+    recs = T.load_records("xnli", "en", data_dir)
+    texts = [r["text_a"] for r in recs] + [r["text_b"] for r in recs]
+    st_e, st_n = {}, {}
+    substitute_synonyms(texts, exact, rng, "exact", st_e)
+    substitute_synonyms(texts, normalized, rng, "normalized", st_n)
+    assert st_e["tokens"] == st_n["tokens"] and st_e["sites"] < st_n["sites"]
+    assert 0.3 < st_e["sites"] / st_n["sites"] < 0.9
