@@ -3,6 +3,10 @@
 # How well each checkpoint aligns languages, per layer, on parallel data that never scores transfer
 # (see `xltlib.parallel`: LASER Tatoeba; XNLI premises of the *training* split; PUD sentences; MUSE words).
 # Layer 0 is the embedding output. Every metric of every checkpoint is in `results/alignment/`.
+# `retrieval.acc1_en2xx` queries with English and searches the xx sentences: XTREME's Tatoeba direction.
+# Pair metrics use one pool size per dataset (the smallest language's, a seeded subsample of the others), so
+# retrieval accuracy compares across languages; `cka.cka_debiased` (unbiased HSIC) is near 0 for unrelated
+# representations at any pool size, where linear `cka.cka` is not.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
@@ -12,7 +16,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import alignment_heatmaps, alignment_summary, langid_by_layer
+from xltlib.report import alignment_heatmaps, alignment_summary, langid_by_layer, pool_table
 from xltlib.stages import Run, stage_alignment
 
 run = Run.open(run_dir)
@@ -20,6 +24,12 @@ alignment = stage_alignment(run)
 display(Markdown(f"{alignment['checkpoint'].nunique()} checkpoints (the pre-trained model and every fine-tuned "
                  f"one) · datasets: {', '.join(sorted(alignment['dataset'].unique()))} · metrics: "
                  f"{', '.join(sorted(alignment['metric'].unique()))}"))
+
+# %% [markdown]
+# ## Pool per language: pairs scored (n) and pairs available
+
+# %%
+display(pool_table(alignment))
 
 # %% [markdown]
 # ## Pre-trained model: last layer and best layer per language

@@ -170,7 +170,7 @@ def test_method_vs_baseline_ci_calibrated_and_powerful():
             return not row["ci_lo"] <= 0 <= row["ci_hi"]
         return f
 
-    null = rejection_rate(excludes_zero(0.0), n_sim=60, seed=9)
+    null = rejection_rate(excludes_zero(0.0), n_sim=100, seed=9)
     power = rejection_rate(excludes_zero(0.06), seed=10)
     print(f"method vs baseline paired bootstrap: null {null:.3f}, planted {power:.3f}")
     assert null <= 0.10

@@ -178,7 +178,7 @@ def alignment_by_method_text(alignment: pd.DataFrame, headline: dict) -> str:
             f"{a['language'].nunique()} languages (± sd over checkpoints): " + "; ".join(parts) + ".")
 
 
-def _pool_table(alignment: pd.DataFrame) -> pd.DataFrame:
+def pool_table(alignment: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and language: the pool the pair metrics used (n) and the pairs available."""
     a = alignment[alignment["language"] != "all"] if "language" in alignment else alignment
     if a.empty or "n" not in a:
@@ -242,7 +242,7 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, primary=None, he
         res.notes.append("No transfer or no alignment rows: nothing to relate.")
         res.summary = A.summary_markdown(res, protocol=protocol)
         return res
-    res.pools = _pool_table(alignment)
+    res.pools = pool_table(alignment)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         merged = A.merge_alignment_transfer(alignment, transfer)
