@@ -32,7 +32,8 @@ import torch
 from xltlib import tasks as T
 from xltlib.config import TrainConfig
 from xltlib.robust import build_objective
-from xltlib.train import tokenize_pairs, train_classifier
+from xltlib.batching import tokenize_pairs
+from xltlib.train import train_classifier
 
 warnings.filterwarnings("ignore")
 METHODS = {
@@ -102,7 +103,8 @@ def run_trainer(records, batch_size):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from xltlib.models import load_classifier, load_tokenizer
+    from xltlib.heads import load_classifier
+from xltlib.models import load_tokenizer
 
     tok = load_tokenizer("me5-small")
     model = load_classifier("me5-small", 3)

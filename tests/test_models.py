@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from xltlib import models as M
-from xltlib.models import (_dequant_q4, e5s1_to_bert_state_dict, load_classifier, load_encoder, load_tokenizer,
+from xltlib.heads import load_classifier
+from xltlib.models import (_dequant_q4, e5s1_to_bert_state_dict, load_encoder, load_tokenizer,
                            read_e5s1, resolve_model)
 
 torch.set_num_threads(1)

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from xltlib.models import load_classifier, load_tokenizer
+from xltlib.heads import load_classifier
+from xltlib.models import load_tokenizer
 from xltlib.robust import build_objective
 from xltlib.robustness import attack_settings, robustness_rows
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from xltlib.fast import FastDropout, fast_dropout, use_fast_dropout
-from xltlib.models import load_classifier
+from xltlib.heads import load_classifier
 from xltlib.robust import build_objective
-from xltlib.train import length_batches, load_checkpoint, save_checkpoint, train_classifier
+from xltlib.batching import length_batches
+from xltlib.train import load_checkpoint, save_checkpoint, train_classifier
 
 
 def test_fast_dropout_rate_and_expectation():

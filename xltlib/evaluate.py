@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .train import autocast, collate, length_batches, tokenize_pairs
+from .batching import autocast, collate, length_batches, tokenize_pairs
 
 
 def _collate_ids(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -57,7 +57,10 @@ def bootstrap_ci(per_example: np.ndarray, n_boot: int = 1000, seed: int = 0, lev
 
 def evaluate_languages(model, tokenizer, eval_by_lang: dict[str, list[dict]], *, pairs: list[tuple[str, str]] | None = None,
                        **predict_kw) -> list[dict]:
-    """Rows {language, language2, metric, value, n, ci_low, ci_high}.
+    """Rows {language, language2, metric, value, n, ci_low, ci_high, per_example}.
+
+    ``per_example``: 0/1 correctness of each scored row, in row order (the same rows in every language), so
+    a method and the baseline can be compared with a paired bootstrap over test examples.
 
     Standard setting: both sentences in one language (language2 = "").
     Generalized setting (``pairs``): first sentence from ``language``, second from
@@ -75,5 +78,6 @@ def evaluate_languages(model, tokenizer, eval_by_lang: dict[str, list[dict]], *,
         correct = preds == labels
         lo, hi = bootstrap_ci(correct)
         rows.append(dict(language=la, language2="" if pairs is None else lb, metric="accuracy",
-                         value=float(correct.mean()), n=len(labels), ci_low=lo, ci_high=hi))
+                         value=float(correct.mean()), n=len(labels), ci_low=lo, ci_high=hi,
+                         per_example=correct.astype(np.int8)))
     return rows

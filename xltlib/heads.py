@@ -17,9 +17,9 @@ from torch import nn
 from transformers.modeling_outputs import (ModelOutput, MultipleChoiceModelOutput, SequenceClassifierOutput,
                                            TokenClassifierOutput)
 
-from .models import _hub_error, resolve_model
+from .models import hub_error, resolve_model
 
-__all__ = ["MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
+__all__ = ["load_classifier", "HEAD_POOLING", "MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
            "load_head", "MASKED_LOGIT"]
 
 # Logit given to padding positions of a span head: exp() underflows to 0, yet it stays finite in
@@ -214,5 +214,23 @@ def load_head(kind: str, model_name: str, num_labels: int):
     try:
         encoder = AutoModel.from_pretrained(resolve_model(model_name), add_pooling_layer=False)
     except OSError as exc:
-        raise _hub_error(model_name, exc) from exc
+        raise hub_error(model_name, exc) from exc
     return HEAD_KINDS[kind](encoder, num_labels)
+
+
+HEAD_POOLING = ("mean", "cls")
+
+
+def load_classifier(name: str, num_labels: int, pooling: str = "mean"):
+    """Encoder with a fresh sentence(-pair) classification head on mean-pooled or <s> (CLS-pooler) states."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    if pooling not in HEAD_POOLING:
+        raise ValueError(f"head pooling {pooling!r}: expected one of {HEAD_POOLING}")
+    try:
+        if pooling == "cls":
+            return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
+        encoder = AutoModel.from_pretrained(resolve_model(name), add_pooling_layer=False)
+    except OSError as exc:
+        raise hub_error(name, exc) from exc
+    return MeanPoolClassifier(encoder, num_labels)

@@ -21,7 +21,7 @@ import torch
 from . import metrics as M
 from . import tasks as T
 from .evaluate import bootstrap_ci, logits_batches
-from .train import collate, tokenize_pairs
+from .batching import collate, tokenize_pairs
 
 def _row(lang: str, metric: str, value: float, n: int, ci: tuple[float, float], language2: str = "") -> dict:
     return dict(language=lang, language2=language2, metric=metric, value=float(value), n=int(n),
@@ -79,7 +79,7 @@ class PairClassification(Kind):
     name = "pair_classification"
 
     def load_model(self, model_name, task, num_labels, pooling):
-        from .models import load_classifier
+        from .heads import load_classifier
 
         return load_classifier(model_name, num_labels, pooling)
 

@@ -213,7 +213,7 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def _hub_error(name: str, exc: Exception) -> OSError:
+def hub_error(name: str, exc: Exception) -> OSError:
     return OSError(
         f"could not load model '{name}': {exc}\nIf this machine has no network, hub names cannot be "
         f"downloaded; use the offline model 'me5-small' (the same weights as "
@@ -227,7 +227,7 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(resolve_model(name))
     except OSError as exc:
-        raise _hub_error(name, exc) from exc
+        raise hub_error(name, exc) from exc
 
 
 def load_encoder(name: str):
@@ -237,28 +237,4 @@ def load_encoder(name: str):
     try:
         return AutoModel.from_pretrained(resolve_model(name))
     except OSError as exc:
-        raise _hub_error(name, exc) from exc
-
-
-def _mean_pool_classifier_class():
-    from .heads import MeanPoolClassifier
-
-    return MeanPoolClassifier
-
-
-HEAD_POOLING = ("mean", "cls")
-
-
-def load_classifier(name: str, num_labels: int, pooling: str = "mean"):
-    """Encoder with a fresh sentence(-pair) classification head on mean-pooled or <s> (CLS-pooler) states."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    if pooling not in HEAD_POOLING:
-        raise ValueError(f"head pooling {pooling!r}: expected one of {HEAD_POOLING}")
-    try:
-        if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
-        encoder = AutoModel.from_pretrained(resolve_model(name), add_pooling_layer=False)
-    except OSError as exc:
-        raise _hub_error(name, exc) from exc
-    return _mean_pool_classifier_class()(encoder, num_labels)
+        raise hub_error(name, exc) from exc

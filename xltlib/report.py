@@ -383,15 +383,14 @@ def export_results(run, dest) -> list:
     import seaborn as sns
 
     from . import analysis as A
-    from .stages import load_results, majority_rates
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
+    transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
     r = run.cfg.report
     res = analyze(transfer, alignment, primary=r.primary, headline_metric=r.correlation_metric, n_boot=r.n_boot,
                   n_perm=r.n_perm, seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()],
-                  majority=majority_rates(run), protocol=run.cfg.protocol.name)
+                  majority=run.majority_rates(), protocol=run.cfg.protocol.name)
     written = []
 
     def save_table(df: pd.DataFrame, name: str, index: bool = True):

@@ -27,7 +27,7 @@ import torch
 
 from .robust import PGD, RSDA, RSRP, FreeLB, build_objective, objective_defaults
 from .robust.base import model_inputs
-from .train import collate, length_batches, tokenize_pairs
+from .batching import collate, length_batches, tokenize_pairs
 
 __all__ = ["robustness_rows", "attack_settings"]
 

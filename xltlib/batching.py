@@ -1,0 +1,48 @@
+"""Batching shared by training, scoring and the robustness checks: tokenization, length buckets, padding,
+and the bf16 inference context."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+def autocast(enabled: bool):
+    """bf16 autocast for inference (evaluate.py); training goes through :class:`~xltlib.precision.Precision`."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def tokenize_pairs(tokenizer, text_a: list[str], text_b: list[str] | None, max_length: int) -> list[list[int]]:
+    enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length, padding=False,
+                    return_token_type_ids=False, return_attention_mask=False)
+    return enc["input_ids"]
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   chunk: int = 50) -> list[np.ndarray]:
+    """Batches of similar length (little padding); shuffled chunks when training, sorted when evaluating."""
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    perm = rng.permutation(len(lengths))
+    batches = []
+    for s in range(0, len(perm), chunk * batch_size):
+        part = perm[s:s + chunk * batch_size]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(ids: list[list[int]], pad_id: int, labels=None) -> dict[str, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if labels is not None:
+        batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
+    return batch
