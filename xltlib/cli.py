@@ -58,17 +58,30 @@ def cmd_export(args) -> int:
 def cmd_list(args) -> int:
     from . import robust
     from .alignment import METRICS
+    from .kinds import KINDS
+    from .parallel import PARALLEL
     from .tasks import TASKS
+    from .trainsets import TRAIN_SETS
 
     if args.what in ("tasks", "all"):
         for t in TASKS.values():
             print(f"task {t.name:10s} {t.kind:20s} metric={t.metric:9s} languages={','.join(t.languages)}")
+    if args.what in ("train-sets", "all"):
+        for name, ts in TRAIN_SETS.items():
+            state = f"REFUSED: {ts.refused}" if ts.refused else ts.notes
+            print(f"train-set {name:15s} task={ts.task:6s} file={ts.layout:28s} {state}")
     if args.what in ("methods", "all"):
         for name in robust.OBJECTIVES:
             print(f"method {name:10s} defaults={robust.objective_defaults(name)}")
     if args.what in ("metrics", "all"):
         for name, spec in METRICS.items():
             print(f"metric {name:14s} kind={spec.kind}")
+    if args.what in ("parallel", "all"):
+        for name, src in PARALLEL.items():
+            print(f"parallel {name:8s} languages={len(src.languages)}")
+    if args.what in ("kinds", "all"):
+        for name in KINDS:
+            print(f"kind {name}")
     return 0
 
 
@@ -89,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("dest")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("list", help="list registered tasks, methods, metrics")
-    p.add_argument("what", nargs="?", default="all", choices=["tasks", "methods", "metrics", "all"])
+    p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds")
+    p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "all"])
     p.set_defaults(func=cmd_list)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -18,6 +18,7 @@ from transformers.modeling_outputs import (ModelOutput, MultipleChoiceModelOutpu
                                            TokenClassifierOutput)
 
 from .models import hub_error, resolve_model
+from .registry import Registry
 
 __all__ = ["load_classifier", "HEAD_POOLING", "MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
            "load_head", "MASKED_LOGIT"]
@@ -197,8 +198,10 @@ class MultipleChoice(_EncoderHead):
         return MultipleChoiceModelOutput(loss=loss, logits=logits)
 
 
-HEAD_KINDS = {"token_classification": TokenClassifier, "span_extraction": SpanExtractor,
-              "multiple_choice": MultipleChoice}
+HEAD_KINDS: Registry[type] = Registry("head kind")
+for _kind, _head in (("token_classification", TokenClassifier), ("span_extraction", SpanExtractor),
+                     ("multiple_choice", MultipleChoice)):
+    HEAD_KINDS.add(_kind, _head)
 
 
 def load_head(kind: str, model_name: str, num_labels: int):
@@ -209,13 +212,12 @@ def load_head(kind: str, model_name: str, num_labels: int):
     """
     from transformers import AutoModel
 
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"head kind {kind!r}: expected one of {tuple(HEAD_KINDS)}")
+    head = HEAD_KINDS.get(kind)
     try:
         encoder = AutoModel.from_pretrained(resolve_model(model_name), add_pooling_layer=False)
     except OSError as exc:
         raise hub_error(model_name, exc) from exc
-    return HEAD_KINDS[kind](encoder, num_labels)
+    return head(encoder, num_labels)
 
 
 HEAD_POOLING = ("mean", "cls")

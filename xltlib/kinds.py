@@ -22,6 +22,7 @@ from . import metrics as M
 from . import tasks as T
 from .evaluate import bootstrap_ci, logits_batches
 from .batching import collate, tokenize_pairs
+from .registry import Registry
 
 def _row(lang: str, metric: str, value: float, n: int, ci: tuple[float, float], language2: str = "") -> dict:
     return dict(language=lang, language2=language2, metric=metric, value=float(value), n=int(n),
@@ -57,18 +58,16 @@ class Kind:
         raise NotImplementedError
 
 
-KINDS: dict[str, Kind] = {}
+KINDS: Registry[Kind] = Registry("task kind")
 
 
 def register_kind(cls):
-    KINDS[cls.name] = cls()
+    KINDS.add(cls.name, cls())
     return cls
 
 
 def get_kind(name: str) -> Kind:
-    if name not in KINDS:
-        raise ValueError(f"task kind {name!r} has no training/evaluation support; supported kinds: {', '.join(KINDS)}")
-    return KINDS[name]
+    return KINDS.get(name)
 
 
 # -------------------------------------------------------------------------------- sentence pairs

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import tasks as T
+from .registry import Registry
 
 Pairs = dict[str, tuple[list[str], list[str]]]
 
@@ -26,15 +27,14 @@ class ParallelSource:
     name: str
     languages: tuple[str, ...]
     read: Callable[..., Pairs]  # (data_dir, languages, max_items, **context) -> {lang: (xx, en)}
-    unit: str = "sentence"
     options: dict | None = None  # metric options this source needs (e.g. centering for isolated words)
 
 
-PARALLEL: dict[str, ParallelSource] = {}
+PARALLEL: Registry[ParallelSource] = Registry("parallel data")
 
 
 def register(source: ParallelSource) -> ParallelSource:
-    PARALLEL[source.name] = source
+    PARALLEL.add(source.name, source)
     return source
 
 
@@ -123,13 +123,12 @@ MUSE_LANGS = ("af", "ar", "bg", "bn", "de", "el", "es", "et", "fa", "fi", "fr", 
 register(ParallelSource("tatoeba", T.TASKS["tatoeba"].languages, read_tatoeba))
 register(ParallelSource("xnli", tuple(lang for lang in T.TASKS["xnli"].languages if lang != "en"), read_xnli_train_premises))
 register(ParallelSource("pud", PUD_LANGS, read_pud))
-register(ParallelSource("muse", MUSE_LANGS, read_muse, unit="word", options={"retrieval": {"center": True}}))
+register(ParallelSource("muse", MUSE_LANGS, read_muse, options={"retrieval": {"center": True}}))
 
 
 def load_parallel(name: str, data_dir, languages: list[str], max_items: int | None, **context) -> Pairs:
     """The pairs of one source for the languages it has (others are skipped: not every source has every language)."""
-    if name not in PARALLEL:
-        raise ValueError(f"unknown parallel data '{name}'; registered: {', '.join(PARALLEL)}")
+    PARALLEL.get(name)  # unknown name: one error listing the registered ones
     if data_dir is None:
         raise ValueError(f"parallel data '{name}' is read from an XTREME-layout folder; set data_dir or XLT_DATA_DIR")
     langs = [lang for lang in languages if lang in PARALLEL[name].languages]
