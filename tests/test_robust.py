@@ -343,7 +343,7 @@ def test_rs_da_reference_copies_only_for_reference_tasks(table_path):
 
 
 # ------------------------------------------------------------------ shared dropout masks
-def _dropout_model(seed=0):
+def _dropout_model(seed=0, quantized=True):
     from xltlib.fast import use_fast_dropout
 
     model = make_model(seed)
@@ -353,7 +353,7 @@ def _dropout_model(seed=0):
             m.p = 0.3
     for layer in model.bert.encoder.layer:  # the eager kernel reads the attention module's rate
         layer.attention.self.dropout_prob = 0.3
-    return use_fast_dropout(model)
+    return use_fast_dropout(model, quantized=quantized)
 
 
 @pytest.mark.parametrize("name,hp", [("pgd", {"steps": 3}), ("freelb", {"adv_steps": 3})])
@@ -384,10 +384,11 @@ def test_dropout_masks_shared_across_passes(name, hp, share, monkeypatch):
         assert not same and len(draws) == sites * passes
 
 
-def test_shared_masks_make_train_mode_passes_identical():
+@pytest.mark.parametrize("quantized", [True, False])  # train.fast_dropout on (byte masks) or off (exact masks)
+def test_shared_masks_make_train_mode_passes_identical(quantized):
     from xltlib.fast import shared_dropout_masks
 
-    model, batch = _dropout_model(), make_batch()
+    model, batch = _dropout_model(quantized=quantized), make_batch()
     with shared_dropout_masks():
         a, b = model(**batch).logits, model(**batch).logits
     c = model(**batch).logits
