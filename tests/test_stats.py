@@ -308,3 +308,18 @@ def test_small_groups_say_why_and_never_raise():
     assert out.iloc[0]["note"].startswith("empty") and np.isnan(out.iloc[0]["p"])
     mvb = S.method_vs_baseline(tr[tr["method"] == "pgd"])
     assert mvb.iloc[0]["note"].startswith("empty")
+
+
+def test_method_vs_baseline_generalized_pairs():
+    rng = np.random.default_rng(6)
+    tr = transfer_rows(rng, methods=["baseline", "pgd"], tasks=("xnli",), langs=["de", "fr", "es"])
+    gen = []
+    for _, r in tr[tr["language"] != "en"].iterrows():
+        for l2 in ("de", "fr", "es"):
+            if l2 != r["language"]:
+                bump = 0.04 if r["method"] == "pgd" else 0.0
+                gen.append({**r.to_dict(), "language2": l2, "metric": "accuracy", "value": r["value"] - 0.05 + bump})
+    out = S.method_vs_baseline(pd.concat([tr, pd.DataFrame(gen)]), n_boot=100).set_index("setting")
+    g = out.loc["generalized"]
+    assert g["n_languages"] == 6 and "ordered language pairs" in g["note"]
+    assert g["diff"] == pytest.approx(out.loc["standard", "diff"] + 0.04, abs=1e-9)

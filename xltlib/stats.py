@@ -499,13 +499,15 @@ def method_vs_baseline(transfer: pd.DataFrame, *, baseline: str = "baseline", me
     """Per task (and for generalized mixed-language pairs where present) and method: the mean over target
     languages of the method's score, the baseline's, their seed-matched difference and a paired
     bootstrap CI (see :func:`paired_diff_ci`)."""
-    tr = transfer[transfer["metric"] == metric].copy()
+    tr = transfer.copy()
     if "language2" not in tr:
         tr["language2"] = ""
     tr["language2"] = tr["language2"].fillna("").astype(str)
-    std = tr[tr["language2"] == ""]
+    std = tr[(tr["language2"] == "") & (tr["metric"] == metric)]
     std = std[~std["language"].isin(exclude)].assign(unit=lambda d: d["language"])
     gen = tr[(tr["language2"] != "") & (tr["language2"] != tr["language"])]
+    # generalized pairs may carry only their accuracy (the task score of the pair tasks)
+    gen = gen[gen["metric"] == (metric if (gen["metric"] == metric).any() else "accuracy")]
     gen = gen.assign(unit=gen["language"] + "-" + gen["language2"])
     rng_root = np.random.SeedSequence(seed)
     rows = []
