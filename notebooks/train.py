@@ -21,8 +21,26 @@ display(Markdown(
     f"{len(log)} steps, {log['examples'].iloc[-1]} examples, {log['tokens'].iloc[-1]:,} tokens in {secs:.0f} s "
     f"({log['examples'].iloc[-1] / secs:.1f} examples/s, bf16={run.cfg.train.bf16})"))
 
+# %% [markdown]
+# Training loss, and for robust objectives the diagnostics they log per step (`xltlib.robust`): the clean
+# loss beside the perturbed/adversarial one and their gap (positive: the perturbation hurts, as an adversary
+# should), the perturbation's norm per token relative to a token embedding, RS-DA's substitution rate.
+
 # %%
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.plot(log["step"], log["loss"], alpha=0.4, label="loss")
-ax.plot(log["step"], log["loss"].rolling(10, min_periods=1).mean(), label="moving mean (10)")
-ax.set_xlabel("step"); ax.set_ylabel("training loss"); ax.legend(); fig.tight_layout()
+diag = [c for c in ("clean_loss", "adv_loss") if c in log and log[c].notna().any()]
+extra = [c for c in ("loss_gap", "delta_token_norm_rel", "subst_rate") if c in log and log[c].notna().any()]
+fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5 * (1 + len(extra)), 3), squeeze=False)
+ax = axes[0, 0]
+ax.plot(log["step"], log["loss"].rolling(10, min_periods=1).mean(), label="training loss (moving mean, 10)")
+for c in diag:
+    ax.plot(log["step"], log[c].rolling(10, min_periods=1).mean(), label=c.replace("_", " "))
+ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(fontsize=8)
+for ax, c in zip(axes[0, 1:], extra):
+    ax.plot(log["step"], log[c].rolling(10, min_periods=1).mean())
+    ax.set_xlabel("step"); ax.set_ylabel(c.replace("_", " "))
+fig.tight_layout()
+if diag or extra:
+    cols = [c for c in ("clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel",
+                        "subst_rate") if c in log and log[c].notna().any()]
+    display(Markdown("**Diagnostics, mean over training**"))
+    display(log[cols].mean().to_frame("mean").T.round(4))

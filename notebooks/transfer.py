@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import generalized_matrix, score_name, suite_table, transfer_table
+from xltlib.report import generalized_matrix, robustness_table, score_name, suite_table, transfer_table
 from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
@@ -51,3 +51,18 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
                 cbar_kws={"label": "accuracy (%)"})
     ax.set_xlabel("second sentence language"); ax.set_ylabel("first sentence language")
     plt.show()
+
+# %% [markdown]
+# ### Did robust training make the model robust?
+# English test accuracy (%) clean and under (a) a PGD attack on the input embeddings at the trained strength
+# and twice it, (b) RS-DA synonym substitution of both sentences, (c) Gaussian noise at RS-RP's sigma
+# (`xltlib.robustness`; shown when `evaluate.robustness` is on). `attack_loss_gain_pgd_eps` is the mean loss
+# increase the attack causes (positive: the adversary works); `synonym_subst_rate` is the share of tokens
+# replaced.
+
+# %%
+robust = robustness_table(transfer)
+if len(robust):
+    display(robust)
+else:
+    display(Markdown("_Robustness not scored in this run (`evaluate.robustness: false`)._"))

@@ -281,3 +281,13 @@ def test_exponent_without_dot_in_typed_field(tmp_path):
     # the same YAML 1.1 quirk is harmless in typed fields: pydantic parses the string
     assert load_config(write_yaml(tmp_path, "train: {lr: 1e-4}\n")).train.lr == 1e-4
     assert load_config(None, ["train.lr=1e-4"]).train.lr == 1e-4
+
+
+def test_per_task_train_overrides_are_validated_and_applied():
+    cfg = load_config(None, ["task_train={pawsx: {epochs: 3, lr: 5.0e-5}}", "train.epochs=2"])
+    assert cfg.train_for("pawsx").epochs == 3 and cfg.train_for("pawsx").lr == 5e-5
+    assert cfg.train_for("xnli").epochs == 2
+    with pytest.raises(ConfigError, match=r"(?s)task_train.pawsx.*unknown key 'epoch'"):
+        load_config(None, ["task_train={pawsx: {epoch: 3}}"])
+    with pytest.raises(ConfigError, match=r"task_train.nope: not a registered task"):
+        load_config(None, ["task_train={nope: {epochs: 3}}"])

@@ -52,6 +52,11 @@ def test_transfer_rows_recorded(smoke_run):
     # generalized pairs: every ordered pair of distinct languages, for every checkpoint
     gen = df[(df["language2"] != "") & (df["task"] == "xnli") & (df["metric"] == "accuracy")]
     assert gen.groupby("checkpoint").size().eq(4 * 3).all()
+    # robustness under attack, English only, every checkpoint: the adversary raises the loss
+    rob = df[df["metric"].str.startswith("robust_acc_")]
+    assert set(rob["language"]) == {"en"} and rob.groupby("checkpoint")["metric"].nunique().ge(4).all()
+    gain = df[df["metric"] == "attack_loss_gain_pgd_eps"]
+    assert len(gain) == df["checkpoint"].nunique() and (gain["value"] > 0).all()
 
 
 def test_training_is_seeded(smoke_run):
@@ -257,3 +262,17 @@ def test_suite_runs_every_task_kind_end_to_end(suite_run):
     assert df.loc[df["task"].isin(["xquad", "mlqa", "lareqa"]), "checkpoint"].str.contains("__tydiqa__").all()
     html = (suite_run / "report" / "index.html").read_text()
     assert "The suite" in html and "suite avg" in html and "TyDiQA-GoldP English train" in html
+
+
+def test_same_seed_same_numbers_with_fresh_model_caches(tmp_path, monkeypatch):
+    """The first run on a fresh model cache (the tiny model is created then) gives the rows of every later run."""
+    rows = []
+    for i in (1, 2):
+        monkeypatch.setenv("XLT_MODEL_CACHE", str(tmp_path / f"cache{i}"))
+        out = tmp_path / f"run{i}"
+        assert main(["run", str(SMOKE), "--out", str(out), *ONE_CELL[:-2], "--stages", "data,train,transfer"]) == 0
+        train = pd.read_parquet(out / "results" / "train")["value"].to_numpy()
+        transfer = pd.read_parquet(out / "results" / "transfer").sort_values(["language", "metric"])
+        rows.append((train, transfer[["language", "metric", "value"]].reset_index(drop=True)))
+    assert (rows[0][0] == rows[1][0]).all()
+    pd.testing.assert_frame_equal(rows[0][1], rows[1][1])

@@ -66,6 +66,9 @@ class EvalConfig(_Strict):
     generalized_languages: list[str] | None = None  # languages crossed in generalized pairs (None = all of the task's)
     generalized_max_rows: int | None = Field(None, ge=1)  # evaluation rows per pair (the first k held-out rows)
     bootstrap: int = Field(1000, ge=100)  # resamples for per-language accuracy CIs
+    robustness: bool = False  # also score English test rows under attack (xltlib.robustness): PGD at eps / 2 eps, synonyms, noise
+    robustness_max_examples: int = Field(200, ge=1)  # English rows attacked per checkpoint (the attack costs ~2 x (steps + 1) passes)
+    robustness_attack_steps: int = Field(10, ge=1)  # PGD ascent steps of the attack
 
 
 class AlignmentConfig(_Strict):
@@ -113,6 +116,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
     languages: dict[str, list[str]] = {}  # per task, the evaluation languages (default: all of the task's)
+    task_train: dict[str, dict[str, Any]] = {}  # per training task, TrainConfig overrides, e.g. {pawsx: {epochs: 3}}
     alignment: AlignmentConfig = AlignmentConfig()
     report: ReportConfig = ReportConfig()
     smoke: bool = False  # tiny random model + tiny data made on the fly (tests)
@@ -128,6 +132,11 @@ class RunConfig(_Strict):
     def resolved_data_dir(self) -> Path | None:
         d = self.data_dir or os.environ.get("XLT_DATA_DIR")
         return Path(d).expanduser().resolve() if d else None
+
+    def train_for(self, task: str) -> "TrainConfig":
+        """The training settings of ``task``'s checkpoints: ``train`` with the task's ``task_train`` overrides."""
+        over = self.task_train.get(task)
+        return TrainConfig.model_validate({**self.train.model_dump(), **over}) if over else self.train
 
     def method_spec(self, entry: str) -> tuple[str, dict]:
         """(objective type, hyperparameters) of a grid method entry."""
@@ -268,6 +277,15 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             check_train_sets(task, names)
         except ValueError as exc:
             raise ConfigError(f"{source}: protocol.train_sets.{task}: {exc}") from None
+    for task, over in cfg.task_train.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: task_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        if not isinstance(over, dict):
+            raise ConfigError(f"{source}: task_train.{task} must be a mapping of train settings, got {over!r}")
+        try:
+            cfg.train_for(task)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, f"{source}: task_train.{task}", TrainConfig)) from None
     for task, langs in cfg.languages.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")

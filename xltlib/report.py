@@ -450,3 +450,21 @@ def export_results(run, dest) -> list:
     (dest / "summary.md").write_text("\n".join(md))
     written.append(dest / "summary.md")
     return written
+
+
+ROBUSTNESS_METRICS = ("robust_acc_clean", "robust_acc_pgd_eps", "robust_acc_pgd_2eps", "robust_acc_synonym",
+                      "robust_acc_noise_sigma", "attack_loss_gain_pgd_eps", "synonym_subst_rate")
+
+
+def robustness_table(transfer: pd.DataFrame) -> pd.DataFrame:
+    """English accuracy (%) under attack per task and method, mean ± sd over seeds (xltlib.robustness rows);
+    the attack's loss gain must be positive for a working adversary. Empty when robustness was not scored."""
+    rows = transfer[transfer["metric"].isin(ROBUSTNESS_METRICS)]
+    if not len(rows):
+        return pd.DataFrame()
+    scale = rows["metric"].str.startswith("robust_acc") | (rows["metric"] == "synonym_subst_rate")
+    rows = rows.assign(value=np.where(scale, 100 * rows["value"], rows["value"]))
+    g = rows.groupby(["task", "method", "metric"])["value"]
+    table = (g.mean().round(1).astype(str) + " ± " + g.std().fillna(0).round(1).astype(str)
+             + " (n=" + g.size().astype(str) + ")").unstack("metric")
+    return table[[m for m in ROBUSTNESS_METRICS if m in table.columns]]

@@ -102,7 +102,8 @@ class Run:
         c = self.cfg
         return content_hash(dict(split=self.split(cell["task"]).train_key, model=cell["model"],
                                  training_task=T.get_task(cell["task"]).training_task, method=cell["method_type"],
-                                 method_params=cell["method_params"], seed=cell["seed"], train=c.train.model_dump()))
+                                 method_params=cell["method_params"], seed=cell["seed"],
+                                 train=c.train_for(T.get_task(cell["task"]).training_task).model_dump()))
 
     def transfer_key(self, cell: dict) -> str:
         """checkpoint -> transfer: the checkpoint, the scored rows and how they are scored."""

@@ -57,7 +57,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     cell = run.find_cell(cell_id)
     task = T.get_task(T.get_task(cell["task"]).training_task)
     records = train_records(run.split(cell["task"]), run.data_dir)
-    t = run.cfg.train
+    t = run.cfg.train_for(task.name)
     kind = T.get_task(cell["task"]).kind
     model, tokenizer, log = train_model(
         cell["model"], records, kind=kind, task=task, num_labels=get_kind(kind).num_labels(task),
@@ -115,6 +115,12 @@ def stage_transfer(run: Run) -> pd.DataFrame:
             sub = {lang: recs[lang][: ev.generalized_max_rows] for lang in langs}
             pairs = [(a, b) for a in langs for b in langs if a != b]
             rows += kind.evaluate(model, tokenizer, task, sub, pairs=pairs, **kw)
+        if ev.robustness and task.kind == "pair_classification":
+            from .robustness import robustness_rows
+
+            rows += robustness_rows(model, tokenizer, recs["en"], objective=kw["objective"], data_dir=run.data_dir,
+                                    attack_steps=ev.robustness_attack_steps, max_examples=ev.robustness_max_examples,
+                                    max_length=run.cfg.train.max_length, seed=cell["seed"])
         for r in rows:
             r.update(cell_id=cell["cell_id"], checkpoint=cell["checkpoint"], model=cell["model"], task=cell["task"],
                      method=cell["method"], seed=cell["seed"], layer=-1, key=key)
