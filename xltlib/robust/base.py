@@ -9,6 +9,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from ..registry import Registry
+
 __all__ = [
     "HParam", "Objective", "OBJECTIVES", "register", "build_objective", "objective_defaults",
     "model_inputs",
@@ -128,25 +130,22 @@ class Objective:
         return model(input_ids=batch["input_ids"], **model_inputs(batch)).logits
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
 def register(name: str):
     """Class decorator: register an Objective subclass under ``name``."""
     def deco(cls: type[Objective]) -> type[Objective]:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
         cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
+        return OBJECTIVES.add(name, cls)
     return deco
 
 
 def _lookup(name: str, entry: str | None = None) -> type[Objective]:
-    if name not in OBJECTIVES:
-        where = f"methods.{entry}: " if entry else ""
-        raise ValueError(f"{where}unknown objective {name!r}: expected one of {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]
+    try:
+        return OBJECTIVES.get(name)
+    except ValueError as exc:
+        raise ValueError(f"methods.{entry}: {exc}" if entry else str(exc)) from None
 
 
 def build_objective(name: str, hparams: dict | None = None, *, data_dir: str | Path | None = None,
