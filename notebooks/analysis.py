@@ -13,16 +13,16 @@ from IPython.display import Markdown, display
 
 from xltlib import analysis as A
 from xltlib.report import analyze, result_tables, score_name, suite_table, task_coverage, transfer_table
-from xltlib.stages import Run, load_results, majority_rates
+from xltlib.stages import Run
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 run = Run.open(run_dir)
-transfer, alignment = load_results(run, "transfer"), load_results(run, "alignment")
+transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
 cfg = run.cfg.report
 res = analyze(transfer, alignment, primary=cfg.primary, headline_metric=cfg.correlation_metric, n_boot=cfg.n_boot,
               n_perm=cfg.n_perm, seed=cfg.seed, expected_cells=[c["cell_id"] for c in run.cells()],
-              majority=majority_rates(run), protocol=run.cfg.protocol.name)
+              majority=run.majority_rates(), protocol=run.cfg.protocol.name)
 tables = {name: (table, title) for name, table, title in result_tables(res)}
 
 # %%

@@ -177,6 +177,40 @@ def test_method_vs_baseline_ci_calibrated_and_powerful():
     assert power >= 0.7
 
 
+def per_example_rows(rng, *, diff=0.0, n_langs=6, seeds=3, n=200):
+    """Transfer rows with 0/1 correctness per test example, as the pair-classification tasks record them:
+    shared example difficulty (the test set is a sample of examples), language levels, a seed-level
+    shift per checkpoint, and ``diff`` (logit scale) added for the method."""
+    a = rng.normal(0.5, 0.5, n_langs)
+    z = rng.normal(0, 1.5, n)
+    rows = []
+    for m in ("baseline", "pgd"):
+        for s in range(seeds):
+            c = rng.normal(0, 0.1) + (diff if m == "pgd" else 0.0)
+            for j in range(n_langs):
+                p = 1 / (1 + np.exp(-(a[j] + c + z + rng.normal(0, 0.3, n))))
+                v = (rng.random(n) < p).astype(np.int8)
+                rows.append(dict(checkpoint=f"{m}{s}", task="xnli", method=m, seed=s, language=f"l{j}",
+                                 language2="", metric="score", value=v.mean(), n=n, per_example=v))
+    return pd.DataFrame(rows)
+
+
+def test_method_vs_baseline_per_example_ci_calibrated_and_powerful():
+    def excludes_zero(diff):
+        def f(rng):
+            row = S.method_vs_baseline(per_example_rows(rng, diff=diff), n_boot=100,
+                                       seed=int(rng.integers(1 << 30))).iloc[0]
+            assert row["resampled"].startswith("test examples")
+            return not row["ci_lo"] <= 0 <= row["ci_hi"]
+        return f
+
+    null = rejection_rate(excludes_zero(0.0), seed=12)
+    power = rejection_rate(excludes_zero(0.8), seed=13)
+    print(f"method vs baseline, paired bootstrap over test examples: null {null:.3f}, planted {power:.3f}")
+    assert null <= 0.10
+    assert power >= 0.7
+
+
 # ------------------------------------------------------------------------------------- known answers
 def test_holm_matches_statsmodels():
     from statsmodels.stats.multitest import multipletests

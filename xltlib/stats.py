@@ -462,14 +462,15 @@ def paired_diff_ci(dm: np.ndarray, db: np.ndarray, *, n_boot: int, rng: np.rando
     L, S = d.shape
     boots = np.empty(n_boot)
     if per_example is not None:
-        for b in range(n_boot):
-            tot = 0.0
-            for u in units:
-                for s in seeds:
-                    vm, vb = per_example[(u, s)]
-                    i = rng.integers(0, len(vm), len(vm))
-                    tot += float(vm[i].mean() - vb[i].mean())
-            boots[b] = tot / (L * S)
+        boots[:] = 0.0
+        for u in units:
+            for s in seeds:
+                vm, vb = per_example[(u, s)]
+                dv = vm - vb  # paired: the same resampled rows for method and baseline
+                for c in range(0, n_boot, 100):  # chunks keep the index array small (100 x n rows)
+                    m = min(100, n_boot - c)
+                    boots[c : c + m] += dv[rng.integers(0, len(dv), size=(m, len(dv)))].mean(1)
+        boots /= L * S
         df_unit = math.inf
     else:
         dl = np.nanmean(d, axis=1)  # per-language difference, seeds averaged
