@@ -20,20 +20,17 @@ import numpy as np
 
 from . import xtremer
 from .formats import DataError, load_hub, need_file, read_lines, read_tsv  # noqa: F401 - DataError: T.DataError
+from .languages import resource_table
 from .registry import Registry
 from .taskspec import Task
 
 TASKS: Registry[Task] = Registry("task")
+LANGUAGE_TABLE = resource_table()
 
-# ISO 639-1 -> the ISO 639-3 code LASER's Tatoeba files use.
-TATOEBA_CODES = {
-    "af": "afr", "ar": "ara", "az": "aze", "bg": "bul", "bn": "ben", "de": "deu", "el": "ell", "es": "spa",
-    "et": "est", "eu": "eus", "fa": "pes", "fi": "fin", "fr": "fra", "he": "heb", "hi": "hin", "hu": "hun",
-    "id": "ind", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat", "kk": "kaz", "ko": "kor", "lt": "lit",
-    "ml": "mal", "mr": "mar", "nl": "nld", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sw": "swh",
-    "ta": "tam", "te": "tel", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie",
-    "zh": "cmn",
-}
+# XTREME's 41 Tatoeba languages (ISO 639-1) -> the ISO 639-3 code LASER's files use, from the one language table.
+TATOEBA_CODES = {lang: LANGUAGE_TABLE.loc[lang, "iso3"] for lang in (
+    "af ar az bg bn de el es et eu fa fi fr he hi hu id it ja jv ka kk ko lt ml mr nl pl pt ro ru sw ta te th tl tr "
+    "uk ur vi zh").split()}
 TATOEBA_ISO1 = {v: k for k, v in TATOEBA_CODES.items()}
 # LASER's Tatoeba test set covers 112 languages (Artetxe & Schwenk 2019); those outside XTREME's 41 keep
 # their ISO 639-3 code as the language name.
