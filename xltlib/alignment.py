@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from .progress import progress
+
 __all__ = [
     "METRICS",
     "MetricSpec",
@@ -61,6 +63,7 @@ def encode_layers(
     out: np.ndarray | None = None
     was_training = base.training
     base.eval()
+    bar = progress(len(texts), "sentences encoded", "sent")
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(texts), batch_size):
@@ -79,7 +82,9 @@ def encode_layers(
                 if out is None:
                     out = np.empty((hs.shape[0], len(texts), hs.shape[-1]), np.float32)
                 out[:, idx] = pooled.float().cpu().numpy()
+                bar.update(len(idx))
     finally:
+        bar.close()
         base.train(was_training)
     assert out is not None
     return out

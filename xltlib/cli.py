@@ -1,4 +1,4 @@
-"""``xlt`` command line: run a params file, rebuild a report, list registries."""
+"""``xlt`` command line: run a params file, rebuild a report, list registries, open a run in JupyterLab."""
 from __future__ import annotations
 
 import argparse
@@ -85,6 +85,13 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    from .lab import lab
+
+    return lab(args.dir, args.stage, port=args.port, open_browser=not args.no_browser, fresh=args.fresh,
+               dry_run=args.dry_run, allow_root=args.allow_root)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xlt", description="Robust training vs cross-lingual alignment and transfer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "all"])
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("lab", help="open a stage notebook of a run in JupyterLab with the parameters that run used")
+    p.add_argument("dir", help="run folder, e.g. outputs/quick")
+    p.add_argument("stage", nargs="?", help="04_alignment, alignment, train/<checkpoint>, ... (default: all, "
+                   "the file browser opens on DIR/lab)")
+    p.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (0: any free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, do not open a browser")
+    p.add_argument("--fresh", action="store_true", help="rebuild DIR/lab/<stage>.ipynb even if you edited it")
+    p.add_argument("--dry-run", action="store_true", help="write the notebook(s) and print the command, start nothing")
+    p.add_argument("--allow-root", action="store_true", help="let JupyterLab run as root (containers)")
+    p.set_defaults(func=cmd_lab)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:

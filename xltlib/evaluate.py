@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .batching import autocast, collate, length_batches, tokenize_pairs
+from .progress import progress
 
 
 def _collate_ids(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -22,12 +23,15 @@ def logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int,
     ``objective``: its ``predict_logits`` (e.g. RS-RP's noisy-copy vote) instead of the plain forward.
     """
     lengths = np.array([length(f) for f in features])
+    bar = progress(len(features), "examples scored", "ex")
     with torch.inference_mode(), autocast(bf16):
         for idx in length_batches(lengths, batch_size, rng=None):
             batch = collate_fn([features[i] for i in idx], pad_id)
             batch.pop("labels", None)
             logits = objective.predict_logits(model, batch) if objective is not None else model(**batch).logits
+            bar.update(len(idx))
             yield idx, logits.float()
+    bar.close()
 
 
 def predict(model, tokenizer, text_a: list[str], text_b: list[str] | None, *, objective=None,

@@ -5,7 +5,8 @@ alignment -> analysis. A train cell whose checkpoint exists with the same
 fingerprint is skipped; transfer and alignment cache their rows per
 checkpoint, so a rerun redoes only what is missing. A failed notebook is kept
 as ``*.failed.ipynb`` (and its HTML) and the stage is marked failed in
-``status.json``; nothing of it looks done.
+``status.json``; nothing of it looks done. While a stage runs, a terminal shows the grid position and the
+stage's progress bar (:mod:`xltlib.progress`); a pipe gets one line per finished stage.
 """
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
+from .progress import LiveProgress
 from .results import write_json
 from .run import Run, init_run, run_lock
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = ("data", "train", "transfer", "alignment", "analysis")
+# executed notebook of each stage under DIR/notebooks/ (train: one per checkpoint, 02_train/<checkpoint>)
+NOTEBOOK_NAMES = {"data": "01_data", "train": "02_train", "transfer": "03_transfer", "alignment": "04_alignment",
+                  "analysis": "05_analysis"}
 log = logging.getLogger("xlt")
 logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
 # Kernels inherit these: reports show results, not progress bars or load reports.
@@ -35,18 +40,35 @@ class StageFailed(RuntimeError):
     pass
 
 
-def _source_notebook(stage: str, run_dir: Path) -> Path:
-    """Convert the jupytext source ``notebooks/<stage>.py`` into an .ipynb papermill can run."""
+def notebook_name(stage: str, checkpoint: str = "") -> str:
+    """``04_alignment``; a training cell's is ``02_train/<checkpoint>``."""
+    return f"{NOTEBOOK_NAMES[stage]}/{checkpoint}" if stage == "train" else NOTEBOOK_NAMES[stage]
+
+
+def stage_parameters(run: Run, stage: str, cell_id: str = "") -> dict:
+    """The parameters papermill injects into a stage notebook (``xlt lab`` rebuilds them the same way)."""
+    return dict(run_dir=str(run.dir), cell_id=cell_id) if stage == "train" else dict(run_dir=str(run.dir))
+
+
+def source_notebook(stage: str):
+    """The jupytext source ``notebooks/<stage>.py`` as a notebook node with the python3 kernel."""
     import jupytext
 
     src = NOTEBOOK_DIR / f"{stage}.py"
     if not src.is_file():
         raise FileNotFoundError(f"stage notebook {src} is missing")
-    out = run_dir / "notebooks" / "_src" / f"{stage}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(src)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    jupytext.write(nb, out)
+    return nb
+
+
+def _source_notebook(stage: str, run_dir: Path) -> Path:
+    """Convert the jupytext source ``notebooks/<stage>.py`` into an .ipynb papermill can run."""
+    import jupytext
+
+    out = run_dir / "notebooks" / "_src" / f"{stage}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jupytext.write(source_notebook(stage), out)
     return out
 
 
@@ -79,8 +101,11 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
-def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dict) -> bool:
-    """Execute one notebook; returns True on success. Failures are recorded, not raised."""
+def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dict, position: str = "") -> bool:
+    """Execute one notebook; returns True on success. Failures are recorded, not raised.
+
+    ``position``: where this notebook is in the run (``[3/7]``), shown on the terminal and in the log line.
+    """
     import papermill as pm
 
     out = run.path("notebooks", f"{name}.ipynb")
@@ -92,10 +117,12 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
     ok, error = True, ""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
+    label = f"{position} {name}".strip()
     try:
-        pm.execute_notebook(str(_source_notebook(stage, run.dir)), str(out), parameters=parameters,
-                            kernel_name="python3", language="python", progress_bar=False,
-                            cwd=str(run.dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
+        with LiveProgress(run.dir, label):
+            pm.execute_notebook(str(_source_notebook(stage, run.dir)), str(out), parameters=parameters,
+                                kernel_name="python3", language="python", progress_bar=False,
+                                cwd=str(run.dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
     except Exception as exc:  # noqa: BLE001 - any failure marks the stage failed
         ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         if out.exists():
@@ -107,7 +134,7 @@ def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dic
                         finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                         notebook=str(nb.relative_to(run.dir)))
     write_json(status, run.path("status.json"))
-    log.info("%-40s %s (%.0f s)%s", name, "ok" if ok else "FAILED", status[name]["seconds"],
+    log.info("%-46s %s (%.0f s)%s", label, "ok" if ok else "FAILED", status[name]["seconds"],
              f"  {error}" if error else "")
     return ok
 
@@ -122,28 +149,54 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
 def _run_stages(run: Run, stages: tuple[str, ...]) -> Run:
     sp = run.path("status.json")
     status: dict = json.loads(sp.read_text()) if sp.exists() else {}
-    base = dict(run_dir=str(run.dir))
     failures = []
-    if "data" in stages and not execute_stage(run, "data", "01_data", base, status):
+    cells = run.training_cells() if "train" in stages else []
+    total = sum(s in stages for s in STAGES if s != "train") + len(cells)
+    done = 0
+
+    def position() -> str:  # the grid position: notebook k of n in this run
+        nonlocal done
+        done += 1
+        return f"[{done}/{total}]"
+
+    if "data" in stages and not execute_stage(run, "data", "01_data", stage_parameters(run, "data"), status,
+                                              position()):
         failures.append("01_data")
         stages = ()  # nothing downstream can run without the split
     if "train" in stages:
-        for cell in run.training_cells():
-            name = f"02_train/{cell['checkpoint']}"
+        for cell in cells:
+            name = notebook_name("train", cell["checkpoint"])
             if run.cell_done(cell):
-                log.info("%-40s skipped (checkpoint exists)", name)
+                log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
                 status[name] = dict(stage="train", ok=True, skipped=True)
                 continue
-            if not execute_stage(run, "train", name, dict(base, cell_id=cell["cell_id"]), status):
+            if not execute_stage(run, "train", name, stage_parameters(run, "train", cell["cell_id"]), status,
+                                 position()):
                 failures.append(name)
-    for stage, name in (("transfer", "03_transfer"), ("alignment", "04_alignment"), ("analysis", "05_analysis")):
-        if stage in stages and not execute_stage(run, stage, name, base, status):
-            failures.append(name)
+    for stage in ("transfer", "alignment", "analysis"):
+        if stage in stages and not execute_stage(run, stage, notebook_name(stage), stage_parameters(run, stage),
+                                                 status, position()):
+            failures.append(notebook_name(stage))
     write_index(run, status)
     if failures:
         raise StageFailed(f"{len(failures)} stage notebook(s) failed: {', '.join(failures)}; "
                           f"see {run.path('status.json')} and the *.failed.ipynb notebooks")
     return run
+
+
+def interactive_results(run: Run) -> list[str]:
+    """Result files with rows written from an interactive session (``xlt lab`` marks them ``interactive``)."""
+    import pandas as pd
+
+    found = []
+    for f in sorted(run.path("results").glob("*/*.parquet")):
+        try:
+            flags = pd.read_parquet(f, columns=["interactive"])["interactive"]
+        except (KeyError, ValueError):  # written before the column existed: a batch row
+            continue
+        if flags.fillna(False).astype(bool).any():
+            found.append(str(f.relative_to(run.dir)))
+    return found
 
 
 def write_index(run: Run, status: dict | None = None) -> Path:
@@ -165,8 +218,12 @@ def write_index(run: Run, status: dict | None = None) -> Path:
         items.insert(1 if items else 0, f"<li><details><summary>{len(train_items)} training cells"
                      f"{f', {failed} FAILED' if failed else ''}</summary><ul>{''.join(train_items)}</ul></details></li>")
     body = analysis.read_text(encoding="utf-8") if analysis.exists() else "<p>The analysis stage has not run.</p>"
+    lab = interactive_results(run)
+    warn = (f'<p style="color:#a00"><b>{len(lab)} result file(s) hold rows written from an interactive session '
+            f"(xlt lab), not by a batch run</b> (column <code>interactive</code>): "
+            f"{html.escape(', '.join(lab))}</p>") if lab else ""
     nav = (f'<nav style="font-family:sans-serif;margin:1em 2em;padding:0.5em 1em;border:1px solid #ccc">'
-           f"<b>Run {html.escape(run.cfg.name)}</b> — stage reports:<ul>{''.join(items)}</ul></nav>")
+           f"<b>Run {html.escape(run.cfg.name)}</b> — stage reports:<ul>{''.join(items)}</ul>{warn}</nav>")
     page = body.replace("<body", "<body", 1)
     idx = page.find(">", page.find("<body")) + 1 if "<body" in page else 0
     out = run.path("report", "index.html")

@@ -44,9 +44,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+INTERACTIVE_ENV = "XLT_INTERACTIVE"  # set by `xlt lab` for its kernels
+
+
 def provenance(params_file: str | None = None) -> dict:
+    """``interactive``: written from an `xlt lab` session, not by a batch run (such rows must not pass for one)."""
     return dict(git_commit=git_commit(), created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 params_file=params_file or "", python=platform.python_version(),
+                interactive=os.environ.get(INTERACTIVE_ENV, "") not in ("", "0"),
                 **{f"v_{k}": v for k, v in package_versions().items()})
 
 

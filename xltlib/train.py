@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .fast import use_fast_dropout
 from .models import load_tokenizer, resolve_model
 from .precision import Precision
+from .progress import progress
 
 CHECKPOINT_META = "xlt_checkpoint.json"
 
@@ -119,6 +120,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
+    bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
     for epoch in range(math.ceil(epochs)):
         if epoch > 0 and rewrites:
             features, lengths, text_stats = encode()
@@ -141,6 +143,8 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
             rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=scheduler.get_last_lr()[0],
                              elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples,
                              **objective.last_stats, **text_stats))
+            bar.update()
+    bar.close()
     model = prec.restore()
     model.eval()
     return model, tokenizer, rows
