@@ -27,3 +27,14 @@ def test_no_import_cycles_between_modules():
             if a < b and graph.direct_import_exists(importer=a, imported=b) \
                     and graph.chain_exists(importer=b, imported=a):
                 raise AssertionError(f"import cycle between {a} and {b}")
+
+
+def test_every_module_has_a_layer():
+    """A module missing from the layers contract would escape it: list every module of the package."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    listed = {m.strip() for layer in layers for m in layer.split("|")}
+    modules = {f"xltlib.{p.stem}" for p in (ROOT / "xltlib").glob("*.py") if p.stem != "__init__"}
+    modules |= {f"xltlib.{p.name}" for p in (ROOT / "xltlib").iterdir() if (p / "__init__.py").exists()}
+    assert modules <= listed, sorted(modules - listed)

@@ -83,9 +83,18 @@ def _cached(path, key: str) -> bool:
     if not path.exists():
         return False
     try:
-        return pd.read_parquet(path, columns=["key"])["key"].iloc[0] == key
-    except (KeyError, ValueError, IndexError):  # written without a key or empty: recompute
+        rows = pd.read_parquet(path, columns=["key", "interactive"] if _has_column(path, "interactive") else ["key"])
+    except (KeyError, ValueError, IndexError):  # written without a key: recompute
         return False
+    # rows written from a JupyterLab session (xlt lab) never stand in for a batch result
+    interactive = "interactive" in rows and rows["interactive"].fillna(False).astype(bool).any()
+    return len(rows) > 0 and rows["key"].iloc[0] == key and not interactive
+
+
+def _has_column(path, name: str) -> bool:
+    import pyarrow.parquet as pq
+
+    return name in pq.read_schema(path).names
 
 
 def stage_transfer(run: Run) -> pd.DataFrame:
@@ -185,7 +194,7 @@ def stage_alignment(run: Run) -> pd.DataFrame:
                 continue
             x = {lang: encode(xs) for lang, (xs, _) in pairs.items()}
             y = {lang: encode(ys) for lang, (_, ys) in pairs.items()}
-            for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers,
+            for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers, pool=a.pool,
                                              options=PARALLEL[dataset].options):
                 rows.append(dict(r, dataset=dataset))
             cache.clear()
