@@ -22,7 +22,7 @@ transfer, alignment = run.load_results("transfer"), run.load_results("alignment"
 cfg = run.cfg.report
 res = analyze(transfer, alignment, primary=cfg.primary, headline_metric=cfg.correlation_metric, n_boot=cfg.n_boot,
               n_perm=cfg.n_perm, seed=cfg.seed, expected_cells=[c["cell_id"] for c in run.cells()],
-              majority=run.majority_rates(), protocol=run.cfg.protocol.name)
+              majority=run.majority_rates(), protocol=run.cfg.protocol.name, drift=run.weight_drift())
 tables = {name: (table, title) for name, table, title in result_tables(res)}
 
 # %%
@@ -79,6 +79,14 @@ display(Markdown("**Within languages** (checkpoint + language fixed effects, two
 display(tables["regressions"][0].round(4).head(40))
 if len(res.rq1_exploratory) and res.rq1_exploratory["r"].notna().any():
     A.plot_corr_by_layer(res.rq1_exploratory); plt.show()
+if len(res.rq1_drift):
+    display(Markdown("**Less drift?** Each checkpoint's weight drift (relative L2 distance of the encoder from the "
+                     "pre-trained weights) and the within-language slope with and without it as a covariate "
+                     "(language fixed effects, two-way clustered SEs). A slope that shrinks once drift enters "
+                     "means part of \"robust training aligns\" is \"robust training moves the weights less\"."))
+    display(res.drift.merge(transfer[["checkpoint", "method", "seed"]].drop_duplicates(), on="checkpoint")
+            .sort_values(["method", "seed"]).round(4))
+    display(res.rq1_drift.round(4))
 display(Markdown("**Alignment pools** (pairs per language used by the pair metrics, and available)"))
 display(res.pools)
 

@@ -357,3 +357,26 @@ def test_method_vs_baseline_generalized_pairs():
     g = out.loc["generalized"]
     assert g["n_languages"] == 6 and "ordered language pairs" in g["note"]
     assert g["diff"] == pytest.approx(out.loc["standard", "diff"] + 0.04, abs=1e-9)
+
+
+def test_drift_covariate_separates_alignment_from_weight_movement():
+    """Transfer driven by drift alone, alignment tracking drift: the slope is there without drift and
+    vanishes with it."""
+    from xltlib.stats import drift_adjusted
+
+    rng = np.random.default_rng(0)
+    langs, cks = [f"l{i}" for i in range(12)], [f"c{j}" for j in range(10)]
+    drift = {c: float(d) for c, d in zip(cks, rng.uniform(0.01, 0.05, len(cks)))}
+    lang_fx = dict(zip(langs, rng.normal(0, 1, len(langs))))
+    rows = []
+    for c in cks:
+        for lang in langs:
+            a = -20 * drift[c] + rng.normal(0, 0.05)  # more drift, less alignment
+            rows.append(dict(checkpoint=c, language=lang, alignment=a,
+                             transfer_acc=lang_fx[lang] - 50 * drift[c] + rng.normal(0, 0.05)))
+    fits = {f["model"]: f for f in drift_adjusted(pd.DataFrame(rows), drift)}
+    assert fits["without drift"]["p"] < 0.05 and fits["without drift"]["coef"] > 0
+    assert abs(fits["with drift"]["coef"]) < abs(fits["without drift"]["coef"]) / 5
+    # too few checkpoints: a row saying why, no numbers
+    small = drift_adjusted(pd.DataFrame(rows[:12]), drift)
+    assert all(f["note"].startswith("empty") for f in small)

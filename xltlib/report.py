@@ -205,7 +205,7 @@ def _resolve_metric(metrics, wanted: str) -> tuple[str | None, str]:
 def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, primary=None, headline_metric: str | None = None,
             n_boot: int = 2000, n_perm: int = 10000, seed: int = 0, expected_cells: list[str] | None = None,
             majority: dict[str, float] | None = None, protocol: str | None = None,
-            alpha: float = S.ALPHA) -> S.AnalysisResult:
+            alpha: float = S.ALPHA, drift: dict[str, float] | None = None) -> S.AnalysisResult:
     """Everything the analysis page shows, as an :class:`~xltlib.stats.AnalysisResult`.
 
     Steps: the model-quality gate (checkpoints whose English score does not clear the majority rate are
@@ -294,6 +294,14 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, primary=None, he
     res.rq1_primary = pd.DataFrame(rows, columns=["task", "metric", "layer", *S.ACROSS_COLS])
     res.rq1_primary["p_holm"] = S.holm(res.rq1_primary["p"]) if len(rows) else []
     res.rq1_primary_within = pd.DataFrame(rows_w, columns=["task", "metric", "layer", *S.WITHIN_COLS])
+    if drift:  # "less drift": robust methods may align better only because they move the weights less
+        res.drift = pd.DataFrame([dict(checkpoint=c, weight_drift=v) for c, v in drift.items()])
+        drows = [dict(task=t, metric=res.primary_metric, layer=lay, **r)
+                 for t, lay in res.primary_layer.items()
+                 for r in S.drift_adjusted(res.analysed[(res.analysed["task"] == t)
+                                                        & (res.analysed["metric"] == pm)
+                                                        & (res.analysed["layer"] == lay)], drift)]
+        res.rq1_drift = pd.DataFrame(drows, columns=["task", "metric", "layer", *S.DRIFT_COLS])
     res.rq1_primary_within["p_holm"] = S.holm(res.rq1_primary_within["p"]) if len(rows_w) else []
     res.headline_frame = res.merged.merge(pd.DataFrame(
         [dict(task=t, layer=lay) for t, lay in res.primary_layer.items()]), on=["task", "layer"]) \
@@ -390,7 +398,8 @@ def export_results(run, dest) -> list:
     r = run.cfg.report
     res = analyze(transfer, alignment, primary=r.primary, headline_metric=r.correlation_metric, n_boot=r.n_boot,
                   n_perm=r.n_perm, seed=r.seed, expected_cells=[c["cell_id"] for c in run.cells()],
-                  majority=run.majority_rates(), protocol=run.cfg.protocol.name)
+                  majority=run.majority_rates(), protocol=run.cfg.protocol.name,
+                  drift=run.weight_drift())
     written = []
 
     def save_table(df: pd.DataFrame, name: str, index: bool = True):

@@ -168,6 +168,14 @@ class Run:
         out.attrs["stale_rows"] = int((~live).sum())
         return out
 
+    def weight_drift(self) -> dict[str, float]:
+        """Checkpoint -> relative L2 distance of its encoder from the pre-trained weights (live checkpoints)."""
+        train = self.load_results("train")
+        if not len(train):
+            return {}
+        d = train[train["metric"] == "weight_drift"]
+        return dict(zip(d["checkpoint"], d["value"].astype(float)))
+
     def majority_rates(self) -> dict[str, float]:
         """Per task, the share of the most frequent label among the English scored rows (a trivial baseline)."""
         out = {}

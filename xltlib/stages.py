@@ -66,15 +66,37 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
     ck, key = cell["checkpoint"], run.checkpoint_key(cell)
-    meta = dict(cell, key=key, train_examples=len(records), pooling=t.pooling,
+    drift = weight_drift(model, cell["model"])
+    meta = dict(cell, key=key, train_examples=len(records), pooling=t.pooling, weight_drift=drift,
                 kind=kind, training_task=task.name, train_seconds=float(log_df["elapsed_s"].iloc[-1]), **run.prov())
     extra = [c for c in log_df.columns if c not in ("step", "loss")]
     rows = [dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
                  language="en", language2="", layer=-1, metric="train_loss", value=r["loss"], n=r["step"], key=key,
                  **{c: r[c] for c in extra}) for r in log]
+    # how far training moved the encoder: separates "robust training aligns" from "moves the weights less"
+    rows.append(dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
+                     language="en", language2="", layer=-1, metric="weight_drift", value=drift, n=len(log), key=key))
     write_rows(rows, run.path("results", "train", f"{ck}.parquet"), run.prov())
     save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell["model"], meta=meta)
     return log_df
+
+
+def weight_drift(model, base_model: str) -> float:
+    """Relative L2 distance of the fine-tuned encoder's weights from the pre-trained ones,
+    ||theta - theta_0|| / ||theta_0|| over every encoder tensor (the new head is not part of it)."""
+    import torch
+
+    from .models import load_encoder
+
+    base = dict(load_encoder(base_model).named_parameters())
+    num = den = 0.0
+    with torch.no_grad():
+        for name, p in model.base_model.named_parameters():
+            if name in base and base[name].shape == p.shape:
+                b = base[name].float()
+                num += float((p.float() - b).pow(2).sum())
+                den += float(b.pow(2).sum())
+    return (num / den) ** 0.5 if den else float("nan")
 
 
 # ----------------------------------------------------------------------- transfer

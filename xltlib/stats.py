@@ -318,6 +318,31 @@ def within_languages_table(merged: pd.DataFrame, *, by: Sequence[str] = ("task",
     return out
 
 
+DRIFT_COLS = ["model", "n_languages", "n_checkpoints", "n", "coef", "se", "ci_lo", "ci_hi", "p", "df",
+              "partial_r2", "note"]
+
+
+def drift_adjusted(frame: pd.DataFrame, drift: dict[str, float], *, x: str = "alignment", y: str = "transfer_acc",
+                   level: float = 0.95) -> list[dict]:
+    """RQ1 within languages with and without each checkpoint's weight drift (relative distance from the
+    pre-trained weights) as a covariate: ``y ~ x + C(language)`` vs ``y ~ x + drift + C(language)``, SEs
+    clustered two-way by checkpoint and language. Drift is constant within a checkpoint, so checkpoint
+    fixed effects would absorb it: this model keeps language effects only. If alignment's slope shrinks
+    once drift enters, "robust training aligns" is partly "robust training moves the weights less"."""
+    g = frame.assign(drift=frame["checkpoint"].map(drift)).dropna(subset=[x, y])
+    k, c = g["language"].nunique(), g["checkpoint"].nunique()
+    out = []
+    for model, cov in (("without drift", ()), ("with drift", ("drift",))):
+        note = too_small(k, c) or ("empty: no weight drift recorded" if cov and g["drift"].isna().all() else "")
+        if note:
+            out.append(dict(model=model, n_languages=k, n_checkpoints=c, n=len(g), note=note))
+            continue
+        fit = fe_slope(g, y=y, x=x, fe=("language",), cluster=("checkpoint", "language"), covariates=cov,
+                       level=level)
+        out.append(dict(model=model, n_languages=k, n_checkpoints=c, **fit))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- RQ2
 def matched_gains(frame: pd.DataFrame, *, value: str = "value", baseline: str = "baseline",
                   keys: Sequence[str] = ("task", "language"), exclude: Sequence[str] = (SOURCE,)) -> pd.DataFrame:
@@ -644,5 +669,7 @@ class AnalysisResult:
     delta: pd.DataFrame = field(default_factory=_empty)  # seed-mean method - baseline (plots)
     headline_frame: pd.DataFrame = field(default_factory=_empty)  # points at the primary metric and layer
     pools: pd.DataFrame = field(default_factory=_empty)  # alignment pool size per dataset and language
+    drift: pd.DataFrame = field(default_factory=_empty)  # weight drift per checkpoint (relative L2 from pre-trained)
+    rq1_drift: pd.DataFrame = field(default_factory=_empty)  # within languages, with and without drift
     counts: dict[str, int] = field(default_factory=dict)  # checkpoints, languages, seeds, tasks
     summary: str = ""
