@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .progress import progress
+from .registry import Registry
 
 __all__ = [
     "METRICS",
@@ -100,7 +101,7 @@ class MetricSpec:
     fn: Callable[..., dict[str, float]]
 
 
-METRICS: dict[str, MetricSpec] = {}
+METRICS: Registry[MetricSpec] = Registry("alignment metric")
 
 
 def register_metric(name: str, kind: Literal["pair", "multi"] = "pair") -> Callable:
@@ -109,7 +110,7 @@ def register_metric(name: str, kind: Literal["pair", "multi"] = "pair") -> Calla
         raise ValueError(f"unknown metric kind {kind!r}; expected 'pair' or 'multi'")
 
     def deco(fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
-        METRICS[name] = MetricSpec(name, kind, fn)
+        METRICS.add(name, MetricSpec(name, kind, fn))
         return fn
 
     return deco
@@ -199,6 +200,17 @@ def _unbiased_hsic(x: np.ndarray, y: np.ndarray, xy: np.ndarray, xx_diag: np.nda
     return (tr_kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1)) / (n * (n - 3))
 
 
+def _feature_grams(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x'x, y'y and y'x accumulated over row chunks (float64; no n x n matrix)."""
+    xx, yy, yx = np.zeros((x.shape[1],) * 2), np.zeros((y.shape[1],) * 2), np.zeros((y.shape[1], x.shape[1]))
+    for s in range(0, len(x), _CHUNK):
+        a, b = x[s : s + _CHUNK], y[s : s + _CHUNK]
+        xx += a.T @ a
+        yy += b.T @ b
+        yx += b.T @ a
+    return xx, yy, yx
+
+
 @register_metric("cka")
 def cka(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Linear CKA (Kornblith et al. 2019) and debiased linear CKA.
@@ -212,25 +224,14 @@ def cka(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     n = len(x)
-    xc, yc = x - x.mean(0), y - y.mean(0)
-    xx, yy, yx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((xc, xc), (yc, yc), (yc, xc)))
-    for s in range(0, n, _CHUNK):
-        a, b = xc[s : s + _CHUNK], yc[s : s + _CHUNK]
-        xx += a.T @ a
-        yy += b.T @ b
-        yx += b.T @ a
+    xx, yy, yx = _feature_grams(x - x.mean(0), y - y.mean(0))
     den = np.linalg.norm(xx) * np.linalg.norm(yy)
     out = {"cka": float((yx**2).sum() / den) if den > 0 else float("nan")}
     if n < 4:
         out["cka_debiased"] = float("nan")
         return out
     # the unbiased estimator needs no centring; uncentred Grams in feature space
-    gx, gy, gyx = (np.zeros((a.shape[1], b.shape[1])) for a, b in ((x, x), (y, y), (y, x)))
-    for s in range(0, n, _CHUNK):
-        a, b = x[s : s + _CHUNK], y[s : s + _CHUNK]
-        gx += a.T @ a
-        gy += b.T @ b
-        gyx += b.T @ a
+    gx, gy, gyx = _feature_grams(x, y)
     dx, dy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
     sx, sy = x.sum(0), y.sum(0)
     hxy = _unbiased_hsic(x, y, gyx, dx, dy, sx, sy)
@@ -268,7 +269,7 @@ def langid_probe(
 
 # --------------------------------------------------------------------------- driver
 def _check_metrics(metrics: list[str]) -> None:
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in METRICS]  # all of them named in one error
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
 
