@@ -104,7 +104,7 @@ def run_trainer(records, batch_size):
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from xltlib.heads import load_classifier
-from xltlib.models import load_tokenizer
+    from xltlib.models import load_tokenizer
 
     tok = load_tokenizer("me5-small")
     model = load_classifier("me5-small", 3)

@@ -86,25 +86,6 @@ def test_delta_table_sign():
 
 
 # ---------------------------------------------------------------- summaries
-def test_bootstrap_mean_ci_and_summarize_transfer():
-    m, lo, hi = A.bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], n_boot=NB, seed=0)
-    assert m == 2.5 and lo <= m <= hi
-    assert np.isnan(A.bootstrap_mean_ci([1.0], n_boot=NB)[1])
-    rows = []
-    for s, bump in ((1, 0.0), (2, 0.02)):
-        for lg, v in (("en", 0.9), ("de", 0.8), ("sw", 0.6)):
-            rows.append(dict(checkpoint=f"c{s}", model="xlmr", task="xnli", method="baseline",
-                             seed=s, language=lg, language2="", layer=-1, metric="score",
-                             value=v + bump, n=10))
-    out = A.summarize_transfer(pd.DataFrame(rows), n_boot=NB).set_index("language")
-    assert out.loc["de", "mean"] == pytest.approx(0.81)
-    assert out.loc["de", "sd"] == pytest.approx(np.std([0.8, 0.82], ddof=1))
-    assert out.loc["AVG (incl. en)", "mean"] == pytest.approx((0.9 + 0.8 + 0.6) / 3 + 0.01)
-    assert out.loc["AVG (excl. en)", "mean"] == pytest.approx((0.8 + 0.6) / 2 + 0.01)
-    assert out.loc["AVG (excl. en)", "kind"] == "avg_excl_en"
-
-
-# ---------------------------------------------------------------- plots
 def test_plots_return_figures():
     res = analyze(*run_frames(), majority={"xnli": 0.34}, n_boot=50, n_perm=50)
     figs = [A.plot_alignment_vs_transfer(res.headline_frame), A.plot_language_means(res.headline_frame),

@@ -7,7 +7,6 @@ language, language2, layer, metric, value, n`` and, for alignment, ``dataset``).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -22,8 +21,6 @@ PRETRAINED_PREFIX = "pretrained:"
 __all__ = [
     "merge_alignment_transfer",
     "delta_table",
-    "bootstrap_mean_ci",
-    "summarize_transfer",
     "plot_alignment_vs_transfer",
     "plot_language_means",
     "plot_corr_by_layer",
@@ -139,68 +136,6 @@ def delta_table(merged: pd.DataFrame, *, baseline: str = "baseline") -> pd.DataF
     first = keys + ["method", "delta_alignment", "delta_transfer"]
     return d[first + [c for c in d.columns if c not in first]].reset_index(drop=True)
 
-
-
-# --------------------------------------------------------------------------
-# 6. transfer summaries
-# --------------------------------------------------------------------------
-def bootstrap_mean_ci(values, n_boot: int = 2000, seed: int = 0,
-                      ci: float = 0.95) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean; (mean, nan, nan) if n < 2.
-    With very few values (e.g. 3 seeds) the percentile CI is too narrow."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(v.mean())
-    if len(v) < 2 or n_boot <= 0:
-        return (mean, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    boots = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
-    a = (1 - ci) / 2 * 100
-    lo, hi = np.percentile(boots, [a, 100 - a])
-    return (mean, float(lo), float(hi))
-
-
-def summarize_transfer(transfer: pd.DataFrame, *, metric: str = "score",
-                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per (task, method, language): mean, sd and bootstrap 95% CI over seeds
-    (``kind="language"``), plus per (task, method) the XTREME-style average
-    over languages of the per-language score, computed per seed and then
-    summarised over seeds, both including English (``kind="avg_incl_en"``,
-    language "AVG (incl. en)") and over target languages only
-    (``kind="avg_excl_en"``, language "AVG (excl. en)")."""
-    tr = transfer.copy()
-    if "language2" in tr:
-        tr = tr[_blank(tr["language2"])]
-    tr = tr[tr["metric"] == metric]
-    tr["language"] = _norm_languages(tr["language"])
-    base = [c for c in ("model", "task", "method") if c in tr]
-    per_seed = tr.groupby(base + ["language", "seed"], as_index=False)["value"].mean()
-
-    def summ(g: pd.DataFrame) -> pd.Series:
-        m, lo, hi = bootstrap_mean_ci(g["value"], n_boot=n_boot, seed=seed)
-        return pd.Series(dict(mean=m, sd=g["value"].std(ddof=1), n_seeds=g["seed"].nunique(),
-                              ci_lo=lo, ci_hi=hi))
-
-    parts = []
-    lang = per_seed.groupby(base + ["language"]).apply(summ, include_groups=False).reset_index()
-    lang["kind"] = "language"
-    parts.append(lang)
-    for kind, label, keep in (("avg_incl_en", "AVG (incl. en)", None),
-                              ("avg_excl_en", "AVG (excl. en)", SOURCE_LANGUAGE)):
-        ps = per_seed if keep is None else per_seed[per_seed["language"] != keep]
-        avg = ps.groupby(base + ["seed"], as_index=False).agg(
-            value=("value", "mean"), n_languages=("language", "nunique"))
-        s = avg.groupby(base).apply(summ, include_groups=False).reset_index()
-        s["n_languages"] = avg.groupby(base)["n_languages"].max().to_numpy()
-        s["language"], s["kind"] = label, kind
-        parts.append(s)
-    out = pd.concat(parts, ignore_index=True)
-    out["n_seeds"] = out["n_seeds"].astype(int)
-    cols = base + ["kind", "language", "mean", "sd", "ci_lo", "ci_hi", "n_seeds", "n_languages"]
-    return out[[c for c in cols if c in out]].sort_values(base + ["kind", "language"],
-                                                          ignore_index=True)
 
 
 # --------------------------------------------------------------------------

@@ -246,7 +246,6 @@ def analyze(transfer: pd.DataFrame, alignment: pd.DataFrame, *, primary=None, he
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         merged = A.merge_alignment_transfer(alignment, transfer)
-        res.transfer_summary = A.summarize_transfer(transfer, n_boot=n_boot, seed=seed)
     ok = pd.Series([(t, c) not in failed for t, c in zip(merged["task"], merged["checkpoint"])], index=merged.index)
     res.merged = merged.assign(gate_ok=ok)
     res.analysed = merged[ok].reset_index(drop=True)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import tasks as T
 from .results import write_json, write_rows
-from .run import PRETRAINED, Run  # noqa: F401 - notebooks import Run from here with the stage functions
+from .run import Run  # noqa: F401 - notebooks import Run from here with the stage functions
 from .split import content_hash, eval_records, make_split, train_records
 
 try:  # the stage notebooks should show results, not load reports of newly initialised heads

@@ -655,7 +655,6 @@ class AnalysisResult:
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (task, checkpoint) failing the gate
     merged: pd.DataFrame = field(default_factory=_empty)  # every (checkpoint, language, metric, layer) point
     analysed: pd.DataFrame = field(default_factory=_empty)  # the points that passed the gate
-    transfer_summary: pd.DataFrame = field(default_factory=_empty)
     method_vs_baseline: pd.DataFrame = field(default_factory=_empty)
     primary_layer: dict[str, int] = field(default_factory=dict)  # task -> resolved layer
     primary_metric: str = ""  # the resolved metric row name (dataset-prefixed when several datasets)
