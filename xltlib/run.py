@@ -189,6 +189,9 @@ def init_run(cfg: RunConfig, run_dir: Path, params_file: str = "") -> Run:
     """Create the run folder and snapshot the validated params; smoke runs get their tiny data here."""
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.data_dir is None and cfg.resolved_data_dir() is not None:
+        # the snapshot names the folder $XLT_DATA_DIR pointed at, so the run folder alone says what was read
+        cfg = cfg.model_copy(update={"data_dir": str(cfg.resolved_data_dir())})
     if cfg.smoke:
         from .smoke import make_smoke_data
 
