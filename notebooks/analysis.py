@@ -34,7 +34,8 @@ display(Markdown(res.summary))
 # whose lower bound does not clear the majority rate has no transfer to explain: it is left out of RQ1 and RQ2.
 
 # %%
-display(tables["quality_gate"][0])
+with pd.option_context("display.max_colwidth", None):
+    display(tables["quality_gate"][0].round(3))
 
 # %% [markdown]
 # ## Robust methods vs the baseline
@@ -42,7 +43,8 @@ display(tables["quality_gate"][0])
 # bootstrap 95% CI (test examples when the rows carry per-example values, else languages) plus the seed variance.
 
 # %%
-display(tables["method_vs_baseline"][0])
+with pd.option_context("display.max_colwidth", None):
+    display(tables["method_vs_baseline"][0].round(4))
 
 # %% [markdown]
 # ## The suite: task scores (%), XTREME-R style

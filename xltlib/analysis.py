@@ -334,9 +334,9 @@ def summary_markdown(res, *, protocol: str | None = None, alignment_text: str = 
                          "majority rate for this task kind, not gated.")
                 continue
             n_fail = int((~t["passes"].astype(bool)).sum())
-            L.append(f"- {task}: English {100 * t['english'].min():.1f}–{100 * t['english'].max():.1f}% over {len(t)} "
-                     f"checkpoints (Wilson 95% CI on {int(t['n'].max())} English test rows) against the majority "
-                     f"rate {100 * maj:.1f}%: "
+            L.append(f"- {task}: English scores from {100 * t['english'].min():.1f}% to {100 * t['english'].max():.1f}% "
+                     f"across {len(t)} checkpoints ({int(t['n'].max())} English test rows each; a checkpoint passes "
+                     f"when the lower end of its Wilson 95% CI is above the majority rate {100 * maj:.1f}%): "
                      + ("every checkpoint clears it." if n_fail == 0 else
                         f"**{n_fail} of {len(t)} checkpoint(s) do not clear it and are left out of RQ1 and RQ2** "
                         "(no transfer to explain)."))
