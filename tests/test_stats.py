@@ -80,6 +80,15 @@ def rejection_rate(fn, n_sim=N_SIM, seed=0):
     rng = np.random.default_rng(seed)
     return float(np.mean([fn(rng) for _ in range(n_sim)]))
 
+def assert_calibrated(rejects, *, null, planted, seeds, label, power_min=0.7):
+    """Rejection rate at alpha under simulated null data <= 0.10, and >= ``power_min`` with a planted effect."""
+    null_rate = rejection_rate(rejects(null), seed=seeds[0])
+    power = rejection_rate(rejects(planted), seed=seeds[1])
+    print(f"{label}: null {null_rate:.3f}, planted {power:.3f}")
+    assert null_rate <= 0.10
+    assert power >= power_min
+
+
 
 # --------------------------------------------------------------------------------------- calibration
 def test_across_languages_calibrated_and_powerful():
@@ -132,11 +141,8 @@ def test_within_languages_calibrated_and_powerful():
             return S.within_languages(panel(rng, beta_within=beta))["p"] <= ALPHA
         return f
 
-    null = rejection_rate(rejects(0.0), seed=4)
-    power = rejection_rate(rejects(0.5), seed=5)
-    print(f"within-languages two-way clustered FE: null {null:.3f}, planted {power:.3f}")
-    assert null <= 0.10
-    assert power >= 0.7
+    assert_calibrated(rejects, null=0.0, planted=0.5, seeds=(4, 5),
+                      label="within-languages two-way clustered FE")
 
 
 def test_rq2_slopes_calibrated_and_powerful():
@@ -147,11 +153,8 @@ def test_rq2_slopes_calibrated_and_powerful():
             return out.iloc[0][col] <= ALPHA
         return f
 
-    null = rejection_rate(rejects(0.0), seed=6)
-    power = rejection_rate(rejects(0.03), seed=7)
-    print(f"RQ2 gain ~ task shares + log10 size, one point per language: null {null:.3f}, planted {power:.3f}")
-    assert null <= 0.10
-    assert power >= 0.7
+    assert_calibrated(rejects, null=0.0, planted=0.03, seeds=(6, 7),
+                      label="RQ2 gain ~ task shares + log10 size, one point per language")
 
     def any_holm(rng):  # family-wise: any of four methods rejected after Holm
         out, _ = S.gain_slopes(S.matched_gains(transfer_rows(rng)))
@@ -204,11 +207,8 @@ def test_method_vs_baseline_per_example_ci_calibrated_and_powerful():
             return not row["ci_lo"] <= 0 <= row["ci_hi"]
         return f
 
-    null = rejection_rate(excludes_zero(0.0), seed=12)
-    power = rejection_rate(excludes_zero(0.8), seed=13)
-    print(f"method vs baseline, paired bootstrap over test examples: null {null:.3f}, planted {power:.3f}")
-    assert null <= 0.10
-    assert power >= 0.7
+    assert_calibrated(excludes_zero, null=0.0, planted=0.8, seeds=(12, 13),
+                      label="method vs baseline, paired bootstrap over test examples")
 
 
 # ------------------------------------------------------------------------------------- known answers
