@@ -38,16 +38,21 @@ def test_retrieval_random_near_chance():
     assert all(v < 0.05 for v in r.values()), r
 
 
-def test_margin_beats_cosine_on_hub():
-    # x_i = c + r_i ; y_i = c + r_i + big noise ; y_0 = c is a hub close to every x.
+def _hub_pairs(n: int = 60, d: int = 256):
+    """(clean side, noisy side): rows c + r_i and c + r_i + big noise, whose row 0 is the hub c, close to
+    every row of the clean side."""
     g = rng(2)
-    n, d = 60, 256
     c = np.zeros(d)
     c[0] = 1.0
     r = g.standard_normal((n, d)) / np.sqrt(d)
-    x = c + r
-    y = c + r + 2.0 * g.standard_normal((n, d)) / np.sqrt(d)
-    y[0] = c
+    noisy = c + r + 2.0 * g.standard_normal((n, d)) / np.sqrt(d)
+    noisy[0] = c
+    return c + r, noisy
+
+
+def test_margin_beats_cosine_on_hub():
+    # x_i = c + r_i ; y_i = c + r_i + big noise ; y_0 = c is a hub close to every x.
+    x, y = _hub_pairs()
     res = retrieval(x, y)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     yn = y / np.linalg.norm(y, axis=1, keepdims=True)
@@ -125,14 +130,7 @@ def test_debiased_cka_matches_explicit_and_removes_small_n_bias():
 def test_retrieval_direction_labels():
     """acc1_en2xx queries with English (y) and searches the xx rows (x), XTREME's Tatoeba direction:
     a hub among the xx rows captures the English queries (en->xx fails) but not the xx queries."""
-    g = rng(2)
-    n, d = 60, 256
-    c = np.zeros(d)
-    c[0] = 1.0
-    r = g.standard_normal((n, d)) / np.sqrt(d)
-    en = c + r
-    xx = c + r + 2.0 * g.standard_normal((n, d)) / np.sqrt(d)
-    xx[0] = c  # the hub, on the xx side
+    en, xx = _hub_pairs()  # the hub, on the xx side
     res = retrieval(xx, en)
     assert res["acc1_en2xx"] < 0.2 and res["acc1_xx2en"] > 0.9
 
