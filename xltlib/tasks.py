@@ -49,26 +49,43 @@ def _add(task: Task) -> Task:
 XNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's label order
 
 
-def read_xnli_local(data_dir: Path, lang: str, split: str = "dev") -> list[dict]:
-    path = need_file(Path(data_dir) / "xnli" / f"{split}-{lang}.tsv", f"xnli/{{dev,test}}-{{lang}}.tsv (language '{lang}')")
+def read_nli_pairs(path: Path, *, group_size: int = 1, header_ok: bool = False) -> list[dict]:
+    """premise<TAB>hypothesis<TAB>label files (XNLI, XTREME's MNLI copy, SNLI, CAD, SICK); no CSV quoting.
+    ``group_size`` rows share a group (XNLI: 3 hypotheses per premise); ``header_ok``: a first line whose
+    label is ``label``/``gold_label`` is a header."""
     recs = []
     for i, (prem, hyp, lab) in enumerate(read_tsv(path, 3, quoting=False)):
+        if i == 0 and header_ok and lab.strip().lower() in ("label", "gold_label"):
+            continue
         lab = "contradiction" if lab == "contradictory" else lab
         if lab not in XNLI_LABELS:
             raise DataError(f"{path}, line {i + 1}: label {lab!r} is not one of {XNLI_LABELS}")
-        recs.append(dict(id=i, group=i // 3, text_a=prem, text_b=hyp, label=XNLI_LABELS.index(lab)))
+        n = len(recs)
+        recs.append(dict(id=n, group=n // group_size, text_a=prem, text_b=hyp, label=XNLI_LABELS.index(lab)))
     return recs
+
+
+def read_paraphrase_pairs(path: Path, *, header_ok: bool = False) -> list[dict]:
+    """sentence1<TAB>sentence2<TAB>0|1 files (PAWS-X, PAWS-Wiki). XTREME wrote them with a CSV writer:
+    quoted fields must be read with a CSV reader. ``header_ok``: a first line labelled ``label`` is a header."""
+    recs = []
+    for i, (s1, s2, lab) in enumerate(read_tsv(path, 3, quoting=True)):
+        if i == 0 and header_ok and lab == "label":
+            continue
+        if lab not in ("0", "1"):
+            raise DataError(f"{path}, line {i + 1}: label {lab!r} is not 0 or 1")
+        recs.append(dict(id=len(recs), group=len(recs), text_a=s1, text_b=s2, label=int(lab)))
+    return recs
+
+
+def read_xnli_local(data_dir: Path, lang: str, split: str = "dev") -> list[dict]:
+    path = need_file(Path(data_dir) / "xnli" / f"{split}-{lang}.tsv", f"xnli/{{dev,test}}-{{lang}}.tsv (language '{lang}')")
+    return read_nli_pairs(path, group_size=3)
 
 
 def read_pawsx_local(data_dir: Path, lang: str, split: str = "dev") -> list[dict]:
-    # XTREME wrote PAWS-X with a CSV writer: quoted fields must be read with a CSV reader.
     path = need_file(Path(data_dir) / "pawsx" / f"{split}-{lang}.tsv", f"pawsx/{{dev,test}}-{{lang}}.tsv (language '{lang}')")
-    recs = []
-    for i, (s1, s2, lab) in enumerate(read_tsv(path, 3, quoting=True)):
-        if lab not in ("0", "1"):
-            raise DataError(f"{path}, line {i + 1}: label {lab!r} is not 0 or 1")
-        recs.append(dict(id=i, group=i, text_a=s1, text_b=s2, label=int(lab)))
-    return recs
+    return read_paraphrase_pairs(path)
 
 
 def pawsx_groups(english: list[dict]) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .registry import Registry
-from .tasks import XNLI_LABELS, DataError, load_hub, need_file, read_tsv
+from .tasks import DataError, load_hub, need_file, read_nli_pairs, read_paraphrase_pairs
 
 
 @dataclass(frozen=True)
@@ -35,35 +35,14 @@ TRAIN_SETS: Registry[TrainSet] = Registry("training set")
 
 
 def _nli_file(rel: str, *, header_ok: bool = False) -> Callable[[Path], list[dict]]:
-    """premise<TAB>hypothesis<TAB>label files (XNLI, SNLI, CAD, SICK, XTREME's MNLI copy); no CSV quoting."""
-    def read(data_dir: Path) -> list[dict]:
-        path = need_file(Path(data_dir) / rel, rel)
-        rows = read_tsv(path, 3, quoting=False)
-        recs = []
-        for i, (prem, hyp, lab) in enumerate(rows):
-            if i == 0 and header_ok and lab.strip().lower() in ("label", "gold_label"):
-                continue
-            lab = "contradiction" if lab == "contradictory" else lab
-            if lab not in XNLI_LABELS:
-                raise DataError(f"{path}, line {i + 1}: label {lab!r} is not one of {XNLI_LABELS}")
-            recs.append(dict(id=len(recs), group=i // 3 if rel.startswith("xnli/") else len(recs),
-                             text_a=prem, text_b=hyp, label=XNLI_LABELS.index(lab)))
-        return recs
-    return read
+    # XNLI files keep XNLI's premise blocks (3 rows) as groups; the other NLI sets have one row per group
+    group_size = 3 if rel.startswith("xnli/") else 1
+    return lambda data_dir: read_nli_pairs(need_file(Path(data_dir) / rel, rel), group_size=group_size,
+                                           header_ok=header_ok)
 
 
 def _pawsx_file(rel: str) -> Callable[[Path], list[dict]]:
-    def read(data_dir: Path) -> list[dict]:
-        path = need_file(Path(data_dir) / rel, rel)
-        recs = []
-        for i, (s1, s2, lab) in enumerate(read_tsv(path, 3, quoting=True)):
-            if i == 0 and lab == "label":  # the hub's export carries a header
-                continue
-            if lab not in ("0", "1"):
-                raise DataError(f"{path}, line {i + 1}: label {lab!r} is not 0 or 1")
-            recs.append(dict(id=len(recs), group=len(recs), text_a=s1, text_b=s2, label=int(lab)))
-        return recs
-    return read
+    return lambda data_dir: read_paraphrase_pairs(need_file(Path(data_dir) / rel, rel), header_ok=True)
 
 
 def _hub_pairs(path: str, name: str | None, split: str, a: str, b: str, label: str = "label"):
