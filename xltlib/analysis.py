@@ -308,6 +308,12 @@ def _p_text(row, alpha) -> str:
     return f"p = {_fmt_p(p)} ({how})" if "n_perm" in row else f"p = {_fmt_p(p)}"
 
 
+def _row_lines(table: pd.DataFrame, value: str, empty, line) -> list[str]:
+    """One summary line per table row: ``line(row)`` where ``value`` is a number, else ``empty(row)`` (the
+    row's note says why it is empty)."""
+    return [line(r) if np.isfinite(r.get(value, np.nan)) else empty(r) for _, r in table.iterrows()]
+
+
 def summary_markdown(res, *, protocol: str | None = None, alignment_text: str = "") -> str:
     """The plain-words summary of an :class:`~xltlib.stats.AnalysisResult`, built in this one place.
 
@@ -353,15 +359,13 @@ def summary_markdown(res, *, protocol: str | None = None, alignment_text: str = 
         L.append(f"Estimand: {S.MVB_ESTIMAND}; 95% CI from a paired bootstrap with seed variance added "
                  "(unit and n as stated per line).")
         L.append("")
-        for _, r in mvb.iterrows():
-            if not np.isfinite(r.get("diff", np.nan)):
-                L.append(f"- {r['task']} ({r['setting']}) {r['method']}: {r['note']}.")
-                continue
-            unit = "language pairs" if r["setting"] == "generalized" else "target languages"
-            L.append(f"- {r['task']} ({r['setting']}) {r['method']} − baseline: {_pts(r['diff'])} points "
-                     f"(95% CI {_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}; {int(r['n_languages'])} {unit}, "
-                     f"{int(r['n_seeds'])} matched seed(s); resampled: {r['resampled']})"
-                     + (f" — {r['note']}" if r["note"] else "") + ".")
+        L += _row_lines(
+            mvb, "diff", lambda r: f"- {r['task']} ({r['setting']}) {r['method']}: {r['note']}.",
+            lambda r: f"- {r['task']} ({r['setting']}) {r['method']} − baseline: {_pts(r['diff'])} points "
+                      f"(95% CI {_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}; {int(r['n_languages'])} "
+                      f"{'language pairs' if r['setting'] == 'generalized' else 'target languages'}, "
+                      f"{int(r['n_seeds'])} matched seed(s); resampled: {r['resampled']})"
+                      + (f" — {r['note']}" if r["note"] else "") + ".")
     L.append("")
 
     # -- RQ1
@@ -398,15 +402,13 @@ def summary_markdown(res, *, protocol: str | None = None, alignment_text: str = 
         L.append(f"Within languages (secondary, same measure): estimand: {S.WITHIN_ESTIMAND}; units: checkpoints "
                  "and languages (SEs clustered two-way by both).")
         L.append("")
-        for _, r in pw.iterrows():
-            if not np.isfinite(r.get("coef", np.nan)):
-                L.append(f"- {r['task']}: no fit — {r['note']}.")
-                continue
-            L.append(f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
-                     f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p = {_fmt_p(r['p'])}, "
-                     f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
-                     f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
-                     "checkpoints).")
+        L += _row_lines(
+            pw, "coef", lambda r: f"- {r['task']}: no fit — {r['note']}.",
+            lambda r: f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
+                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p = {_fmt_p(r['p'])}, "
+                      f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
+                      f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
+                      "checkpoints).")
         L.append("")
     ex = res.rq1_exploratory
     if ex is not None and len(ex) and "p_holm" in ex:
