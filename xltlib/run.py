@@ -38,6 +38,7 @@ from .split import Split, content_hash
 
 PRETRAINED = "pretrained"
 LOCK_NAME = ".xlt.lock"
+_SPLITS: dict[Path, tuple[int | None, Split]] = {}  # split file -> (mtime_ns, parsed split)
 log = logging.getLogger("xlt")
 
 
@@ -92,7 +93,13 @@ class Run:
 
     # ------------------------------------------------------------------ splits and keys
     def split(self, task: str) -> Split:
-        return Split.load(self.path("data", f"{task}.json"))
+        """The task's split; parsed once per file version (every key of every cell reads it)."""
+        path = self.path("data", f"{task}.json")
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        cached = _SPLITS.get(path)
+        if stamp is None or cached is None or cached[0] != stamp:
+            _SPLITS[path] = cached = (stamp, Split.load(path))
+        return cached[1]
 
     def checkpoint_dir(self, checkpoint: str) -> Path:
         return self.path("checkpoints", checkpoint)
