@@ -1,6 +1,9 @@
 """Training throughput per robust method on mE5-small, against a Hugging Face Trainer and the matmul peak.
 
     XLT_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_throughput.py [--examples 384] [--repeats 2]
+        [--device auto|cpu|cuda]
+
+The report's first line names the device (and, on the CPU, the thread count); peaks are measured on it.
 
 Prints a table: examples/s and tokens/s (non-padding) per method and precision (bf16 weights with fp32
 master copies = the default; bf16 autocast; fp32), the ratio of each method's step time to baseline's,
@@ -31,6 +34,7 @@ import torch
 
 from xltlib import tasks as T
 from xltlib.config import TrainConfig
+from xltlib.devices import describe, resolve_device
 from xltlib.robust import build_objective
 from xltlib.batching import tokenize_pairs
 from xltlib.train import train_classifier
@@ -43,6 +47,10 @@ METHODS = {
     "freelb (K=3)": {"type": "freelb", "adv_steps": 3},  # K ascent steps = 4 forward/backward passes
     "rs_rp (m=1)": {"type": "rs_rp", "m": 1},
     "rs_da": {"type": "rs_da"},
+    # the control arm of the study: the 96M-row word-embedding table trained, row-sparse (only the rows a
+    # batch touches: sparse gradients, SparseAdam, a row-wise copy back into the bf16 model)
+    "baseline +emb": {"train": {"freeze_embeddings": False}},
+    "rs_da +emb": {"type": "rs_da", "train": {"freeze_embeddings": False}},
 }
 # precision name -> (bf16, bf16_weights) of train_model
 PRECISIONS = {"bf16 weights": (True, True), "bf16 autocast": (True, False), "fp32": (False, False)}
@@ -58,12 +66,22 @@ def _best_rate(flops: float, fn, trials: int = 5, reps: int = 10, warmup_s: floa
         t = time.perf_counter()
         for _ in range(reps):
             fn()
+        _sync()
         best = max(best, flops * reps / (time.perf_counter() - t))
     return best
 
 
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":  # kernels run asynchronously: time them to completion
+        torch.cuda.synchronize()
+
+
 def matmul_peak(dtype=torch.bfloat16, n=2048) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    n = 8192 if DEVICE.type == "cuda" else n  # a GPU needs a large product to reach its peak
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     return _best_rate(2 * n ** 3, lambda: a @ b)
 
 
@@ -72,8 +90,9 @@ def model_matmul_rate(tokens: int, hidden: int, intermediate: int) -> float:
     shapes = [(hidden, hidden)] * 4 + [(hidden, intermediate), (intermediate, hidden)]
     ops, flops = [], 0
     for k, n in shapes:
-        x, w, g = (torch.randn(tokens, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16),
-                   torch.randn(tokens, n, dtype=torch.bfloat16))
+        x, w, g = (torch.randn(tokens, k, dtype=torch.bfloat16, device=DEVICE),
+                   torch.randn(n, k, dtype=torch.bfloat16, device=DEVICE),
+                   torch.randn(tokens, n, dtype=torch.bfloat16, device=DEVICE))
         ops += [lambda x=x, w=w: x @ w.t(), lambda g=g, w=w: g @ w, lambda g=g, x=x: g.t() @ x]
         flops += 3 * 2 * tokens * k * n
     return _best_rate(flops, lambda: [op() for op in ops], trials=3, reps=3, warmup_s=0.5)
@@ -87,11 +106,13 @@ def non_embedding_params(model) -> int:
 def run_ours(records, method_spec, precision, batch_size, warmup_steps=2, diagnostics=True):
     spec = dict(method_spec)
     kind = spec.pop("type", "baseline")
+    train_over = spec.pop("train", {})
     obj = build_objective(kind, spec, data_dir=T.data_dir_or_none(None))
     bf16, bf16_weights = PRECISIONS[precision]
     cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=3e-5, warmup_ratio=0.1, weight_decay=0.01, max_length=128,
-                      bf16=bf16, bf16_weights=bf16_weights, diagnostics=diagnostics)
-    model, tok, log = train_classifier("me5-small", records, num_labels=3, objective=obj, seed=1, cfg=cfg)
+                      bf16=bf16, bf16_weights=bf16_weights, diagnostics=diagnostics, **train_over)
+    model, tok, log = train_classifier("me5-small", records, num_labels=3, objective=obj, seed=1, cfg=cfg,
+                                      device=DEVICE)
     w, last = log[warmup_steps - 1], log[-1]
     steps = len(log) - warmup_steps
     secs = last["elapsed_s"] - w["elapsed_s"]
@@ -114,7 +135,8 @@ def run_trainer(records, batch_size):
     with tempfile.TemporaryDirectory() as d:
         # transformers 5 spells group_by_length as train_sampling_strategy="group_by_length"
         args = TrainingArguments(output_dir=d, per_device_train_batch_size=batch_size, num_train_epochs=1,
-                                 learning_rate=3e-5, bf16=True, train_sampling_strategy="group_by_length", use_cpu=True,
+                                 learning_rate=3e-5, bf16=True, train_sampling_strategy="group_by_length",
+                                 use_cpu=DEVICE.type == "cpu",
                                  report_to=[], save_strategy="no", logging_strategy="no",
                                  dataloader_num_workers=0, disable_tqdm=True, seed=1)
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
@@ -144,7 +166,12 @@ def main():
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated subset of {list(PRECISIONS)}")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="train.diagnostics=false: no extra clean forward per step (pgd/freelb/rs_rp)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--no-trainer", action="store_true", help="skip the Hugging Face Trainer reference")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
+    print(f"device: {describe(DEVICE)}", flush=True)
     if not os.environ.get("XLT_DATA_DIR"):
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
     methods, precisions = args.methods.split(","), args.precisions.split(",")
@@ -152,7 +179,7 @@ def main():
     if unknown:
         raise SystemExit(f"unknown method/precision {unknown}: expected {list(METHODS)} / {list(PRECISIONS)}")
     records = T.load_records("xnli", "en", None)[: args.examples]
-    trainer_ex_s = run_trainer(records, args.batch_size)  # first, so a Trainer API change fails fast
+    trainer_ex_s = float("nan") if args.no_trainer else run_trainer(records, args.batch_size)  # first: fails fast
     print(f"  measured HF Trainer (bf16, group_by_length): {trainer_ex_s:.1f} ex/s", flush=True)
 
     runs: dict[tuple[str, str], list[dict]] = {}
@@ -167,9 +194,9 @@ def main():
     tokens_per_step = any_run["tokens"] / any_run["steps"]
     peak = matmul_peak()
     ceiling_rate = model_matmul_rate(int(tokens_per_step), cfg.hidden_size, cfg.intermediate_size)
-    print(f"\nbare bf16 2048^2 matmul peak: {peak / 1e9:.0f} GFLOP/s (fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
+    print(f"\nbare bf16 {8192 if DEVICE.type == 'cuda' else 2048}^2 matmul peak: {peak / 1e9:.0f} GFLOP/s (fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
           f"mE5-small's own layer matmuls at {tokens_per_step:.0f} tokens: {ceiling_rate / 1e9:.0f} GFLOP/s; "
-          f"threads={torch.get_num_threads()}; {args.examples} XNLI-en examples, batch {args.batch_size}, "
+          f"device {describe(DEVICE)}; {args.examples} XNLI-en examples, batch {args.batch_size}, "
           f"best of {args.repeats}; per-step diagnostics {'off' if args.no_diagnostics else 'on'}")
 
     summary = {}

@@ -10,6 +10,8 @@
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
+unit = ""  # one checkpoint only (a unit of a distributed run, xltlib.executors); empty: every checkpoint
+compute = True  # False: show the rows on disk and compute nothing (the page after distributed units)
 
 # %%
 import matplotlib.pyplot as plt
@@ -20,7 +22,7 @@ from xltlib.report import alignment_heatmaps, alignment_summary, langid_by_layer
 from xltlib.stages import Run, stage_alignment
 
 run = Run.open(run_dir)
-alignment = stage_alignment(run)
+alignment = stage_alignment(run, unit=unit, compute=compute)
 display(Markdown(f"{alignment['checkpoint'].nunique()} checkpoints (the pre-trained model and every fine-tuned "
                  f"one) · datasets: {', '.join(sorted(alignment['dataset'].unique()))} · metrics: "
                  f"{', '.join(sorted(alignment['metric'].unique()))}"))

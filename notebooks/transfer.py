@@ -6,6 +6,8 @@
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
+unit = ""  # one cell only (a unit of a distributed run, xltlib.executors); empty: every cell
+compute = True  # False: show the rows on disk and compute nothing (the page after distributed units)
 
 # %%
 import matplotlib.pyplot as plt
@@ -18,7 +20,7 @@ from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
-transfer = stage_transfer(run)
+transfer = stage_transfer(run, unit=unit, compute=compute)
 missing = missing_cells(run)
 if transfer.attrs.get("stale_rows"):
     display(Markdown(f"{transfer.attrs['stale_rows']} result rows of earlier settings or checkpoints are on disk "

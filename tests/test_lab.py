@@ -24,7 +24,7 @@ import pytest
 from xltlib import lab as L
 from xltlib import progress as P
 from xltlib.cli import main
-from xltlib.pipeline import source_notebook
+from xltlib.execute import source_notebook
 from xltlib.results import provenance
 from xltlib.run import Run
 

@@ -15,7 +15,8 @@ import pytest
 
 from xltlib import lab as L
 from xltlib.config import load_config
-from xltlib.pipeline import NOTEBOOK_DIR, STAGES, write_index
+from xltlib.execute import NOTEBOOK_DIR, STAGES
+from xltlib.pipeline import write_index
 from xltlib.run import init_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -199,3 +199,30 @@ def test_rs_da_copies_schedule(tmp_path):
     assert log[-1]["examples"] == 24 and {r["epoch"] for r in log} == {0}  # XNLI: 3 copies x 1 epoch
     with pytest.raises(ValueError, match=r"methods.rs_da.copies = 'reference'"):
         train_model("tiny-random", _records(8), task=None, objective=ref, **kw)
+
+
+def test_bf16_inference_runs_bf16_weights_and_restores_the_fp32_ones():
+    from xltlib.precision import bf16_inference
+
+    model = load_classifier("tiny-random", 3).eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.tensor([[0, 7, 8, 2]])
+    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids))
+    with torch.inference_mode():
+        ref = model(**kw).logits
+        with bf16_inference(model):
+            assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+            ptrs = [p.data_ptr() for p in model.parameters()]
+            out = model(**kw).logits
+        with bf16_inference(model):  # the cast copies are reused, not made again
+            assert [p.data_ptr() for p in model.parameters()] == ptrs
+        with pytest.raises(RuntimeError), bf16_inference(model):
+            raise RuntimeError("restored on errors too")
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=0.05)
+    assert all(p.dtype == torch.float32 and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with torch.no_grad():  # an in-place update (an optimizer step, load_state_dict) makes a fresh copy
+        model.classifier.weight.add_(1.0)
+    with bf16_inference(model):
+        assert torch.allclose(model.classifier.weight.float(), before["classifier.weight"] + 1, atol=0.02)
+    with bf16_inference(model, enabled=False):
+        assert all(p.dtype == torch.float32 for p in model.parameters())

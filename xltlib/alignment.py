@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from .batching import collate
+from .precision import bf16_inference
 from .progress import progress
 from .registry import Registry
 
@@ -50,6 +52,8 @@ def encode_layers(
     compute) and the original order is restored. ``mean`` averages non-padding tokens
     (attention mask), ``cls`` takes the first non-padding token (position 0 with right
     padding). ``model.base_model`` is used when present, so task-head models also work.
+    ``bf16``: the model runs with bf16 weights (:func:`~xltlib.precision.bf16_inference`; faster
+    than autocast); the bf16 states are pooled in float32.
     """
     if pooling not in ("mean", "cls"):
         raise ValueError(f"unknown pooling {pooling!r}; expected 'mean' or 'cls'")
@@ -59,30 +63,30 @@ def encode_layers(
     if not texts:
         cfg = base.config
         return np.zeros((cfg.num_hidden_layers + 1, 0, cfg.hidden_size), np.float32)
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+    ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False,
+                    return_attention_mask=False)["input_ids"]
+    order = np.argsort([-len(x) for x in ids], kind="stable")
     out: np.ndarray | None = None
     was_training = base.training
     base.eval()
     bar = progress(len(texts), "sentences encoded", "sent")
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_inference(base, bf16), torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
-                feats = {k: [v[i] for i in idx] for k, v in enc.items()}
-                batch = tokenizer.pad(feats, padding=True, return_tensors="pt")
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], tokenizer.pad_token_id).items()}
                 hs = base(**batch, output_hidden_states=True, return_dict=True).hidden_states
-                hs = torch.stack(hs).float()  # [L+1, b, t, h]
-                mask = batch["attention_mask"].to(hs.dtype)
-                if pooling == "mean":
-                    pooled = (hs * mask[None, :, :, None]).sum(2) / mask.sum(1).clamp_min(1)[None, :, None]
+                mask = batch["attention_mask"]
+                if pooling == "mean":  # one [b, 1, t] @ [b, t, h] product per layer: no [L+1, b, t, h] copies
+                    w = (mask / mask.sum(1, keepdim=True).clamp_min(1)).float().unsqueeze(1)
+                    pooled = torch.stack([torch.bmm(w, h.float()).squeeze(1) for h in hs])
                 else:
-                    first = batch["attention_mask"].argmax(1)  # first non-padding position
-                    pooled = hs[:, torch.arange(hs.shape[1], device=hs.device), first]
+                    first = mask.argmax(1)  # first non-padding position
+                    rows = torch.arange(len(first), device=first.device)
+                    pooled = torch.stack([h[rows, first] for h in hs]).float()
                 if out is None:
-                    out = np.empty((hs.shape[0], len(texts), hs.shape[-1]), np.float32)
-                out[:, idx] = pooled.float().cpu().numpy()
+                    out = np.empty((len(hs), len(texts), hs[0].shape[-1]), np.float32)
+                out[:, idx] = pooled.cpu().numpy()
                 bar.update(len(idx))
     finally:
         bar.close()

@@ -1,16 +1,8 @@
-"""Batching shared by training, scoring and the robustness checks: tokenization, length buckets, padding,
-and the bf16 inference context."""
+"""Batching shared by training, scoring and the robustness checks: tokenization, length buckets, padding."""
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 import torch
-
-
-def autocast(enabled: bool):
-    """bf16 autocast for inference (evaluate.py); training goes through :class:`~xltlib.precision.Precision`."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def tokenize_pairs(tokenizer, text_a: list[str], text_b: list[str] | None, max_length: int) -> list[list[int]]:

@@ -16,7 +16,14 @@ def _default_out(name: str) -> Path:
 def cmd_run(args) -> int:
     from .pipeline import STAGES, StageFailed, run_pipeline
 
-    cfg = load_config(args.params, args.set)
+    overrides = list(args.set)
+    if args.executor:
+        overrides.append(f"executor.name={args.executor}")
+    if args.address:
+        overrides.append(f"executor.address={args.address}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    cfg = load_config(args.params, overrides)
     out = Path(args.out) if args.out else _default_out(cfg.name)
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
     bad = [s for s in stages if s not in STAGES]
@@ -82,6 +89,11 @@ def cmd_list(args) -> int:
     if args.what in ("kinds", "all"):
         for name in KINDS:
             print(f"kind {name}")
+    if args.what in ("executors", "all"):
+        from .executors import EXECUTORS
+
+        for name, cls in EXECUTORS.items():
+            print(f"executor {name:6s} {cls.__doc__.strip().splitlines()[0]}")
     return 0
 
 
@@ -101,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set train.epochs=1 --set grid.seed=[1,2]")
     p.add_argument("--stages", help="comma-separated subset of stages (default: all)")
+    p.add_argument("--executor", help="how units of work run: local (default) or ray (xlt list executors); "
+                   "the same as --set executor.name=NAME")
+    p.add_argument("--address", help="ray: the cluster, 'auto' (the running one) or ray://host:port "
+                   "(default: a local cluster on this machine)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where training and scoring run (default: "
+                   "the params' device, auto = CUDA when visible)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="rebuild the analysis and HTML report of a finished run (no training)")
     p.add_argument("dir")
@@ -109,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("dest")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds")
-    p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "all"])
+    p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds, executors")
+    p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "executors", "all"])
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("lab", help="open a stage notebook of a run in JupyterLab with the parameters that run used")
     p.add_argument("dir", help="run folder, e.g. outputs/quick")

@@ -107,11 +107,23 @@ class ReportConfig(_Strict):
     seed: int = 0
 
 
+class ExecutorConfig(_Strict):
+    # 'local': every notebook in this process's machine, one after another. 'ray': each training cell and each
+    # checkpoint's transfer / alignment work is a Ray task running the same stage notebook (xltlib.executors);
+    # the run folder must be on a filesystem every worker sees.
+    name: str = "local"  # a registered executor (`xlt list executors`)
+    address: str | None = None  # ray: None = a local cluster on this machine, 'auto' = the running cluster, 'ray://host:port'
+    cell_resources: dict[str, float] = {"num_cpus": 2, "num_gpus": 0}  # ray: resources of each task
+    max_retries: int = Field(1, ge=0)  # ray: a failed task is retried this many times, then marked failed
+
+
 class RunConfig(_Strict):
     name: str = "run"  # run name; outputs go to outputs/<name> unless --out is given
     data_dir: str | None = None  # XTREME-layout folder; None = $XLT_DATA_DIR, else the Hugging Face hub
     grid: GridConfig = GridConfig()
-    methods: dict[str, dict[str, Any]] = {}  # named method entries: {type: pgd, eps: 1.0, ...}
+    # named method entries: {type: pgd, eps: 1.0, ...}; `train:` in an entry overrides train settings for its
+    # checkpoints, e.g. {baseline_emb: {type: baseline, train: {freeze_embeddings: false}}} (a control arm)
+    methods: dict[str, dict[str, Any]] = {}
     protocol: ProtocolConfig = ProtocolConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
@@ -120,6 +132,8 @@ class RunConfig(_Strict):
     alignment: AlignmentConfig = AlignmentConfig()
     report: ReportConfig = ReportConfig()
     smoke: bool = False  # tiny random model + tiny data made on the fly (tests)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where training and scoring run: auto = CUDA when visible
+    executor: ExecutorConfig = ExecutorConfig()  # how grid cells are run: in this process, or as Ray tasks
 
     @field_validator("methods")
     @classmethod
@@ -133,15 +147,21 @@ class RunConfig(_Strict):
         d = self.data_dir or os.environ.get("XLT_DATA_DIR")
         return Path(d).expanduser().resolve() if d else None
 
-    def train_for(self, task: str) -> "TrainConfig":
-        """The training settings of ``task``'s checkpoints: ``train`` with the task's ``task_train`` overrides."""
-        over = self.task_train.get(task)
+    def train_for(self, task: str, method: str | None = None) -> "TrainConfig":
+        """The training settings of a checkpoint: ``train``, then the task's ``task_train`` overrides, then the
+        method entry's ``train`` overrides."""
+        over = {**self.task_train.get(task, {}), **(self.method_train(method) if method else {})}
         return TrainConfig.model_validate({**self.train.model_dump(), **over}) if over else self.train
 
     def method_spec(self, entry: str) -> tuple[str, dict]:
-        """(objective type, hyperparameters) of a grid method entry."""
+        """(objective type, hyperparameters) of a grid method entry (its ``train`` overrides are not the objective's)."""
         spec = dict(self.methods.get(entry, {}))
+        spec.pop("train", None)
         return spec.pop("type", entry), spec
+
+    def method_train(self, entry: str) -> dict:
+        """The train-setting overrides of a method entry (``methods.<entry>.train``), or {}."""
+        return dict(self.methods.get(entry, {}).get("train") or {})
 
 
 def _format_validation(err: ValidationError, source: str, model: type[BaseModel]) -> str:
@@ -258,6 +278,14 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: {where} '{entry}' has type '{kind}', not a registered method; "
                 f"registered: {', '.join(robust.OBJECTIVES)}")
+        over = cfg.methods.get(entry, {}).get("train")
+        if over is not None:
+            if not isinstance(over, dict):
+                raise ConfigError(f"{source}: methods.{entry}.train must be a mapping of train settings, got {over!r}")
+            try:
+                TrainConfig.model_validate({**cfg.train.model_dump(), **over})
+            except ValidationError as exc:
+                raise ConfigError(_format_validation(exc, f"{source}: methods.{entry}.train", TrainConfig)) from None
         if kind == "rs_da" and cfg.smoke:
             continue  # smoke runs make their own synonym table at run time
         try:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batching import autocast, collate, length_batches, tokenize_pairs
+from .batching import collate, length_batches, tokenize_pairs
+from .devices import model_device, to_device
+from .precision import bf16_inference
 from .progress import progress
 
 
@@ -18,19 +20,23 @@ def _collate_ids(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 def logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int, bf16: bool,
                    collate_fn=_collate_ids, length=lambda f: len(f["input_ids"]), objective=None):
-    """(feature indices, float32 logits) per length-sorted batch (little padding), without gradients.
+    """(feature indices, float32 CPU logits) per length-sorted batch (little padding), without gradients, on
+    the model's device.
 
     ``objective``: its ``predict_logits`` (e.g. RS-RP's noisy-copy vote) instead of the plain forward.
+    ``bf16``: the model runs with bf16 weights (:func:`~xltlib.precision.bf16_inference`; faster than autocast).
     """
     lengths = np.array([length(f) for f in features])
     bar = progress(len(features), "examples scored", "ex")
-    with torch.inference_mode(), autocast(bf16):
+    device = model_device(model)
+    with bf16_inference(model, bf16), torch.inference_mode():
         for idx in length_batches(lengths, batch_size, rng=None):
             batch = collate_fn([features[i] for i in idx], pad_id)
             batch.pop("labels", None)
+            batch = to_device(batch, device)
             logits = objective.predict_logits(model, batch) if objective is not None else model(**batch).logits
             bar.update(len(idx))
-            yield idx, logits.float()
+            yield idx, logits.float().cpu()
     bar.close()
 
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pipeline import NOTEBOOK_NAMES, QUIET_ENV, STAGES, notebook_name, source_notebook, stage_parameters
+from .execute import NOTEBOOK_NAMES, QUIET_ENV, STAGES, notebook_name, source_notebook, stage_parameters
 from .progress import PROGRESS_FILE_ENV
 from .results import INTERACTIVE_ENV
 from .run import Run, RunLocked, run_lock

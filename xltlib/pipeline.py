@@ -1,152 +1,65 @@
 """Run the stage notebooks with papermill: grid cells, resume, failure marking, HTML export.
 
 Stages run in order data -> train (one notebook per grid cell) -> transfer ->
-alignment -> analysis. A train cell whose checkpoint exists with the same
+alignment -> analysis, the units of work through the configured executor (:mod:`xltlib.executors`:
+``local`` or ``ray``). A train cell whose checkpoint exists with the same
 fingerprint is skipped; transfer and alignment cache their rows per
-checkpoint, so a rerun redoes only what is missing. A failed notebook is kept
+checkpoint, so a rerun redoes only what is missing, whichever executor ran before. A failed notebook is kept
 as ``*.failed.ipynb`` (and its HTML) and the stage is marked failed in
 ``status.json``; nothing of it looks done. While a stage runs, a terminal shows the grid position and the
 stage's progress bar (:mod:`xltlib.progress`); a pipe gets one line per finished stage.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import json
 import logging
 import os
-import re
-import time
+import socket
 from pathlib import Path
 
 from .config import RunConfig
-from .progress import LiveProgress
+from .execute import STAGES, execute_notebook, notebook_name, stage_parameters
+from .executors import Unit, make_executor
 from .results import write_json
 from .run import Run, init_run, run_lock
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-STAGES = ("data", "train", "transfer", "alignment", "analysis")
-# executed notebook of each stage under DIR/notebooks/ (train: one per checkpoint, 02_train/<checkpoint>)
-NOTEBOOK_NAMES = {"data": "01_data", "train": "02_train", "transfer": "03_transfer", "alignment": "04_alignment",
-                  "analysis": "05_analysis"}
 log = logging.getLogger("xlt")
-logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
-# Kernels inherit these: reports show results, not progress bars or load reports.
-QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-             "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
 
 class StageFailed(RuntimeError):
     pass
 
 
-def notebook_name(stage: str, checkpoint: str = "") -> str:
-    """``04_alignment``; a training cell's is ``02_train/<checkpoint>``."""
-    return f"{NOTEBOOK_NAMES[stage]}/{checkpoint}" if stage == "train" else NOTEBOOK_NAMES[stage]
-
-
-def stage_parameters(run: Run, stage: str, cell_id: str = "") -> dict:
-    """The parameters papermill injects into a stage notebook (``xlt lab`` rebuilds them the same way)."""
-    return dict(run_dir=str(run.dir), cell_id=cell_id) if stage == "train" else dict(run_dir=str(run.dir))
-
-
-def source_notebook(stage: str):
-    """The jupytext source ``notebooks/<stage>.py`` as a notebook node with the python3 kernel."""
-    import jupytext
-
-    src = NOTEBOOK_DIR / f"{stage}.py"
-    if not src.is_file():
-        raise FileNotFoundError(f"stage notebook {src} is missing")
-    nb = jupytext.read(src)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
-
-
-def _source_notebook(stage: str, run_dir: Path) -> Path:
-    """Convert the jupytext source ``notebooks/<stage>.py`` into an .ipynb papermill can run."""
-    import jupytext
-
-    out = run_dir / "notebooks" / "_src" / f"{stage}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    jupytext.write(source_notebook(stage), out)
-    return out
-
-
-def export_html(notebook: Path, target: Path, title: str) -> Path:
-    """Self-contained HTML: code hidden, images embedded, no CDN needed to show content."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
-    exporter.log.setLevel(logging.ERROR)  # one warning per page about figures without alt text
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4), resources={"metadata": {"name": title}})
-    # The template loads require.js and MathJax from a CDN; the reports need neither (no widgets, no LaTeX).
-    body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(body, encoding="utf-8")
-    return target
-
-
-def _ipc_kernel_manager():
-    """nbclient's kernel manager on local IPC sockets: the kernel is on this machine anyway, and over TCP
-    every stage kernel printed ipykernel's warning about unencrypted TCP."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.transport = "ipc"
-
-    return IPCKernelManager
-
-
 def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dict, position: str = "") -> bool:
-    """Execute one notebook; returns True on success. Failures are recorded, not raised.
-
-    ``position``: where this notebook is in the run (``[3/7]``), shown on the terminal and in the log line.
-    """
-    import papermill as pm
-
-    out = run.path("notebooks", f"{name}.ipynb")
-    failed = out.with_suffix(".failed.ipynb")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (out, failed):
-        stale.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    ok, error = True, ""
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
+    """Execute one notebook here and record it in ``status.json``; returns True on success."""
     label = f"{position} {name}".strip()
-    try:
-        with LiveProgress(run.dir, label):
-            pm.execute_notebook(str(_source_notebook(stage, run.dir)), str(out), parameters=parameters,
-                                kernel_name="python3", language="python", progress_bar=False,
-                                cwd=str(run.dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
-    except Exception as exc:  # noqa: BLE001 - any failure marks the stage failed
-        ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        if out.exists():
-            os.replace(out, failed)
-    nb = out if ok else failed
-    if nb.exists():
-        export_html(nb, run.path("report", f"{name}.html"), name)
-    status[name] = dict(stage=stage, ok=ok, error=error, seconds=round(time.perf_counter() - t0, 1),
-                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        notebook=str(nb.relative_to(run.dir)))
+    entry = execute_notebook(run.dir, stage, name, parameters, label=label)
+    record_entry(run, status, name, entry, label)
+    return entry["ok"]
+
+
+def record_entry(run: Run, status: dict, name: str, entry: dict, label: str) -> None:
+    """One finished notebook: its status entry in ``status.json`` and one log line."""
+    status[name] = entry
     write_json(status, run.path("status.json"))
-    log.info("%-46s %s (%.0f s)%s", label, "ok" if ok else "FAILED", status[name]["seconds"],
-             f"  {error}" if error else "")
-    return ok
+    where = f" on {entry['host']}" if entry.get("host") and entry["host"] != socket.gethostname() else ""
+    log.info("%-46s %s (%.0f s)%s%s", label, "ok" if entry["ok"] else "FAILED", entry.get("seconds", float("nan")),
+             where, f"  {entry['error']}" if entry.get("error") else "")
 
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: tuple[str, ...] = STAGES) -> Run:
-    """Execute the stages for every grid cell under the run folder's lock; raise StageFailed at the end if
-    anything failed."""
-    with run_lock(Path(run_dir)):
-        return _run_stages(init_run(cfg, run_dir, params_file), stages)
+    """Execute the stages for every grid cell under the run folder's lock with the configured executor;
+    raise StageFailed at the end if anything failed."""
+    executor = make_executor(cfg.executor)  # an executor that cannot run here fails before anything is written
+    try:
+        with run_lock(Path(run_dir)):
+            return _run_stages(init_run(cfg, run_dir, params_file), stages, executor)
+    finally:
+        executor.close()
 
 
-def _run_stages(run: Run, stages: tuple[str, ...]) -> Run:
+def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
     sp = run.path("status.json")
     status: dict = json.loads(sp.read_text()) if sp.exists() else {}
     failures = []
@@ -159,24 +72,41 @@ def _run_stages(run: Run, stages: tuple[str, ...]) -> Run:
         done += 1
         return f"[{done}/{total}]"
 
-    if "data" in stages and not execute_stage(run, "data", "01_data", stage_parameters(run, "data"), status,
-                                              position()):
-        failures.append("01_data")
+    def record(unit: Unit, entry: dict, label: str) -> None:
+        record_entry(run, status, unit.name, entry, label)
+        if not entry["ok"]:
+            failures.append(unit.name)
+
+    def run_here(stage: str, **kw) -> bool:
+        name = notebook_name(stage)
+        ok = execute_stage(run, stage, name, stage_parameters(run, stage, **kw), status, position())
+        if not ok:
+            failures.append(name)
+        return ok
+
+    if "data" in stages and not run_here("data"):
         stages = ()  # nothing downstream can run without the split
     if "train" in stages:
+        todo = []
         for cell in cells:
             name = notebook_name("train", cell["checkpoint"])
             if run.cell_done(cell):
                 log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
                 status[name] = dict(stage="train", ok=True, skipped=True)
                 continue
-            if not execute_stage(run, "train", name, stage_parameters(run, "train", cell["cell_id"]), status,
-                                 position()):
-                failures.append(name)
+            todo.append(Unit("train", name, stage_parameters(run, "train", cell["cell_id"])))
+        executor.run(run.dir, todo, record, position)
+    if executor.splits_stages:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
+        units = [Unit("transfer", notebook_name("transfer", c["cell_id"]), stage_parameters(run, "transfer", c["cell_id"]))
+                 for c in run.finished_cells() if "transfer" in stages and not run.transfer_done(c)]
+        units += [Unit("alignment", notebook_name("alignment", ck["checkpoint"]),
+                       stage_parameters(run, "alignment", ck["checkpoint"]))
+                  for ck in run.alignment_checkpoints() if "alignment" in stages and not run.alignment_done(ck)]
+        total += len(units)
+        executor.run(run.dir, units, record, position)
     for stage in ("transfer", "alignment", "analysis"):
-        if stage in stages and not execute_stage(run, stage, notebook_name(stage), stage_parameters(run, stage),
-                                                 status, position()):
-            failures.append(notebook_name(stage))
+        if stage in stages:
+            run_here(stage, compute=not (executor.splits_stages and stage != "analysis"))
     write_index(run, status)
     if failures:
         raise StageFailed(f"{len(failures)} stage notebook(s) failed: {', '.join(failures)}; "
@@ -205,18 +135,25 @@ def write_index(run: Run, status: dict | None = None) -> Path:
         sp = run.path("status.json")
         status = json.loads(sp.read_text()) if sp.exists() else {}
     analysis = run.path("report", "05_analysis.html")
-    items, train_items = [], []
+    items, unit_items = [], {}
     for name, st in sorted(status.items()):
         page = run.path("report", f"{name}.html")
         state = "skipped (already done)" if st.get("skipped") else ("ok" if st.get("ok") else f"FAILED: {st.get('error', '')}")
         link = f'<a href="{html.escape(os.path.relpath(page, run.path("report")))}">{html.escape(name)}</a>' \
             if page.exists() else html.escape(name)
-        item = f"<li>{link} — {html.escape(state)} {st.get('seconds', '')}{' s' if 'seconds' in st else ''}</li>"
-        (train_items if st.get("stage") == "train" else items).append(item)
-    if train_items:
-        failed = sum("FAILED" in i for i in train_items)
-        items.insert(1 if items else 0, f"<li><details><summary>{len(train_items)} training cells"
-                     f"{f', {failed} FAILED' if failed else ''}</summary><ul>{''.join(train_items)}</ul></details></li>")
+        where = f" on {html.escape(st['host'])}" if st.get("host") else ""
+        item = f"<li>{link} — {html.escape(state)} {st.get('seconds', '')}{' s' if 'seconds' in st else ''}{where}</li>"
+        # one notebook per cell / checkpoint (training; transfer and alignment under a distributed executor)
+        (unit_items.setdefault(st.get("stage"), []) if "/" in name else items).append(item)
+    at = 1 if items else 0
+    for stage, what in (("train", "training cells"), ("transfer", "transfer units (one per cell)"),
+                        ("alignment", "alignment units (one per checkpoint)")):
+        group = unit_items.get(stage, [])
+        if group:
+            failed = sum("FAILED" in i for i in group)
+            items.insert(at, f"<li><details><summary>{len(group)} {what}{f', {failed} FAILED' if failed else ''}"
+                             f"</summary><ul>{''.join(group)}</ul></details></li>")
+            at += 1
     body = analysis.read_text(encoding="utf-8") if analysis.exists() else "<p>The analysis stage has not run.</p>"
     lab = interactive_results(run)
     warn = (f'<p style="color:#a00"><b>{len(lab)} result file(s) hold rows written from an interactive session '

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def write_rows(rows: list[dict] | pd.DataFrame, path: str | Path, prov: dict) ->
         df[k] = v
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return df
@@ -81,6 +82,6 @@ def read_rows(folder: str | Path) -> pd.DataFrame:
 def write_json(obj, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # unique: workers may write the same file
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)

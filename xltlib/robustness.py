@@ -28,6 +28,7 @@ import torch
 from .robust import PGD, RSDA, RSRP, FreeLB, build_objective, objective_defaults
 from .robust.base import model_inputs
 from .batching import collate, length_batches, tokenize_pairs
+from .devices import model_device, to_device
 
 __all__ = ["robustness_rows", "attack_settings"]
 
@@ -65,8 +66,9 @@ def attack_settings(objective=None, *, eps: float | None = None, sigma: float | 
 def _batches(model, tokenizer, records, batch_size, max_length):
     ids = tokenize_pairs(tokenizer, [r["text_a"] for r in records], [r["text_b"] for r in records], max_length)
     labels = np.array([r["label"] for r in records])
+    device = model_device(model)
     for idx in length_batches(np.array([len(x) for x in ids]), batch_size, rng=None):
-        yield idx, collate([ids[i] for i in idx], tokenizer.pad_token_id, labels[idx])
+        yield idx, to_device(collate([ids[i] for i in idx], tokenizer.pad_token_id, labels[idx]), device)
 
 
 def _embed_scores(model, batch, delta_fn):
@@ -76,7 +78,7 @@ def _embed_scores(model, batch, delta_fn):
     with torch.no_grad():
         logits = model(inputs_embeds=(embeds + delta).to(embeds.dtype), **model_inputs(batch)).logits.float()
     loss = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
-    return (logits.argmax(-1) == batch["labels"]).numpy(), loss.numpy()
+    return (logits.argmax(-1) == batch["labels"]).cpu().numpy(), loss.cpu().numpy()
 
 
 def _row(metric, per_example, strength=float("nan"), scale="", language="en"):

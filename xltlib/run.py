@@ -89,7 +89,24 @@ class Run:
         return ["en"] + [lang for lang in langs if lang != "en"]
 
     def prov(self) -> dict:
-        return provenance(self.params_file)
+        """Provenance columns of every row: commit, time, versions, and the host and device that computed it."""
+        from .devices import describe
+
+        return dict(provenance(self.params_file), host=socket.gethostname(), device=describe(self.device))
+
+    @property
+    def device(self):
+        """This kernel's torch device (``device`` in the params, resolved by :mod:`xltlib.devices`)."""
+        from .devices import resolve_device
+
+        return resolve_device(self.cfg.device)
+
+    @property
+    def bf16(self) -> bool:
+        """``train.bf16`` where this kernel's device has bf16."""
+        from .devices import use_bf16
+
+        return use_bf16(self.cfg.train.bf16, self.device)
 
     # ------------------------------------------------------------------ splits and keys
     def split(self, task: str) -> Split:
@@ -110,7 +127,7 @@ class Run:
         return content_hash(dict(split=self.split(cell["task"]).train_key, model=cell["model"],
                                  training_task=T.get_task(cell["task"]).training_task, method=cell["method_type"],
                                  method_params=cell["method_params"], seed=cell["seed"],
-                                 train=c.train_for(T.get_task(cell["task"]).training_task).model_dump()))
+                                 train=c.train_for(T.get_task(cell["task"]).training_task, cell["method"]).model_dump()))
 
     def transfer_key(self, cell: dict) -> str:
         """checkpoint -> transfer: the checkpoint, the scored rows and how they are scored."""
@@ -128,6 +145,19 @@ class Run:
         base = ck["key"] if ck["path"] is not None else ck["checkpoint"]
         return content_hash(dict(checkpoint=base, alignment=self.cfg.alignment.model_dump(),
                                  parallel=self.parallel_key(), bf16=self.cfg.train.bf16))
+
+    def transfer_path(self, cell: dict) -> Path:
+        return self.path("results", "transfer", f"{cell['cell_id']}.parquet")
+
+    def alignment_path(self, ck: dict) -> Path:
+        return self.path("results", "alignment", ck["checkpoint"].replace(":", "__").replace("/", "--") + ".parquet")
+
+    def transfer_done(self, cell: dict) -> bool:
+        return cached(self.transfer_path(cell), self.transfer_key(cell))
+
+    def alignment_done(self, ck: dict) -> bool:
+        """False also before the alignment stage first wrote the parallel data's key."""
+        return bool(self.parallel_key()) and cached(self.alignment_path(ck), self.alignment_key(ck))
 
     def cell_done(self, cell: dict) -> bool:
         meta = self.checkpoint_dir(cell["checkpoint"]) / "xlt_checkpoint.json"
@@ -190,6 +220,22 @@ class Run:
             if T.get_task(task).kind in ("pair_classification", "multiple_choice"):
                 out[task] = self.split(task).majority_rate("en")
         return out
+
+
+def cached(path: Path, key: str) -> bool:
+    """The artefact at ``path`` exists and was made under ``key`` by a batch run."""
+    if not path.exists():
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        cols = ["key", "interactive"] if "interactive" in pq.read_schema(path).names else ["key"]
+        rows = pd.read_parquet(path, columns=cols)
+    except (KeyError, ValueError, IndexError, OSError):  # written without a key, or unreadable: recompute
+        return False
+    # rows written from a JupyterLab session (xlt lab) never stand in for a batch result
+    interactive = "interactive" in rows and rows["interactive"].fillna(False).astype(bool).any()
+    return len(rows) > 0 and rows["key"].iloc[0] == key and not interactive
 
 
 def init_run(cfg: RunConfig, run_dir: Path, params_file: str = "") -> Run:

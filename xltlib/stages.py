@@ -57,11 +57,11 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     cell = run.find_cell(cell_id)
     task = T.get_task(T.get_task(cell["task"]).training_task)
     records = train_records(run.split(cell["task"]), run.data_dir)
-    t = run.cfg.train_for(task.name)
+    t = run.cfg.train_for(task.name, cell["method"])
     kind = T.get_task(cell["task"]).kind
     model, tokenizer, log = train_model(
         cell["model"], records, kind=kind, task=task, num_labels=get_kind(kind).num_labels(task),
-        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t)
+        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t, device=run.device)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
@@ -94,51 +94,35 @@ def weight_drift(model, base_model: str) -> float:
         for name, p in model.base_model.named_parameters():
             if name in base and base[name].shape == p.shape:
                 b = base[name].float()
-                num += float((p.float() - b).pow(2).sum())
+                num += float((p.float().cpu() - b).pow(2).sum())
                 den += float(b.pow(2).sum())
     return (num / den) ** 0.5 if den else float("nan")
 
 
 # ----------------------------------------------------------------------- transfer
-def _cached(path, key: str) -> bool:
-    """The artefact at ``path`` exists and was made under ``key``."""
-    if not path.exists():
-        return False
-    try:
-        rows = pd.read_parquet(path, columns=["key", "interactive"] if _has_column(path, "interactive") else ["key"])
-    except (KeyError, ValueError, IndexError):  # written without a key: recompute
-        return False
-    # rows written from a JupyterLab session (xlt lab) never stand in for a batch result
-    interactive = "interactive" in rows and rows["interactive"].fillna(False).astype(bool).any()
-    return len(rows) > 0 and rows["key"].iloc[0] == key and not interactive
+def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFrame:
+    """Zero-shot score of every finished cell in every language (cached per cell by its transfer key).
 
-
-def _has_column(path, name: str) -> bool:
-    import pyarrow.parquet as pq
-
-    return name in pq.read_schema(path).names
-
-
-def stage_transfer(run: Run) -> pd.DataFrame:
-    """Zero-shot score of every finished cell in every language (cached per cell by its transfer key)."""
+    ``unit``: this cell only (one unit of a distributed run); ``compute=False``: compute nothing, return
+    the live rows on disk."""
     from .kinds import get_kind
     from .train import load_checkpoint
 
-    out_dir = run.path("results", "transfer")
     loaded: dict[str, tuple] = {}
-    for cell in run.finished_cells():
-        out = out_dir / f"{cell['cell_id']}.parquet"
-        key = run.transfer_key(cell)
-        if _cached(out, key):
+    for cell in run.finished_cells() if compute else []:
+        if unit and cell["cell_id"] != unit:
+            continue
+        out, key = run.transfer_path(cell), run.transfer_key(cell)
+        if run.transfer_done(cell):
             continue
         if cell["checkpoint"] not in loaded:
-            loaded = {cell["checkpoint"]: load_checkpoint(run.checkpoint_dir(cell["checkpoint"]))}
+            loaded = {cell["checkpoint"]: load_checkpoint(run.checkpoint_dir(cell["checkpoint"]), run.device)}
         model, tokenizer, _ = loaded[cell["checkpoint"]]
         task = T.get_task(cell["task"])
         kind = get_kind(task.kind)
         recs = eval_records(run.split(cell["task"]), run.data_dir)
         kw = dict(objective=build_objective_for(run, cell), batch_size=run.cfg.evaluate.batch_size,
-                  max_length=run.cfg.train.max_length, bf16=run.cfg.train.bf16)
+                  max_length=run.cfg.train.max_length, bf16=run.bf16)
         rows = kind.evaluate(model, tokenizer, task, recs, **kw)
         ev = run.cfg.evaluate
         if ev.generalized and task.row_aligned and task.kind == "pair_classification":
@@ -182,8 +166,13 @@ def parallel_sentences(run: Run, dataset: str) -> dict[str, tuple[list[str], lis
     return load_parallel(dataset, run.data_dir, alignment_languages(run), run.cfg.alignment.max_sentences, **ctx)
 
 
-def stage_alignment(run: Run) -> pd.DataFrame:
-    """Every alignment metric x language x layer for the pre-trained model and each checkpoint."""
+def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFrame:
+    """Every alignment metric x language x layer for the pre-trained model and each checkpoint.
+
+    ``unit``: this checkpoint only (one unit of a distributed run); ``compute=False``: compute nothing,
+    return the live rows on disk."""
+    if not compute:
+        return run.load_results("alignment")
     from .alignment import compute_alignment_pairs, encode_layers
     from .models import load_encoder, load_tokenizer
     from .parallel import PARALLEL
@@ -193,16 +182,17 @@ def stage_alignment(run: Run) -> pd.DataFrame:
     data = {d: parallel_sentences(run, d) for d in a.datasets}
     write_json(dict(key=content_hash(data), datasets=list(data)), run.path("data", "parallel.json"))
     for ck in run.alignment_checkpoints():
-        out = run.path("results", "alignment", ck["checkpoint"].replace(":", "__").replace("/", "--") + ".parquet")
-        key = run.alignment_key(ck)
-        if _cached(out, key):
+        if unit and ck["checkpoint"] != unit:
+            continue
+        out, key = run.alignment_path(ck), run.alignment_key(ck)
+        if run.alignment_done(ck):
             continue
         if ck["path"] is None:
-            model, tok = load_encoder(ck["model"]), load_tokenizer(ck["model"])
+            model, tok = load_encoder(ck["model"]).to(run.device), load_tokenizer(ck["model"])
         else:
-            model, tok, _ = load_checkpoint(ck["path"])
+            model, tok, _ = load_checkpoint(ck["path"], run.device)
         rows = []
-        kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.cfg.train.bf16)
+        kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.bf16)
         cache: dict[int, np.ndarray] = {}
 
         def encode(texts: list[str]) -> np.ndarray:  # English sides shared across languages are encoded once

@@ -19,9 +19,10 @@ import torch
 
 from .batching import length_batches
 from .config import TrainConfig
+from .devices import resolve_device, set_cpu_threads, to_device, use_bf16
 from .fast import use_fast_dropout
 from .models import load_tokenizer, resolve_model
-from .precision import Precision
+from .precision import Precision, clip_grad_norm
 from .progress import progress
 
 CHECKPOINT_META = "xlt_checkpoint.json"
@@ -34,18 +35,51 @@ def seed_everything(seed: int) -> None:
 
 
 def trainable_parameters(model, freeze_embeddings: bool):
-    emb = model.get_input_embeddings().weight
+    """(name, parameter) of everything training updates. A trainable word-embedding table gets row-sparse
+    gradients (``nn.Embedding(sparse=True)``): a batch touches a few thousand of its 250k rows, and a dense
+    96M-entry gradient and AdamW update per step would cost more than the rest of the step."""
+    emb = model.get_input_embeddings()
     if freeze_embeddings:
-        emb.requires_grad_(False)
+        emb.weight.requires_grad_(False)
+    else:
+        emb.sparse = True
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def make_optimizer(named_params, lr: float, weight_decay: float):
-    decay = [p for n, p in named_params if p.ndim >= 2]
-    no_decay = [p for n, p in named_params if p.ndim < 2]  # biases and LayerNorm, as in BERT
-    # fused: one kernel for all parameters instead of ~10 small ops per tensor (~6% of a step here)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=True)
+class Optimizer:
+    """AdamW over the dense parameters and, for a table with sparse gradients, ``torch.optim.SparseAdam``
+    (lazy Adam: a row's moments and weights change only in steps whose batch holds its token; no weight decay,
+    which would otherwise shrink every untouched row each step), each with the same linear warm-up/decay."""
+
+    def __init__(self, named_params, lr: float, weight_decay: float, sparse: tuple[str, ...] = ()):
+        dense = [(n, p) for n, p in named_params if n not in sparse]
+        decay = [p for n, p in dense if p.ndim >= 2]
+        no_decay = [p for n, p in dense if p.ndim < 2]  # biases and LayerNorm, as in BERT
+        # fused: one kernel for all parameters instead of ~10 small ops per tensor (~6% of a step here)
+        self.optimizers = [torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=True)]
+        rows = [p for n, p in named_params if n in sparse]
+        if rows:
+            self.optimizers.append(torch.optim.SparseAdam(rows, lr=lr))
+        self.schedulers: list = []
+
+    def schedule(self, warmup_steps: int, total_steps: int) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        self.schedulers = [get_linear_schedule_with_warmup(o, warmup_steps, total_steps) for o in self.optimizers]
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+        for s in self.schedulers:
+            s.step()
+
+    def last_lr(self) -> float:
+        return self.schedulers[0].get_last_lr()[0]
+
+
+def make_optimizer(named_params, lr: float, weight_decay: float, sparse: tuple[str, ...] = ()) -> Optimizer:
+    return Optimizer(named_params, lr, weight_decay, sparse)
 
 
 def rewrites_text(objective) -> bool:
@@ -64,12 +98,14 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, *
 
 
 def train_model(model_name: str, records: list[dict], *, kind: str, task, num_labels: int, objective, seed: int,
-                cfg: TrainConfig | None = None, **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
+                cfg: TrainConfig | None = None, device: str | torch.device = "auto",
+                **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
 
     ``cfg``: the run's :class:`~xltlib.config.TrainConfig` (or its dict; default: its defaults); ``overrides`` are
     TrainConfig fields (``epochs=1, bf16=False``, ...) validated like a params file.
-    Returns (fp32 model in eval mode, tokenizer, per-step log). Batches are length-bucketed; the objective
+    ``device``: ``auto`` / ``cpu`` / ``cuda`` (:mod:`xltlib.devices`) or a ``torch.device``; bf16 where it has bf16.
+    Returns (fp32 model in eval mode on ``device``, tokenizer, per-step log). Batches are length-bucketed; the objective
     computes loss and gradients; one optimizer step per batch; precision through one
     :class:`~xltlib.precision.Precision` object. Each log row carries the step's loss and the objective's
     diagnostics (``objective.last_stats``: clean/adversarial loss, their gap, delta per token) and the
@@ -78,15 +114,13 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     Same seed, same numbers: offline models are converted and the tokenizer loaded *before* seeding
     (a first conversion draws random numbers), so the first run on a fresh model cache equals later ones.
     """
-    from transformers import get_linear_schedule_with_warmup
-
     from .kinds import get_kind
 
     cfg = TrainConfig() if cfg is None else cfg if isinstance(cfg, TrainConfig) else TrainConfig.model_validate(cfg)
     if overrides:
         cfg = TrainConfig.model_validate({**cfg.model_dump(), **overrides})
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    set_cpu_threads(device, cfg.threads)
     k = get_kind(kind)
     copies = objective.train_copies(getattr(task, "name", None))  # bad settings fail before any training
     epochs = cfg.epochs if copies is None or copies[1] is None else copies[1]
@@ -97,12 +131,14 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     model = k.load_model(model_name, task, num_labels, cfg.pooling)
     # always our dropout modules: objectives share their masks across passes (fast.shared_dropout_masks)
     use_fast_dropout(model, quantized=cfg.fast_dropout)
+    model.to(device)
     model.train()
     objective.prepare(model)
     objective.diagnose = cfg.diagnostics
-    prec = Precision(model, trainable_parameters(model, cfg.freeze_embeddings), bf16=cfg.bf16,
-                     bf16_weights=cfg.bf16_weights)
-    optimizer = make_optimizer(prec.named_params, cfg.lr, cfg.weight_decay)
+    named = trainable_parameters(model, cfg.freeze_embeddings)
+    sparse = tuple(n for n, p in named if p is model.get_input_embeddings().weight)
+    prec = Precision(model, named, bf16=use_bf16(cfg.bf16, device), bf16_weights=cfg.bf16_weights)
+    optimizer = make_optimizer(prec.named_params, cfg.lr, cfg.weight_decay, sparse)
     rng = np.random.default_rng(seed)
     # fixed copies are transformed once; otherwise objectives that rewrite text (RS-DA) draw afresh each epoch
     rewrites = copies is None and rewrites_text(objective)
@@ -118,7 +154,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     # QA contexts become several windows: steps are counted in features, not records
     n_steps_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    optimizer.schedule(int(cfg.warmup_ratio * total_steps), total_steps)
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
     for epoch in range(math.ceil(epochs)):
@@ -128,19 +164,20 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
             if step >= total_steps:
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
+            n_tokens = int(batch["attention_mask"].sum())  # counted on the host: no device sync
+            batch = to_device(batch, device)
             model.zero_grad(set_to_none=True)  # masters keep their fp32 grads between steps (precision.py)
             objective.last_stats = {}
             with prec.autocast():
                 loss = objective.loss_and_backward(model, batch)
             prec.grads_to_master()
-            torch.nn.utils.clip_grad_norm_(prec.params, 1.0, foreach=True)
-            optimizer.step()
+            clip_grad_norm(prec.params, 1.0)
+            optimizer.step()  # and the learning-rate schedule
             prec.master_to_model()
-            scheduler.step()
             step += 1
-            tokens += int(batch["attention_mask"].sum())
+            tokens += n_tokens
             examples += len(idx)
-            rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=scheduler.get_last_lr()[0],
+            rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=optimizer.last_lr(),
                              elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples,
                              **objective.last_stats, **text_stats))
             bar.update()
@@ -160,7 +197,7 @@ def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(state, str(tmp / "trainable.safetensors"))
     info = dict(meta, base_model=base_model, num_labels=model.config.num_labels,
                 saved_parameters=sum(v.numel() for v in state.values()))
@@ -172,8 +209,8 @@ def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta
     return path
 
 
-def load_checkpoint(path: str | Path):
-    """(classifier model in eval mode, tokenizer, metadata) of a saved checkpoint."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto"):
+    """(classifier model in eval mode on ``device``, tokenizer, metadata) of a saved checkpoint."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -188,4 +225,5 @@ def load_checkpoint(path: str | Path):
     missing, unexpected = model.load_state_dict(load_file(str(path / "trainable.safetensors")), strict=False)
     if unexpected:
         raise RuntimeError(f"{path}: unexpected parameters {unexpected[:5]}")
-    return model.eval(), load_tokenizer(meta["base_model"]), meta
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    return model.to(device).eval(), load_tokenizer(meta["base_model"]), meta

@@ -1,0 +1,125 @@
+"""Executors: the smoke grid on a local Ray cluster gives the rows the local executor gives, a killed Ray
+driver resumes, and settings that cannot work are refused before anything is written."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xltlib.cli import main
+from xltlib.config import ExecutorConfig, load_config
+from xltlib.executors import ExecutorError, make_executor
+from xltlib.pipeline import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "smoke.yaml"
+# a smaller smoke grid (4 training cells): enough to compare executors, quick on two cores
+SMALL = ["grid.seed=[1]", "grid.method=[baseline,pgd]"]
+PROVENANCE = {"created_at", "git_commit", "host", "device", "params_file", "python", "interactive"}
+
+
+def test_unknown_executor_is_refused_listing_the_registered_ones(tmp_path, capsys):
+    with pytest.raises(ExecutorError, match=r"unknown executor 'dask'; registered: local, ray"):
+        make_executor(ExecutorConfig(name="dask"))
+    out = tmp_path / "run"
+    assert main(["run", str(SMOKE), "--out", str(out), "--executor", "dask"]) == 2
+    assert "unknown executor 'dask'" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+
+
+def test_unreachable_address_is_an_error_naming_it():
+    pytest.importorskip("ray")
+    with pytest.raises(ExecutorError, match=r"executor.address = 'ray://127.0.0.1:1': nothing reachable"):
+        make_executor(ExecutorConfig(name="ray", address="ray://127.0.0.1:1"))
+    with pytest.raises(ExecutorError, match="expected 'auto', 'host:port'"):
+        make_executor(ExecutorConfig(name="ray", address="headnode"))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_resources_the_cluster_lacks_are_refused(ray_cluster):
+    with pytest.raises(ExecutorError, match=r"cell_resources.num_gpus = 1, but the Ray cluster has 0 GPU"):
+        make_executor(ExecutorConfig(name="ray", cell_resources={"num_cpus": 1, "num_gpus": 1}))
+    with pytest.raises(ExecutorError, match=r"cell_resources.num_cpus = 64, but the Ray cluster has 2 CPU"):
+        make_executor(ExecutorConfig(name="ray", cell_resources={"num_cpus": 64}))
+
+
+def _rows(run_dir: Path, kind: str) -> pd.DataFrame:
+    df = pd.read_parquet(run_dir / "results" / kind)
+    df = df.drop(columns=[c for c in df.columns if c in PROVENANCE or c.startswith("v_")])
+    if kind == "train":  # wall-clock columns of the step log
+        df = df.drop(columns=[c for c in ("elapsed_s",) if c in df])
+    sort = [c for c in ("checkpoint", "cell_id", "dataset", "metric", "language", "language2", "layer", "n")
+            if c in df]
+    return df.sort_values(sort).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def both_runs(tmp_path_factory, ray_cluster):
+    local = tmp_path_factory.mktemp("local") / "run"
+    run_pipeline(load_config(SMOKE, SMALL), local, params_file=str(SMOKE))
+    distributed = tmp_path_factory.mktemp("ray") / "run"
+    cfg = load_config(SMOKE, SMALL + ["executor.name=ray", "executor.cell_resources={num_cpus: 1}"])
+    run_pipeline(cfg, distributed, params_file=str(SMOKE))
+    return local, distributed
+
+
+@pytest.mark.parametrize("kind", ["train", "transfer", "alignment"])
+def test_smoke_on_ray_gives_the_local_rows(both_runs, kind):
+    local, distributed = both_runs
+    a, b = _rows(local, kind), _rows(distributed, kind)
+    assert len(a) > 0 and list(a.columns) == list(b.columns)
+    pd.testing.assert_frame_equal(a, b)  # same keys, same values: the cells are deterministic on the CPU
+
+
+def test_ray_status_and_report_name_every_unit(both_runs):
+    _, distributed = both_runs
+    status = json.loads((distributed / "status.json").read_text())
+    assert all(s["ok"] for s in status.values()), status
+    units = [k for k in status if k.startswith(("03_transfer/", "04_alignment/"))]
+    assert len(units) == 4 + 5  # a transfer unit per cell; an alignment unit per checkpoint + the pre-trained model
+    assert all(status[k].get("host") for k in units)
+    index = (distributed / "report" / "index.html").read_text()
+    assert "transfer units (one per cell)" in index and "alignment units (one per checkpoint)" in index
+    for page in ("03_transfer", "04_alignment", "05_analysis"):  # the stage pages, made from the rows on disk
+        assert (distributed / "report" / f"{page}.html").is_file()
+
+
+def test_killed_ray_driver_resumes_and_loses_nothing(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "xltlib.cli", "run", str(SMOKE), "--out", str(out), "--executor", "ray",
+           "--set", "grid.seed=[1]", "--set", "grid.task=[xnli]", "--set", "executor.cell_resources={num_cpus: 1}"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local cluster of its own
+    driver = subprocess.Popen(cmd + ["--set", "executor.cell_resources={num_cpus: 2}"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list((out / "checkpoints").glob("*/xlt_checkpoint.json")):
+            time.sleep(0.5)
+        finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*/xlt_checkpoint.json")}
+        assert finished, "no training cell finished within 5 minutes"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray cluster, mid-grid
+        driver.wait()
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    for ck, mtime in finished.items():  # finished before the kill: skipped, not retrained
+        assert status[f"02_train/{ck}"].get("skipped"), status[f"02_train/{ck}"]
+        assert (out / "checkpoints" / ck / "xlt_checkpoint.json").stat().st_mtime_ns == mtime
+    assert len(list((out / "checkpoints").glob("*/xlt_checkpoint.json"))) == 3  # xnli x 3 methods, seed 1
+    assert all(s["ok"] for s in status.values()), status
