@@ -44,3 +44,13 @@ if diag or extra:
                         "subst_rate") if c in log and log[c].notna().any()]
     display(Markdown("**Diagnostics, mean over training**"))
     display(log[cols].mean().to_frame("mean").T.round(4))
+
+# %% [markdown]
+# Checkpoint selection (`protocol.selection`): the task score on English rows neither trained on nor scored,
+# after every epoch; the best epoch's weights are the checkpoint.
+
+# %%
+if "select_score" in log and log["select_score"].notna().any():
+    sel = log.dropna(subset=["select_score"])[["epoch", "step", "select_score"]].assign(epoch=lambda d: d.epoch + 1)
+    display(Markdown(f"Kept epoch **{int(log['selected_epoch'].iloc[0]) + 1}** of {int(log['epoch'].max()) + 1}."))
+    display(sel.round(4))

@@ -106,3 +106,46 @@ def test_real_zero_shot_splits_never_score_a_trained_row(data_dir):
     assert pawsx.n_train == 8311 and len(pawsx.eval_ids["ko"]) == 2000
     scored = {(r["text_a"], r["text_b"]) for r in eval_records(pawsx, data_dir)["en"]}
     assert not scored & {(r["text_a"], r["text_b"]) for r in train_records(pawsx, data_dir)}
+
+
+def test_selection_rows_are_neither_trained_on_nor_scored(made):
+    from xltlib.split import select_records
+
+    p = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25, max_eval=30)
+    plain = make_split("xnli", ["en", "de"], ProtocolConfig(name="zero_shot", max_eval=30), made)
+    xnli = make_split("xnli", ["en", "de"], p, made)
+    held, trained = set(xnli.select_rows["xnli_dev_en"]), set(xnli.train_rows["xnli_dev_en"])
+    assert held and not held & trained and held | trained == set(plain.train_rows["xnli_dev_en"])
+    assert {i // 3 for i in held}.isdisjoint({i // 3 for i in trained})  # whole premise blocks held out
+    assert xnli.train_key != plain.train_key and xnli.eval_key == plain.eval_key
+    pawsx = make_split("pawsx", ["en", "de"], p, made)  # PAWS-X: its English dev, which is not scored
+    assert list(pawsx.select_rows) == ["dev"] and "dev" not in pawsx.train_rows and pawsx.eval_split == "test"
+    assert len(select_records(pawsx, made)) == len(pawsx.select_rows["dev"])
+
+
+def test_checkpoint_selection_keeps_the_best_epoch(made):
+    import numpy as np
+
+    from xltlib import tasks as T
+    from xltlib.robust import build_objective
+    from xltlib.train import train_model
+
+    p = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25)
+    split = make_split("xnli", ["en"], p, made)
+    from xltlib.split import select_records
+
+    model, _, log = train_model("tiny-random", train_records(split, made), kind="pair_classification",
+                                task=T.get_task("xnli"), num_labels=3, objective=build_objective("baseline"),
+                                seed=0, epochs=3, batch_size=8, lr=1e-3, bf16=False,
+                                select_records=select_records(split, made))
+    scores = [r["select_score"] for r in log if "select_score" in r]
+    assert len(scores) == 3 and {r["selected_epoch"] for r in log} == {int(np.argmax(scores))}
+    from xltlib.kinds import get_kind
+    from xltlib.models import load_tokenizer
+    from xltlib.train import selection_score
+    from xltlib.config import TrainConfig
+
+    # the returned weights are the selected epoch's: they score its selection score again
+    again = selection_score(model, load_tokenizer("tiny-random"), get_kind("pair_classification"),
+                            T.get_task("xnli"), select_records(split, made), TrainConfig(batch_size=8), bf16=False)
+    assert again == max(scores)

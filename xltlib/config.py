@@ -42,6 +42,11 @@ class ProtocolConfig(_Strict):
     split_seed: int = 0  # seed of the row samples (fixed across the grid so every cell sees the same rows)
     max_train: int | None = Field(None, ge=1)  # cap on training examples (a fixed random sample)
     max_eval: int | None = Field(None, ge=1)  # cap on scored examples per language (the same rows everywhere)
+    # zero_shot: keep the epoch whose English *selection* score is best, on rows neither trained on nor scored
+    # (xltlib.split.SELECTION: PAWS-X English dev; otherwise selection_fraction of the training groups held out)
+    selection: bool = False
+    selection_fraction: float = Field(0.1, gt=0, lt=1)  # share of training groups held out for selection
+    max_select: int | None = Field(500, ge=1)  # cap on selection rows (evaluated after every epoch)
 
 
 class TrainConfig(_Strict):

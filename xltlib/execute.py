@@ -93,13 +93,17 @@ def export_html(notebook: Path, target: Path, title: str) -> Path:
 
 def _ipc_kernel_manager():
     """nbclient's kernel manager on local IPC sockets: the kernel is on this machine anyway, and over TCP
-    every stage kernel printed ipykernel's warning about unencrypted TCP."""
+    every stage kernel printed ipykernel's warning about unencrypted TCP. The sockets go to a fresh temporary
+    folder, not the run folder: kernels of parallel units would otherwise race for the same socket names."""
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="xlt-kernel-")) / "kernel-ipc")
 
     return IPCKernelManager
 

@@ -28,6 +28,11 @@ from . import tasks as T
 from .trainsets import DEFAULT_TRAIN_SETS, load_train_set
 
 
+# Where a task's checkpoint-selection rows come from under zero_shot: an English split that is neither trained
+# on nor scored, else a held-out share of the training groups (XNLI trains on its English dev rows).
+SELECTION = {"pawsx": "dev"}
+
+
 def content_hash(obj) -> str:
     """Stable short hash of JSON-serialisable content (records, settings, keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()).hexdigest()[:16]
@@ -42,6 +47,7 @@ class Split:
     train_rows: dict[str, list[int]]  # training source -> row indices (sources: training sets, "dev", "train_file")
     eval_ids: dict[str, list[int]]  # language -> scored row indices
     label_counts: dict[str, list[int]] = field(default_factory=dict)  # language -> counts over scored rows
+    select_rows: dict[str, list[int]] = field(default_factory=dict)  # English selection rows: source -> indices
     train_key: str = ""
     eval_key: str = ""
 
@@ -91,13 +97,29 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
     eval_split = "test" if zero_shot else "dev"
     by_lang = {lang: T.load_records(task, lang, data_dir, eval_split) for lang in languages}
     sources: dict[str, list[dict]] = {}
+    select_rows: dict[str, list[int]] = {}
     if zero_shot:
         name = "zero_shot"
         for s in train_sets_for(task, p):
             sources[s] = read_source(task, s, data_dir)
-        pool = [(s, i) for s, recs in sources.items() for i in range(len(recs))]
+        held: dict[str, set[int]] = {}
+        if p.selection and SELECTION.get(task) == "dev":
+            sources["dev"] = read_source(task, "dev", data_dir)
+            select_rows = {"dev": _cap(np.arange(len(sources["dev"])), p.max_select,
+                                       np.random.default_rng(p.split_seed)).tolist()}
+        elif p.selection:  # whole groups (XNLI premise blocks) of each training source held out
+            for s, recs in list(sources.items()):
+                _, out = T.offline_split(task, recs, 1 - p.selection_fraction, p.split_seed)
+                held[s] = set(out.tolist())
+            pool_sel = [(s, i) for s in held for i in sorted(held[s])]
+            pick = _cap(np.arange(len(pool_sel)), p.max_select, np.random.default_rng(p.split_seed))
+            for k in pick:
+                s, i = pool_sel[k]
+                select_rows.setdefault(s, []).append(i)
+        pool = [(s, i) for s, recs in sources.items() if s != "dev" or not select_rows
+                for i in range(len(recs)) if i not in held.get(s, ())]
         keep = _cap(np.arange(len(pool)), p.max_train, np.random.default_rng(p.split_seed))
-        train_rows: dict[str, list[int]] = {s: [] for s in sources}
+        train_rows: dict[str, list[int]] = {s: [] for s in sources if not (s == "dev" and "dev" in select_rows)}
         for k in keep:
             s, i = pool[k]
             train_rows[s].append(i)
@@ -132,10 +154,13 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
         if recs and isinstance(recs[0].get("label"), int) and recs[0]["label"] >= 0:
             label_counts[lang] = np.bincount([recs[i]["label"] for i in ids], minlength=len(t.labels)).tolist()
     train_content = {s: content_hash([sources[s][i] for i in ids]) for s, ids in train_rows.items()}
+    select_content = {s: content_hash([sources[s][i] for i in ids]) for s, ids in select_rows.items()}
     eval_content = {lang: content_hash([by_lang[lang][i] for i in ids]) for lang, ids in eval_ids.items()}
     return Split(task=task, protocol=name, eval_split=eval_split, languages=list(by_lang), train_rows=train_rows,
-                 eval_ids=eval_ids, label_counts=label_counts,
-                 train_key=content_hash(dict(task=t.training_task, rows=train_rows, content=train_content)),
+                 eval_ids=eval_ids, label_counts=label_counts, select_rows=select_rows,
+                 train_key=content_hash(dict(task=t.training_task, rows=train_rows, content=train_content,
+                                             **(dict(select=select_rows, select_content=select_content)
+                                                if select_rows else {}))),
                  eval_key=content_hash(dict(task=task, split=eval_split, ids=eval_ids, content=eval_content)))
 
 
@@ -143,6 +168,15 @@ def train_records(split: Split, data_dir: Path | None) -> list[dict]:
     """The English rows a checkpoint trains on, in a fixed order (sources in the split's order)."""
     out = []
     for source, ids in split.train_rows.items():
+        recs = read_source(split.task, source, data_dir)
+        out += [recs[i] for i in ids]
+    return out
+
+
+def select_records(split: Split, data_dir: Path | None) -> list[dict]:
+    """The English checkpoint-selection rows (empty unless ``protocol.selection``)."""
+    out = []
+    for source, ids in split.select_rows.items():
         recs = read_source(split.task, source, data_dir)
         out += [recs[i] for i in ids]
     return out

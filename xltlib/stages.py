@@ -13,7 +13,7 @@ import pandas as pd
 from . import tasks as T
 from .results import write_json, write_rows
 from .run import Run  # noqa: F401 - notebooks import Run from here with the stage functions
-from .split import content_hash, eval_records, make_split, train_records
+from .split import content_hash, eval_records, make_split, select_records, train_records
 
 try:  # the stage notebooks should show results, not load reports of newly initialised heads
     from transformers.utils import logging as _hf_logging
@@ -35,6 +35,8 @@ def stage_data(run: Run) -> pd.DataFrame:
                        train_rows=split.n_train if lang == "en" else 0, scored_rows=len(split.eval_ids[lang]))
             if lang == "en":
                 row["train_sources"] = ", ".join(f"{s} ({len(ids)})" for s, ids in split.train_rows.items())
+                if split.select_rows:  # checkpoint selection (protocol.selection)
+                    row["selection_rows"] = ", ".join(f"{s} ({len(ids)})" for s, ids in split.select_rows.items())
             if lang in split.label_counts:
                 row["label_counts"] = split.label_counts[lang]
                 row["majority"] = round(split.majority_rate(lang), 4)
@@ -56,23 +58,28 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
 
     cell = run.find_cell(cell_id)
     task = T.get_task(T.get_task(cell["task"]).training_task)
-    records = train_records(run.split(cell["task"]), run.data_dir)
+    split = run.split(cell["task"])
+    records = train_records(split, run.data_dir)
     t = run.cfg.train_for(task.name, cell["method"])
     kind = T.get_task(cell["task"]).kind
     model, tokenizer, log = train_model(
         cell["model"], records, kind=kind, task=task, num_labels=get_kind(kind).num_labels(task),
-        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t, device=run.device)
+        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t, device=run.device,
+        select_records=select_records(split, run.data_dir) or None)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
     ck, key = cell["checkpoint"], run.checkpoint_key(cell)
     drift = weight_drift(model, cell["model"])
-    meta = dict(cell, key=key, train_examples=len(records), pooling=t.pooling, weight_drift=drift,
+    meta = dict(cell)
+    if "selected_epoch" in log_df:  # checkpoint selection: the epoch whose weights were kept
+        meta["selected_epoch"] = int(log_df["selected_epoch"].iloc[0])
+    meta = dict(meta, key=key, train_examples=len(records), pooling=t.pooling, weight_drift=drift,
                 kind=kind, training_task=task.name, train_seconds=float(log_df["elapsed_s"].iloc[-1]), **run.prov())
     extra = [c for c in log_df.columns if c not in ("step", "loss")]
     rows = [dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
                  language="en", language2="", layer=-1, metric="train_loss", value=r["loss"], n=r["step"], key=key,
-                 **{c: r[c] for c in extra}) for r in log]
+                 **{c: r.get(c, np.nan) for c in extra}) for r in log]
     # how far training moved the encoder: separates "robust training aligns" from "moves the weights less"
     rows.append(dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
                      language="en", language2="", layer=-1, metric="weight_drift", value=drift, n=len(log), key=key))

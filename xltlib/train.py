@@ -99,12 +99,16 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, *
 
 def train_model(model_name: str, records: list[dict], *, kind: str, task, num_labels: int, objective, seed: int,
                 cfg: TrainConfig | None = None, device: str | torch.device = "auto",
+                select_records: list[dict] | None = None,
                 **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of task kind ``kind`` (see :mod:`xltlib.kinds`) on ``records``.
 
     ``cfg``: the run's :class:`~xltlib.config.TrainConfig` (or its dict; default: its defaults); ``overrides`` are
     TrainConfig fields (``epochs=1, bf16=False``, ...) validated like a params file.
     ``device``: ``auto`` / ``cpu`` / ``cuda`` (:mod:`xltlib.devices`) or a ``torch.device``; bf16 where it has bf16.
+    ``select_records``: English rows neither trained on nor scored; after every epoch the task score on them is
+    logged (``select_score`` on the epoch's last step) and the weights of the best epoch are the ones returned
+    (``selected_epoch`` on every row); without them, the last epoch's.
     Returns (fp32 model in eval mode on ``device``, tokenizer, per-step log). Batches are length-bucketed; the objective
     computes loss and gradients; one optimizer step per batch; precision through one
     :class:`~xltlib.precision.Precision` object. Each log row carries the step's loss and the objective's
@@ -156,6 +160,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
     optimizer.schedule(int(cfg.warmup_ratio * total_steps), total_steps)
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
+    best = None  # (selection score, epoch, trained parameters) of the best epoch so far
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
     for epoch in range(math.ceil(epochs)):
         if epoch > 0 and rewrites:
@@ -181,10 +186,33 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
                              elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples,
                              **objective.last_stats, **text_stats))
             bar.update()
+        if select_records and rows and rows[-1]["epoch"] == epoch:
+            score = selection_score(model, tokenizer, k, task, select_records, cfg, bf16=prec.mode != "fp32")
+            rows[-1]["select_score"] = score
+            if best is None or score > best[0]:  # the earliest epoch wins a tie
+                best = (score, epoch, [p.detach().clone() for p in prec.params])
     bar.close()
+    if best is not None:
+        with torch.no_grad():  # into the masters (or the model's own parameters): restore() returns them
+            torch._foreach_copy_(prec.params, best[2])
+        for r in rows:
+            r["selected_epoch"] = best[1]
+        log.info("checkpoint selection: epoch %d of %d (English selection score %.4f)", best[1] + 1,
+                 math.ceil(epochs), best[0])
     model = prec.restore()
     model.eval()
     return model, tokenizer, rows
+
+
+def selection_score(model, tokenizer, kind, task, records: list[dict], cfg: TrainConfig, *, bf16: bool) -> float:
+    """The task score (accuracy, F1, ...) of the model in training on the English selection rows, no dropout."""
+    model.eval()
+    try:
+        rows = kind.evaluate(model, tokenizer, task, {"en": records}, batch_size=2 * cfg.batch_size,
+                             max_length=cfg.max_length, bf16=bf16)
+    finally:
+        model.train()
+    return float(next(r["value"] for r in rows if r["metric"] == "score" and r["language"] == "en"))
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, *, base_model: str, meta: dict) -> Path:
