@@ -124,7 +124,7 @@ def main():
                                  if i.get("user_api") == "blas"}))
     except Exception:  # noqa: BLE001 - informational only
         blas = "?"
-    print(f"torch {torch.__version__}: intra-op threads={torch.get_num_threads()}, "
+    print(f"device: cpu (this benchmark times the CPU path); torch {torch.__version__}: intra-op threads={torch.get_num_threads()}, "
           f"inter-op={torch.get_num_interop_threads()}; os.cpu_count={os.cpu_count()}; "
           f"cpu bf16 flags: {cpu_flags()}; numpy BLAS threads: {blas}")
     print(f"{MODEL} ({path}): {depth} hidden-state layers x {dim}; Tatoeba {args.lang}-en, "
