@@ -23,24 +23,16 @@ import argparse
 import os
 import statistics
 import time
-import warnings
 
 import numpy as np
 import torch
 
+from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
 from xltlib import tasks as T
 from xltlib.alignment import compute_alignment_pairs, encode_layers
 from xltlib.models import load_encoder, load_tokenizer, resolve_model
 
-warnings.filterwarnings("ignore")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-try:  # keep the report readable: no load reports / weight-loading progress bars
-    from transformers.utils import logging as _hf_logging
-
-    _hf_logging.set_verbosity_error()
-    _hf_logging.disable_progress_bar()
-except Exception:  # noqa: BLE001
-    pass
+quiet_reports()
 MODEL = "me5-small"
 MAX_LEN = 128
 

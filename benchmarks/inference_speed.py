@@ -36,12 +36,12 @@ import os
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
 from xltlib import tasks as T
 from xltlib.alignment import encode_layers
 from xltlib.batching import collate, tokenize_pairs
@@ -53,15 +53,7 @@ from xltlib.models import load_encoder, load_tokenizer, resolve_model
 from xltlib.robust import build_objective
 from xltlib.train import load_checkpoint, save_checkpoint, trainable_parameters
 
-warnings.filterwarnings("ignore")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-try:  # keep the report readable: no load reports / weight-loading progress bars
-    from transformers.utils import logging as _hf_logging
-
-    _hf_logging.set_verbosity_error()
-    _hf_logging.disable_progress_bar()
-except Exception:  # noqa: BLE001
-    pass
+quiet_reports()
 MODEL = "me5-small"
 MAX_LEN = 128
 BF16 = torch.bfloat16

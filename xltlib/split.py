@@ -164,22 +164,22 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
                  eval_key=content_hash(dict(task=task, split=eval_split, ids=eval_ids, content=eval_content)))
 
 
-def train_records(split: Split, data_dir: Path | None) -> list[dict]:
-    """The English rows a checkpoint trains on, in a fixed order (sources in the split's order)."""
+def _english_rows(task: str, rows: dict[str, list[int]], data_dir: Path | None) -> list[dict]:
     out = []
-    for source, ids in split.train_rows.items():
-        recs = read_source(split.task, source, data_dir)
+    for source, ids in rows.items():
+        recs = read_source(task, source, data_dir)
         out += [recs[i] for i in ids]
     return out
+
+
+def train_records(split: Split, data_dir: Path | None) -> list[dict]:
+    """The English rows a checkpoint trains on, in a fixed order (sources in the split's order)."""
+    return _english_rows(split.task, split.train_rows, data_dir)
 
 
 def select_records(split: Split, data_dir: Path | None) -> list[dict]:
     """The English checkpoint-selection rows (empty unless ``protocol.selection``)."""
-    out = []
-    for source, ids in split.select_rows.items():
-        recs = read_source(split.task, source, data_dir)
-        out += [recs[i] for i in ids]
-    return out
+    return _english_rows(split.task, split.select_rows, data_dir)
 
 
 def eval_records(split: Split, data_dir: Path | None) -> dict[str, list[dict]]:
