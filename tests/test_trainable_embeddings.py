@@ -58,7 +58,8 @@ def test_clip_grad_norm_with_sparse_gradients_matches_the_dense_rule():
     dense = torch.nn.Parameter(torch.zeros(3))
     table = torch.nn.Parameter(torch.zeros(5, 2))
     dense.grad = torch.tensor([3.0, 0.0, 0.0])
-    table.grad = torch.sparse_coo_tensor([[1, 1]], torch.tensor([[2.0, 0.0], [2.0, 0.0]]), (5, 2))  # row 1 twice
+    table.grad = torch.sparse_coo_tensor([[1, 1]], torch.tensor([[2.0, 0.0], [2.0, 0.0]]), (5, 2),
+                                         check_invariants=True)  # row 1 twice
     total = clip_grad_norm([dense, table], 1.0)
     assert float(total) == pytest.approx(5.0)  # sqrt(3^2 + (2+2)^2): duplicates summed first
     assert torch.allclose(dense.grad, torch.tensor([0.6, 0, 0]), atol=1e-5)
