@@ -123,3 +123,24 @@ def test_killed_ray_driver_resumes_and_loses_nothing(tmp_path):
         assert (out / "checkpoints" / ck / "xlt_checkpoint.json").stat().st_mtime_ns == mtime
     assert len(list((out / "checkpoints").glob("*/xlt_checkpoint.json"))) == 3  # xnli x 3 methods, seed 1
     assert all(s["ok"] for s in status.values()), status
+
+
+def test_a_failing_unit_is_retried_then_marked_failed_with_its_notebook(tmp_path, ray_cluster):
+    from xltlib.pipeline import StageFailed
+
+    out = tmp_path / "run"
+    small = ["grid.seed=[1]", "grid.method=[baseline]"]
+    run_pipeline(load_config(SMOKE, small), out, params_file=str(SMOKE), stages=("data",))
+    split = json.loads((out / "data" / "pawsx.json").read_text())
+    split["train_rows"] = {k: [10 ** 6] for k in split["train_rows"]}  # a row that does not exist: training fails
+    (out / "data" / "pawsx.json").write_text(json.dumps(split))
+    cfg = load_config(SMOKE, small + ["executor.name=ray", "executor.cell_resources={num_cpus: 1}",
+                                      "executor.max_retries=1"])
+    with pytest.raises(StageFailed, match="02_train/tiny-random__pawsx__baseline__s1"):
+        run_pipeline(cfg, out, params_file=str(SMOKE), stages=("train",))
+    status = json.loads((out / "status.json").read_text())
+    failed = status["02_train/tiny-random__pawsx__baseline__s1"]
+    assert failed["ok"] is False and failed["attempts"] == "all retries failed" and "IndexError" in failed["error"]
+    assert (out / failed["notebook"]).is_file() and failed["notebook"].endswith(".failed.ipynb")
+    assert status["02_train/tiny-random__xnli__baseline__s1"]["ok"]  # the other unit finished
+    assert not (out / "checkpoints" / "tiny-random__pawsx__baseline__s1").exists()
