@@ -1,12 +1,10 @@
 """Where tensors run: ``device: auto | cpu | cuda`` from the params, resolved once per stage kernel.
 
 The rest of the library follows the model: inference moves each batch to the model's device
-(:func:`to_device`) and autocasts on that device type, so only the places that load a model call
-:func:`resolve_device`. Nothing here assumes a CPU: thread counts are set only for the CPU.
+(:func:`to_device`), so only the places that load a model call :func:`resolve_device`. Nothing here assumes a CPU: thread counts are set only for the CPU.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -14,8 +12,11 @@ import torch
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when a GPU is visible, else the CPU; ``cuda`` without one is an error, not a fallback."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA when a GPU is visible, else the CPU; ``cuda`` without one is an error, not a fallback.
+    A ``torch.device`` is returned as it is."""
+    if isinstance(name, torch.device):
+        return name
     if name not in DEVICES:
         raise ValueError(f"device = {name!r}: expected one of {', '.join(DEVICES)}")
     if name == "cpu":
@@ -43,12 +44,6 @@ def use_bf16(requested: bool, device: torch.device) -> bool:
         logging.getLogger(__name__).warning("bf16 requested but %s has none; running fp32", describe(device))
         return False
     return requested
-
-
-def autocast(device: torch.device | str, enabled: bool):
-    """bf16 autocast on ``device``'s type, or nothing."""
-    kind = device.type if isinstance(device, torch.device) else str(device)
-    return torch.autocast(kind, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def model_device(model) -> torch.device:

@@ -44,10 +44,6 @@ class Unit:
     name: str  # the executed notebook's name under DIR/notebooks (and its page under DIR/report)
     parameters: dict = field(hash=False)  # what papermill injects
 
-    @property
-    def label(self) -> str:
-        return self.name
-
 
 Record = Callable[[Unit, dict], None]  # the driver's bookkeeping for one finished unit (status.json, log line)
 
@@ -63,7 +59,7 @@ class LocalExecutor:
 
     def run(self, run_dir: Path, units: list[Unit], record: Record, position: Callable[[], str]) -> None:
         for unit in units:
-            label = f"{position()} {unit.label}"
+            label = f"{position()} {unit.name}"
             record(unit, execute_notebook(run_dir, unit.stage, unit.name, unit.parameters, label=label), label)
 
     def close(self) -> None:
@@ -166,7 +162,7 @@ class RayExecutor:
                 except Exception as exc:  # noqa: BLE001 - the unit failed after its retries
                     entry = _failed_entry(unit, exc)
                 bar.update()
-                record(unit, entry, f"{position()} {unit.label}")
+                record(unit, entry, f"{position()} {unit.name}")
         finally:
             bar.close()
             for ref in pending:  # the driver is stopping: finished units stay, the rest rerun next time

@@ -85,7 +85,7 @@ class Precision:
     so the loop is the same for all three::
 
         prec = Precision(model, named_params, bf16=..., bf16_weights=...)
-        optimizer = make_optimizer(prec.named_params, ...)
+        optimizer = train.Optimizer(prec.named_params, ...)
         for batch in batches:
             model.zero_grad(set_to_none=True)
             with prec.autocast():
@@ -99,6 +99,7 @@ class Precision:
     def __init__(self, model: nn.Module, named_params: list[tuple[str, nn.Parameter]], *, bf16: bool,
                  bf16_weights: bool = True):
         self.model = model
+        self.device_type = next(model.parameters()).device.type  # the model is on its device already
         self.mode = "fp32" if not bf16 else ("bf16_weights" if bf16_weights else "autocast")
         self.masters = MasterWeights(model, named_params) if self.mode == "bf16_weights" else None
         #: the (name, parameter) list the optimizer updates: fp32 masters, or the model's own parameters
@@ -106,8 +107,7 @@ class Precision:
         self.params = [p for _, p in self.named_params]
 
     def autocast(self):
-        device = next(self.model.parameters()).device
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mode == "autocast")
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.mode == "autocast")
 
     def grads_to_master(self) -> None:
         if self.masters:

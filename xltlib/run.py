@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -94,14 +95,14 @@ class Run:
 
         return dict(provenance(self.params_file), host=socket.gethostname(), device=describe(self.device))
 
-    @property
+    @functools.cached_property
     def device(self):
         """This kernel's torch device (``device`` in the params, resolved by :mod:`xltlib.devices`)."""
         from .devices import resolve_device
 
         return resolve_device(self.cfg.device)
 
-    @property
+    @functools.cached_property
     def bf16(self) -> bool:
         """``train.bf16`` where this kernel's device has bf16."""
         from .devices import use_bf16

@@ -78,10 +78,6 @@ class Optimizer:
         return self.schedulers[0].get_last_lr()[0]
 
 
-def make_optimizer(named_params, lr: float, weight_decay: float, sparse: tuple[str, ...] = ()) -> Optimizer:
-    return Optimizer(named_params, lr, weight_decay, sparse)
-
-
 def rewrites_text(objective) -> bool:
     """True when the objective changes the training text (then it is re-tokenized every epoch)."""
     from .robust import Objective
@@ -123,7 +119,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     cfg = TrainConfig() if cfg is None else cfg if isinstance(cfg, TrainConfig) else TrainConfig.model_validate(cfg)
     if overrides:
         cfg = TrainConfig.model_validate({**cfg.model_dump(), **overrides})
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     set_cpu_threads(device, cfg.threads)
     k = get_kind(kind)
     copies = objective.train_copies(getattr(task, "name", None))  # bad settings fail before any training
@@ -142,7 +138,7 @@ def train_model(model_name: str, records: list[dict], *, kind: str, task, num_la
     named = trainable_parameters(model, cfg.freeze_embeddings)
     sparse = tuple(n for n, p in named if p is model.get_input_embeddings().weight)
     prec = Precision(model, named, bf16=use_bf16(cfg.bf16, device), bf16_weights=cfg.bf16_weights)
-    optimizer = make_optimizer(prec.named_params, cfg.lr, cfg.weight_decay, sparse)
+    optimizer = Optimizer(prec.named_params, cfg.lr, cfg.weight_decay, sparse)
     rng = np.random.default_rng(seed)
     # fixed copies are transformed once; otherwise objectives that rewrite text (RS-DA) draw afresh each epoch
     rewrites = copies is None and rewrites_text(objective)
@@ -253,5 +249,4 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto"):
     missing, unexpected = model.load_state_dict(load_file(str(path / "trainable.safetensors")), strict=False)
     if unexpected:
         raise RuntimeError(f"{path}: unexpected parameters {unexpected[:5]}")
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    return model.to(device).eval(), load_tokenizer(meta["base_model"]), meta
+    return model.to(resolve_device(device)).eval(), load_tokenizer(meta["base_model"]), meta
