@@ -12,7 +12,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from xltlib import analysis as A
-from xltlib.report import analyze, result_tables, score_name, suite_table, task_coverage, transfer_table
+from xltlib.report import analyze, english_targets, result_tables, score_name, suite_table, task_coverage, transfer_table
 from xltlib.stages import Run
 
 warnings.filterwarnings("ignore")
@@ -36,6 +36,11 @@ display(Markdown(res.summary))
 # %%
 with pd.option_context("display.max_colwidth", None):
     display(tables["quality_gate"][0].round(3))
+targets = english_targets(transfer)
+if len(targets):
+    display(Markdown("**English score vs each task's target (%)** — a fixed bar, chance (XCOPA) or the pre-trained "
+                     "encoder's own score (LAReQA); `ci_low`–`ci_high` envelope the per-seed 95% CIs"))
+    display(targets.round(1))
 
 # %% [markdown]
 # ## Robust methods vs the baseline

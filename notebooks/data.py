@@ -20,7 +20,7 @@ summary = stage_data(run)
 p = run.cfg.protocol
 display(Markdown(
     f"**Protocol `{p.name}`** · row samples drawn with seed {p.split_seed} · at most "
-    f"{p.max_train or 'all'} training rows and {p.max_eval or 'all'} scored rows per language · data folder: "
+    f"{p.max_train if isinstance(p.max_train, int) else 'all' if p.max_train is None else p.max_train} training rows and {p.max_eval or 'all'} scored rows per language · data folder: "
     f"`{run.data_dir or 'Hugging Face hub'}`."))
 
 # %%

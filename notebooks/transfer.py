@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import generalized_matrix, robustness_table, score_name, suite_table, transfer_table
+from xltlib.report import english_targets, generalized_matrix, robustness_table, score_name, suite_table, transfer_table
 from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
@@ -29,6 +29,13 @@ if missing:
     display(Markdown(f"**Missing cells (training failed or not run):** {', '.join(missing)}"))
 
 # %%
+targets = english_targets(transfer)
+if len(targets):
+    display(Markdown("### Does each task learn? English score vs its target (%)\n"
+                     "Target: the bar a checkpoint must reach before its transfer is worth analysing (XCOPA: chance; "
+                     "LAReQA: the pre-trained encoder's own mAP@20). `ci_low`–`ci_high`: the envelope of the per-seed "
+                     "bootstrap 95% CIs over English examples."))
+    display(targets.round(1))
 suite = suite_table(transfer)
 if len(suite.columns) > 3:
     display(Markdown("### The suite: task scores (%) and their average"))

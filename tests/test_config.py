@@ -291,3 +291,14 @@ def test_per_task_train_overrides_are_validated_and_applied():
         load_config(None, ["task_train={pawsx: {epoch: 3}}"])
     with pytest.raises(ConfigError, match=r"task_train.nope: not a registered task"):
         load_config(None, ["task_train={nope: {epochs: 3}}"])
+
+
+def test_max_train_per_task():
+    cfg = load_config(None, ["protocol.max_train={panx: 5000, udpos: null}"])
+    assert cfg.protocol.train_cap("panx") == 5000 and cfg.protocol.train_cap("udpos") is None
+    assert cfg.protocol.train_cap("xnli") is None  # not in the mapping: not capped
+    assert load_config(None, ["protocol.max_train=300"]).protocol.train_cap("xnli") == 300
+    with pytest.raises(ConfigError, match=r"protocol.max_train.nope: not a registered task"):
+        load_config(None, ["protocol.max_train={nope: 10}"])
+    with pytest.raises(ConfigError, match=r"max_train.panx must be at least 1"):
+        load_config(None, ["protocol.max_train={panx: 0}"])

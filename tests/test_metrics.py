@@ -176,3 +176,17 @@ def test_accuracy():
         accuracy([0, 1], [0])
     with pytest.raises(ValueError):
         accuracy([], [])
+
+
+def test_tag_f1_bootstrap_ci_brackets_the_estimate():
+    """The tagging kind's CI: resampled sentences -> one micro-F1 per resample (a regression: summing the
+    sentence axis before f1_from_counts summed the resamples too and gave a zero-width interval)."""
+    from xltlib.evaluate import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(1, 6, size=300)
+    pred = gold + rng.integers(-1, 2, size=300)
+    counts = np.stack([np.minimum(gold, pred) * (rng.random(300) < 0.8), pred, gold], axis=1)
+    lo, hi = bootstrap_ci(counts, stat=f1_from_counts)
+    point = f1_from_counts(counts)
+    assert lo < point < hi and hi - lo > 0.02

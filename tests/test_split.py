@@ -123,6 +123,26 @@ def test_selection_rows_are_neither_trained_on_nor_scored(made):
     assert len(select_records(pawsx, made)) == len(pawsx.select_rows["dev"])
 
 
+def test_selection_for_suite_tasks_holds_out_training_rows_only(made):
+    """UD-POS holds out part of its PUD training half, PAN-X / XCOPA / the QA tasks part of their training files;
+    the scored rows stay the same as without selection."""
+    from xltlib.split import select_records
+
+    on = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25)
+    for task, langs in [("udpos", ["en", "de"]), ("panx", ["en", "de"]), ("xcopa", ["en", "sw"]),
+                        ("xquad", ["en", "de"])]:
+        plain, sel = make_split(task, langs, ProtocolConfig(name="zero_shot"), made), make_split(task, langs, on, made)
+        (source, held), = sel.select_rows.items()
+        trained = set(sel.train_rows[source])
+        assert held and trained and not set(held) & trained, task
+        assert set(held) | trained == set(plain.train_rows[source]), task
+        assert sel.eval_ids == plain.eval_ids and sel.eval_key == plain.eval_key, task
+        assert sel.train_key != plain.train_key and len(select_records(sel, made)) == len(held), task
+        if task == "udpos":  # PUD: the held-out rows come from the training half, never the scored half
+            assert not set(held) & set(sel.eval_ids["en"])
+    assert make_split("udpos", ["en"], ProtocolConfig(name="zero_shot"), made).select_rows == {}
+
+
 def test_checkpoint_selection_keeps_the_best_epoch(made):
     import numpy as np
 

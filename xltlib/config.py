@@ -40,13 +40,27 @@ class ProtocolConfig(_Strict):
     train_sets: dict[str, list[str]] = {}  # per task, registered training sets (`xlt list train-sets`); default per task
     train_fraction: float = Field(0.5, gt=0, lt=1)  # offline_dev_split: share of English dev groups used for training
     split_seed: int = 0  # seed of the row samples (fixed across the grid so every cell sees the same rows)
-    max_train: int | None = Field(None, ge=1)  # cap on training examples (a fixed random sample)
+    # cap on training examples (a fixed random sample): one number for every task, or per task ({panx: 5000});
+    # a task missing from the mapping is not capped
+    max_train: int | dict[str, int | None] | None = None
     max_eval: int | None = Field(None, ge=1)  # cap on scored examples per language (the same rows everywhere)
-    # zero_shot: keep the epoch whose English *selection* score is best, on rows neither trained on nor scored
+    # keep the epoch whose English *selection* score is best, on rows neither trained on nor scored
     # (xltlib.split.SELECTION: PAWS-X English dev; otherwise selection_fraction of the training groups held out)
     selection: bool = False
     selection_fraction: float = Field(0.1, gt=0, lt=1)  # share of training groups held out for selection
     max_select: int | None = Field(500, ge=1)  # cap on selection rows (evaluated after every epoch)
+
+    @field_validator("max_train")
+    @classmethod
+    def _positive_caps(cls, v):
+        for key, cap in (v.items() if isinstance(v, dict) else [("", v)]):
+            if cap is not None and cap < 1:
+                raise ValueError(f"max_train{'.' + key if key else ''} must be at least 1 (or null), got {cap}")
+        return v
+
+    def train_cap(self, task: str) -> int | None:
+        """The training-example cap of one task (``max_train``, per task when it is a mapping)."""
+        return self.max_train.get(task) if isinstance(self.max_train, dict) else self.max_train
 
 
 class TrainConfig(_Strict):
@@ -310,6 +324,9 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             check_train_sets(task, names)
         except ValueError as exc:
             raise ConfigError(f"{source}: protocol.train_sets.{task}: {exc}") from None
+    for task in cfg.protocol.max_train if isinstance(cfg.protocol.max_train, dict) else ():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: protocol.max_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
     for task, over in cfg.task_train.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: task_train.{task}: not a registered task; registered: {', '.join(TASKS)}")

@@ -64,6 +64,36 @@ def suite_table(transfer: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def english_targets(transfer: pd.DataFrame) -> pd.DataFrame:
+    """Does each task learn? Per task with a target (``Task.english_target``) and method: the English score
+    (mean over seeds; the envelope of the per-seed bootstrap 95% CIs) against the target, which is a fixed
+    score or the pre-trained encoder's own (``pretrained_<metric>`` rows, LAReQA)."""
+    from . import tasks as T
+
+    rows = []
+    en = transfer[(transfer["language"] == "en") & (transfer["language2"].fillna("") == "")]
+    for (task, method), g in en.groupby(["task", "method"], sort=True):
+        spec = T.get_task(task).english_target
+        if spec is None:
+            continue
+        metric, target = spec
+        got = g[g["metric"] == metric]
+        if got.empty:
+            continue
+        if target == "pretrained":
+            ref = g.loc[g["metric"] == f"pretrained_{metric}", "value"]
+            target, what = (float(ref.mean()) if len(ref) else float("nan")), "the pre-trained encoder's score"
+        else:
+            what = "chance" if task == "xcopa" else "fixed target"
+        mean = float(got["value"].mean())
+        rows.append(dict(task=task, method=method, metric=metric, seeds=int(got["seed"].nunique()),
+                         english=100 * mean, ci_low=100 * float(got["ci_low"].min()),
+                         ci_high=100 * float(got["ci_high"].max()), target=100 * target, target_is=what,
+                         clears=bool(mean >= target), ci_above_target=bool(got["ci_low"].min() > target)))
+    return pd.DataFrame(rows, columns=["task", "method", "metric", "seeds", "english", "ci_low", "ci_high", "target",
+                                       "target_is", "clears", "ci_above_target"])
+
+
 def task_coverage(tasks_in_run: list[str], transfer: pd.DataFrame) -> pd.DataFrame:
     """Which tasks and languages were scored, with the metric, the training data and what the offline data lacks."""
     from . import tasks as T
@@ -418,6 +448,11 @@ def export_results(run, dest) -> list:
     if len(suite.columns) > 3:  # more than one task: the XTREME-R style suite average
         save_table(suite, "suite")
         md += ["## Suite: task scores (%) and their average, mean ± sd over seeds", "", suite.to_markdown(), ""]
+    targets = english_targets(transfer)
+    if len(targets):
+        save_table(targets, "english_targets", index=False)
+        md += ["## Does each task learn? English score vs its target (%)", "",
+               targets.round(1).to_markdown(index=False), ""]
     for task, table in transfer_table(transfer).items():
         save_table(table, f"transfer_{task}")
         md += [f"## Transfer score (%), {task} ({score_name(task)}) — mean ± sd over seeds", "",

@@ -185,11 +185,17 @@ class Run:
                for c in self.training_cells() if self.cell_done(c)]
         return ck
 
+    def scored_cells(self) -> list[dict]:
+        """Cells whose results can be analysed: checkpoint on disk, or training rows under the current key (a run
+        folder whose checkpoints were pruned, or that came back from a remote machine without them)."""
+        return [c for c in self.cells() if self.cell_done(c)
+                or cached(self.path("results", "train", f"{c['checkpoint']}.parquet"), self.checkpoint_key(c))]
+
     def live_keys(self, kind: str) -> set[str]:
         if kind == "train":
-            return {self.checkpoint_key(c) for c in self.finished_cells()}
+            return {self.checkpoint_key(c) for c in self.scored_cells()}
         if kind == "transfer":
-            return {self.transfer_key(c) for c in self.finished_cells()}
+            return {self.transfer_key(c) for c in self.scored_cells()}
         if kind == "alignment":
             return {self.alignment_key(ck) for ck in self.alignment_checkpoints()}
         raise ValueError(f"unknown results kind '{kind}'; kinds: train, transfer, alignment")

@@ -28,8 +28,9 @@ from . import tasks as T
 from .trainsets import DEFAULT_TRAIN_SETS, load_train_set
 
 
-# Where a task's checkpoint-selection rows come from under zero_shot: an English split that is neither trained
-# on nor scored, else a held-out share of the training groups (XNLI trains on its English dev rows).
+# Where a task's checkpoint-selection rows come from (protocol.selection): an English split that is neither
+# trained on nor scored, else a held-out share of the training groups (XNLI trains on its English dev rows; UD-POS
+# on the training half of PUD; PAN-X, XCOPA and the QA tasks on their English training files).
 SELECTION = {"pawsx": "dev"}
 
 
@@ -118,7 +119,7 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
                 select_rows.setdefault(s, []).append(i)
         pool = [(s, i) for s, recs in sources.items() if s != "dev" or not select_rows
                 for i in range(len(recs)) if i not in held.get(s, ())]
-        keep = _cap(np.arange(len(pool)), p.max_train, np.random.default_rng(p.split_seed))
+        keep = _cap(np.arange(len(pool)), p.train_cap(task), np.random.default_rng(p.split_seed))
         train_rows: dict[str, list[int]] = {s: [] for s in sources if not (s == "dev" and "dev" in select_rows)}
         for k in keep:
             s, i = pool[k]
@@ -133,14 +134,24 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
         T.check_aligned(task, by_lang)
         sources["dev"] = by_lang["en"]
         train_ids, held = T.offline_split(task, by_lang["en"], p.train_fraction, p.split_seed)
-        train_rows = {"dev": _cap(train_ids, p.max_train, rng).tolist()}
+        train_ids = _cap(train_ids, p.train_cap(task), rng)
+        if p.selection:  # whole groups of the training half held out; the scored half is untouched
+            keep, out = T.offline_split(task, [by_lang["en"][i] for i in train_ids], 1 - p.selection_fraction,
+                                        p.split_seed)
+            select_rows = {"dev": _cap(train_ids[out], p.max_select, np.random.default_rng(p.split_seed)).tolist()}
+            train_ids = train_ids[keep]
+        train_rows = {"dev": np.asarray(train_ids).tolist()}
         held = _cap(held, p.max_eval, rng)
         eval_by_lang = {lang: held for lang in by_lang}
     else:
         name = f"train_file:{t.training_task}"
         sources["train_file"] = T.load_train_records(task, data_dir)
-        train_rows = {"train_file": _cap(np.arange(len(sources["train_file"])), p.max_train,
-                                         np.random.default_rng(p.split_seed)).tolist()}
+        pool_ids = np.arange(len(sources["train_file"]))
+        if p.selection:  # whole groups of the English training file held out (none of it is scored)
+            pool_ids, out = T.offline_split(t.training_task, sources["train_file"], 1 - p.selection_fraction,
+                                            p.split_seed)
+            select_rows = {"train_file": _cap(out, p.max_select, np.random.default_rng(p.split_seed)).tolist()}
+        train_rows = {"train_file": _cap(pool_ids, p.train_cap(task), np.random.default_rng(p.split_seed)).tolist()}
         if t.row_aligned:
             T.check_aligned(task, by_lang)
             shared = _cap(np.arange(len(by_lang["en"])), p.max_eval, rng)

@@ -131,6 +131,10 @@ def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFra
         kw = dict(objective=build_objective_for(run, cell), batch_size=run.cfg.evaluate.batch_size,
                   max_length=run.cfg.train.max_length, bf16=run.bf16)
         rows = kind.evaluate(model, tokenizer, task, recs, **kw)
+        if task.kind == "answer_retrieval":  # the pre-trained encoder's own score: the reference fine-tuning must beat
+            base = kind.load_model(cell["model"], task, kind.num_labels(task), "mean")
+            base = base.to(next(model.parameters()).device).eval()
+            rows += [dict(r, metric=f"pretrained_{r['metric']}") for r in kind.evaluate(base, tokenizer, task, recs, **kw)]
         ev = run.cfg.evaluate
         if ev.generalized and task.row_aligned and task.kind == "pair_classification":
             langs = [lang for lang in recs if ev.generalized_languages is None or lang in ev.generalized_languages]

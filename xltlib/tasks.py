@@ -146,6 +146,7 @@ _add(Task(
     labels=XNLI_LABELS, local_reader=read_xnli_local, hub_reader=read_xnli_hub,
     layout="xnli/{dev,test}-{lang}.tsv", group_fn=lambda en: np.array([r["group"] for r in en]), splits=("dev", "test"),
     notes="XNLI: dev 2,490 rows = 830 premises x 3, test 5,010 = 1,670 x 3; rows aligned across the 15 languages",
+    english_target=("accuracy", 0.67),
 ))
 _add(Task(
     name="pawsx", kind="pair_classification",
@@ -153,6 +154,7 @@ _add(Task(
     labels=("not_paraphrase", "paraphrase"), local_reader=read_pawsx_local, hub_reader=read_pawsx_hub,
     layout="pawsx/{dev,test}-{lang}.tsv", group_fn=pawsx_groups, splits=("dev", "test"),
     notes="PAWS-X dev and test, 2,000 rows each aligned across 7 languages (a few labels differ from English)",
+    english_target=("accuracy", 0.85),
 ))
 _add(Task(
     name="tatoeba", kind="retrieval",

@@ -29,6 +29,9 @@ class Task:
     # Evaluation splits the readers accept; XNLI and PAWS-X have labelled test sets (zero-shot protocol),
     # the other tasks read the one split the offline data holds (see their notes).
     splits: tuple[str, ...] = ("dev",)
+    # What a checkpoint must reach in English before its transfer is worth analysing (issue 12's bars):
+    # (metric, value in [0, 1]); "pretrained" instead of a value = the pre-trained encoder's own score on it
+    english_target: tuple[str, float | str] | None = None
 
     @property
     def training_task(self) -> str:

@@ -77,6 +77,7 @@ register_task(Task(
     row_aligned=False,
     notes="trained on English COPA train (400; XTREME-R first trains on SIQA, not available offline); "
           "scored on the XCOPA test sets (500 per language), English on COPA val (100)",
+    english_target=("accuracy", 0.5),  # chance: two choices, balanced labels
 ))
 
 # --------------------------------------------------------------------------------------------- UD-POS
@@ -113,6 +114,7 @@ register_task(Task(
     notes="Parallel UD (PUD) treebanks: the English PUD sentences of the training half of sent_ids train, the "
           "other half is scored in every language (XTREME uses the full UD test sets and English EWT train, "
           "not available offline); cs, gl, is, sv are not XTREME-R languages",
+    english_target=("f1", 0.90),
 ))
 
 # ---------------------------------------------------------------------------------------------- PAN-X
@@ -148,6 +150,7 @@ register_task(Task(
     row_aligned=False, score_metrics=("f1",),
     notes="WikiANN NER: English train (20,000), scored on dev (test tags are stripped in XTREME's copy); "
           "no Thai dev offline",
+    english_target=("f1", 0.75),
 ))
 
 # ------------------------------------------------------------------------------------------------- QA
@@ -207,6 +210,7 @@ register_task(Task(
     local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(load_hub("google/xquad", f"xquad.{lang}", "validation"))),
     layout="xquad/xquad.{lang}.json", train_from="tydiqa", row_aligned=True,
     notes=f"XQuAD (1,190 questions, aligned across 12 languages; ro is not an XTREME-R language); {_QA_TRAIN_NOTE}",
+    english_target=("f1", 0.55),
 ))
 register_task(Task(
     name="mlqa", kind="span_extraction", languages=MLQA_LANGS, metric="f1", score_metrics=QA_METRICS,
@@ -239,6 +243,7 @@ register_task(Task(
           "pooled sentences of every language's contexts, mAP@20; sentences split by punctuation here "
           "(XQuAD-R's own split is not offline); the encoder is the QA-fine-tuned one, mean-pooled "
           "(XTREME-R trains a dual encoder on SQuAD instead)",
+    english_target=("map@20", "pretrained"),
 ))
 
 # ------------------------------------------------------------------------------------------- Mewsli-X
