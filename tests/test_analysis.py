@@ -184,3 +184,23 @@ def test_analyze_small_and_empty_inputs_never_crash():
     assert "nothing to relate" in empty.summary
     res3 = analyze(tr, al, primary={"metric": "cka.cka_debiased", "layer": "last"}, n_boot=50, n_perm=50)
     assert "not measured" in res3.summary
+
+
+def test_english_targets_fixed_bar_chance_and_pretrained_reference():
+    import xltlib.xtremer  # noqa: F401  (registers the suite tasks)
+    from xltlib.report import english_targets
+
+    def row(task, metric, value, lo, hi, lang="en"):
+        return dict(task=task, method="baseline", seed=1, language=lang, language2="", metric=metric, value=value,
+                    ci_low=lo, ci_high=hi, n=100)
+
+    rows = [row("udpos", "f1", 0.93, 0.92, 0.94), row("udpos", "f1", 0.40, 0.3, 0.5, "de"),  # only English counts
+            row("xcopa", "accuracy", 0.54, 0.45, 0.64),  # above 50% but its CI reaches chance: does not clear
+            row("lareqa", "map@20", 0.013, 0.009, 0.018), row("lareqa", "pretrained_map@20", 0.34, 0.3, 0.38),
+            row("xquad", "f1", 0.457, 0.40, 0.51), row("mlqa", "f1", 0.5, 0.4, 0.6)]  # mlqa has no target
+    t = english_targets(pd.DataFrame(rows)).set_index("task")
+    assert set(t.index) == {"udpos", "xcopa", "lareqa", "xquad"}
+    assert t.loc["udpos", "clears"] and t.loc["udpos", "english"] == pytest.approx(93.0)
+    assert t.loc["xcopa", "target"] == pytest.approx(50.0) and not t.loc["xcopa", "clears"]
+    assert t.loc["lareqa", "target"] == pytest.approx(34.0) and not t.loc["lareqa", "clears"]
+    assert t.loc["xquad", "target"] == pytest.approx(55.0) and not t.loc["xquad", "clears"]

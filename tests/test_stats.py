@@ -311,12 +311,13 @@ def test_quality_gate():
             rows.append(dict(checkpoint=ck, task="xnli", method="baseline", seed=1, language=lg, language2="",
                              metric="score", value=v, n=1000))
     rows.append(dict(checkpoint="tag", task="udpos", method="baseline", seed=1, language="en", language2="",
-                     metric="score", value=0.2, n=100))
+                     metric="score", value=0.2, n=100, ci_low=0.15, ci_high=0.26))
     g = S.quality_gate(pd.DataFrame(rows), {"xnli": 1 / 3}).set_index("checkpoint")
     assert g.loc["good", "passes"] and g.loc["good", "ci_lo"] > 1 / 3
     assert not g.loc["chance", "passes"] and "excluded" in g.loc["chance", "note"]
     assert not g.loc["near", "passes"]  # 35.5% on 1000 rows: CI reaches below 33.3%
     assert g.loc["tag", "passes"] and "not gated" in g.loc["tag", "note"]
+    assert (g.loc["tag", "ci_lo"], g.loc["tag", "ci_hi"]) == (0.15, 0.26)  # F1 is no proportion: its bootstrap CI
     lo, hi = S.wilson_ci(0.5, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     failed = S.gate_failures(g.reset_index())

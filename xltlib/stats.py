@@ -589,7 +589,8 @@ GATE_COLS = ["task", "checkpoint", "method", "seed", "english", "ci_lo", "ci_hi"
 
 def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, metric: str = "score",
                  level: float = 0.95) -> pd.DataFrame:
-    """Per (task, checkpoint): the English score with its Wilson CI beside the majority-label rate.
+    """Per (task, checkpoint): the English score with its Wilson CI beside the majority-label rate (tasks without
+    one: the score's own bootstrap CI).
 
     ``passes`` is False when the CI's lower bound does not exceed the majority rate (the model has not
     shown that it learned the task) or when there is no English score; tasks without a majority rate
@@ -610,10 +611,15 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, m
             continue
         n = int(en["n"].sum()) if "n" in en else 0
         val = float(np.average(en["value"], weights=en["n"])) if n else float(en["value"].mean())
-        lo, hi = wilson_ci(val, n, level)
+        gated = task in majority and np.isfinite(majority[task])
+        if gated:  # accuracy: a proportion
+            lo, hi = wilson_ci(val, n, level)
+        else:  # F1, QA, mAP are not proportions: the row's own bootstrap CI over examples
+            one = len(en) == 1 and {"ci_low", "ci_high"} <= set(en)
+            lo, hi = (float(en["ci_low"].iloc[0]), float(en["ci_high"].iloc[0])) if one else (math.nan, math.nan)
         row.update(english=val, ci_lo=lo, ci_hi=hi, n=n)
-        if task not in majority or not np.isfinite(majority[task]):
-            row["note"] = "no majority rate for this task kind: not gated"
+        if not gated:
+            row["note"] = "no majority rate for this task kind: not gated (bootstrap CI; see the English-vs-target table)"
         elif not lo > majority[task]:
             row.update(passes=False, note="English score does not clear the majority rate: excluded from RQ1/RQ2")
         rows.append(row)

@@ -30,7 +30,8 @@ class Task:
     # the other tasks read the one split the offline data holds (see their notes).
     splits: tuple[str, ...] = ("dev",)
     # What a checkpoint must reach in English before its transfer is worth analysing (issue 12's bars):
-    # (metric, value in [0, 1]); "pretrained" instead of a value = the pre-trained encoder's own score on it
+    # (metric, value in [0, 1]); instead of a value, "pretrained" = the pre-trained encoder's own score on it,
+    # "chance" = 1 / number of labels, to be cleared by the lower end of the score's CI
     english_target: tuple[str, float | str] | None = None
 
     @property
