@@ -12,7 +12,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from xltlib import analysis as A
-from xltlib.report import analyze, english_targets, result_tables, score_name, suite_table, task_coverage, transfer_table
+from xltlib.report import (analyze, english_targets, result_tables, score_name, suite_table, task_coverage,
+                           train_diagnostics, transfer_table)
 from xltlib.stages import Run
 
 warnings.filterwarnings("ignore")
@@ -50,6 +51,15 @@ if len(targets):
 # %%
 with pd.option_context("display.max_colwidth", None):
     display(tables["method_vs_baseline"][0].round(4))
+
+# %% [markdown]
+# ## What each method did in training
+# Last epoch, mean over its steps then over seeds: the loss, the clean and the perturbed loss and their gap (an
+# adversary that works raises the loss), the perturbation's L2 norm per token (absolute, and relative to the
+# token embeddings' norm), RS-DA's substitution rate, and the weight drift from the pre-trained encoder.
+
+# %%
+display(train_diagnostics(run.load_results("train")).round(4))
 
 # %% [markdown]
 # ## The suite: task scores (%), XTREME-R style

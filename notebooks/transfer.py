@@ -15,7 +15,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import english_targets, generalized_matrix, robustness_table, score_name, suite_table, transfer_table
+from xltlib.report import (english_targets, generalized_matrix, robustness_table, robustness_vs_baseline, score_name,
+                           suite_table, transfer_table)
 from xltlib.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
@@ -73,5 +74,10 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
 robust = robustness_table(transfer)
 if len(robust):
     display(robust)
+    vs = robustness_vs_baseline(transfer, n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed)
+    display(Markdown("**Method − baseline** (points of English accuracy under each attack, same seeds; 95% CI from a "
+                     "paired bootstrap over the same English rows plus the seed variance). A method is more robust "
+                     "than the baseline where the CI lies above 0."))
+    display(vs.drop(columns=["resampled"]).round(2))
 else:
     display(Markdown("_Robustness not scored in this run (`evaluate.robustness: false`)._"))

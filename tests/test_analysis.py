@@ -204,3 +204,39 @@ def test_english_targets_fixed_bar_chance_and_pretrained_reference():
     assert t.loc["xcopa", "target"] == pytest.approx(50.0) and not t.loc["xcopa", "clears"]
     assert t.loc["lareqa", "target"] == pytest.approx(34.0) and not t.loc["lareqa", "clears"]
     assert t.loc["xquad", "target"] == pytest.approx(55.0) and not t.loc["xquad", "clears"]
+
+
+def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
+    from xltlib.report import robustness_vs_baseline
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (1, 2):
+        truth = rng.random(400)
+        for method, p_ok, eps in (("baseline", 0.5, 0.2), ("pgd", 0.7, 0.2), ("freelb", 0.5, 0.3)):
+            for metric in ("robust_acc_clean", "robust_acc_pgd_eps"):
+                ok = (truth < (0.8 if metric.endswith("clean") else p_ok)).astype(float)
+                rows.append(dict(task="xnli", method=method, seed=seed, language="en", language2="", metric=metric,
+                                 value=ok.mean(), n=400, strength=eps, per_example=ok.tolist(), checkpoint=method))
+    t = robustness_vs_baseline(pd.DataFrame(rows), n_boot=200).set_index(["attack", "method"])
+    assert t.loc[("pgd_eps", "pgd"), "diff"] == pytest.approx(20.0, abs=3)
+    assert t.loc[("pgd_eps", "pgd"), "ci_lo"] > 0 and t.loc[("pgd_eps", "pgd"), "resampled"].startswith("test examples")
+    assert t.loc[("clean", "pgd"), "diff"] == pytest.approx(0.0)
+    assert "own strength" in t.loc[("pgd_eps", "freelb"), "note"] and "own strength" not in t.loc[("pgd_eps", "pgd"), "note"]
+
+
+def test_train_diagnostics_last_epoch_per_method():
+    from xltlib.report import train_diagnostics
+
+    rows = []
+    for method, gap in (("baseline", np.nan), ("pgd", 0.2)):
+        for seed in (1, 2):
+            for step, epoch in ((1, 0), (2, 0), (3, 1), (4, 1)):
+                rows.append(dict(task="xnli", method=method, seed=seed, checkpoint=f"{method}{seed}",
+                                 metric="train_loss", value=1.0 / step, epoch=epoch, loss_gap=gap * epoch))
+            rows.append(dict(task="xnli", method=method, seed=seed, checkpoint=f"{method}{seed}",
+                             metric="weight_drift", value=0.01, epoch=np.nan, loss_gap=np.nan))
+    t = train_diagnostics(pd.DataFrame(rows)).set_index("method")
+    assert t.loc["pgd", "seeds"] == 2 and t.loc["pgd", "loss"] == pytest.approx((1 / 3 + 1 / 4) / 2)
+    assert t.loc["pgd", "loss_gap"] == pytest.approx(0.2) and np.isnan(t.loc["baseline", "loss_gap"])
+    assert t.loc["baseline", "weight_drift"] == pytest.approx(0.01)

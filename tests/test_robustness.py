@@ -41,7 +41,10 @@ def test_rows_are_tidy_and_complete(scored):
                        "attack_loss_gain_pgd_2eps", "robust_acc_noise_sigma", "robust_acc_synonym",
                        "synonym_subst_rate"}
     for r in rows:
-        assert set(r) == {"language", "language2", "metric", "value", "n", "ci_low", "ci_high", "strength", "scale"}
+        assert set(r) - {"per_example"} == {"language", "language2", "metric", "value", "n", "ci_low", "ci_high",
+                                            "strength", "scale"}
+        if "per_example" in r:  # accuracies keep their rows for the paired comparison with the baseline
+            assert len(r["per_example"]) == r["n"] and np.mean(r["per_example"]) == pytest.approx(r["value"])
         assert r["language"] == "en" and r["n"] == 40
         if r["metric"].startswith("robust_acc"):
             assert 0 <= r["value"] <= 1 and r["ci_low"] <= r["value"] <= r["ci_high"]

@@ -452,6 +452,19 @@ def export_results(run, dest) -> list:
     if len(suite.columns) > 3:  # more than one task: the XTREME-R style suite average
         save_table(suite, "suite")
         md += ["## Suite: task scores (%) and their average, mean ± sd over seeds", "", suite.to_markdown(), ""]
+    robust = robustness_vs_baseline(transfer, n_boot=r.n_boot, seed=r.seed)
+    if len(robust):
+        save_table(robustness_table(transfer), "robustness")
+        save_table(robust, "robustness_vs_baseline", index=False)
+        md += ["## Did robust training make the model robust? English accuracy under attack (%), mean ± sd over "
+               "seeds", "", robustness_table(transfer).to_markdown(), "",
+               "## Robustness: method − baseline (points), seed-matched, paired bootstrap over English rows + seed "
+               "variance", "", robust.drop(columns=["resampled"]).round(2).to_markdown(index=False), ""]
+    diag = train_diagnostics(run.load_results("train"))
+    if len(diag):
+        save_table(diag, "train_diagnostics", index=False)
+        md += ["## Training diagnostics (last epoch, mean over steps then seeds)", "",
+               diag.round(4).to_markdown(index=False), ""]
     targets = english_targets(transfer)
     if len(targets):
         save_table(targets, "english_targets", index=False)
@@ -515,3 +528,61 @@ def robustness_table(transfer: pd.DataFrame) -> pd.DataFrame:
     table = (g.mean().round(1).astype(str) + " ± " + g.std().fillna(0).round(1).astype(str)
              + " (n=" + g.size().astype(str) + ")").unstack("metric")
     return table[[m for m in ROBUSTNESS_METRICS if m in table.columns]]
+
+
+ROBUST_ACCURACIES = ("robust_acc_clean", "robust_acc_pgd_eps", "robust_acc_pgd_2eps", "robust_acc_synonym",
+                     "robust_acc_noise_sigma")
+
+
+def robustness_vs_baseline(transfer: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Did a method make the model more robust than the baseline? Per task, method and attack: English accuracy
+    under attack minus the baseline's at the same seeds (points), with the paired bootstrap over the same English
+    rows plus the seed variance of :func:`xltlib.stats.method_vs_baseline`. Each checkpoint is attacked at its
+    own trained strength (the baseline at the documented defaults), so ``strength`` / ``baseline_strength`` say
+    when the two attacks differ."""
+    rows = transfer[transfer["metric"].isin(ROBUST_ACCURACIES)]
+    if not len(rows):
+        return pd.DataFrame()
+    out = []
+    for metric in ROBUST_ACCURACIES:
+        sub = rows[rows["metric"] == metric]
+        if not len(sub):
+            continue
+        t = S.method_vs_baseline(sub, metric=metric, n_boot=n_boot, seed=seed, exclude=())
+        t = t[t["setting"] == "standard"].drop(columns=["setting", "n_languages"])
+        strength = sub.groupby(["task", "method"])["strength"].mean() if "strength" in sub else None
+        for r in t.to_dict("records"):
+            r = dict(attack=metric.removeprefix("robust_acc_"), **r)
+            for col in ("baseline", "score", "diff", "ci_lo", "ci_hi"):
+                r[col] = 100 * r[col]
+            if strength is not None:
+                r["strength"] = strength.get((r["task"], r["method"]), np.nan)
+                r["baseline_strength"] = strength.get((r["task"], "baseline"), np.nan)
+                if metric.startswith("robust_acc_pgd") and not np.isclose(r["strength"], r["baseline_strength"]):
+                    r["note"] = (r["note"] + "; " if r["note"] else "") + "attacked at its own strength, not the baseline's"
+            out.append(r)
+    return pd.DataFrame(out)
+
+
+TRAIN_DIAGNOSTICS = ("loss", "clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel",
+                     "subst_rate")
+
+
+def train_diagnostics(train: pd.DataFrame) -> pd.DataFrame:
+    """Per task and method: the training diagnostics of the last epoch (mean over its steps, then over seeds):
+    loss, clean and perturbed loss, their gap, the perturbation's norm per token (absolute and relative to the
+    token embeddings), RS-DA's substitution rate; and the weight drift from the pre-trained encoder."""
+    if not len(train):
+        return pd.DataFrame()
+    steps = train[train["metric"] == "train_loss"].rename(columns={"value": "loss"})
+    if not len(steps):
+        return pd.DataFrame()
+    cols = [c for c in TRAIN_DIAGNOSTICS if c in steps and steps[c].notna().any()]
+    last = steps[steps["epoch"] == steps.groupby("checkpoint")["epoch"].transform("max")]
+    per_ck = last.groupby(["task", "method", "seed"])[cols].mean()
+    table = per_ck.groupby(level=["task", "method"]).mean()
+    table.insert(0, "seeds", per_ck.groupby(level=["task", "method"]).size())
+    drift = train[train["metric"] == "weight_drift"].groupby(["task", "method"])["value"].mean()
+    if len(drift):
+        table["weight_drift"] = drift
+    return table.reset_index()

@@ -86,8 +86,10 @@ def _row(metric, per_example, strength=float("nan"), scale="", language="en"):
 
     per_example = np.asarray(per_example, dtype=float)
     lo, hi = bootstrap_ci(per_example)
+    # per_example: a method and the baseline are compared by a paired bootstrap over the same English rows
     return dict(language=language, language2="", metric=metric, value=float(per_example.mean()),
-                n=len(per_example), ci_low=lo, ci_high=hi, strength=float(strength), scale=scale)
+                n=len(per_example), ci_low=lo, ci_high=hi, strength=float(strength), scale=scale,
+                per_example=per_example.tolist())
 
 
 def robustness_rows(model, tokenizer, records: list[dict], *, objective=None, data_dir=None,
