@@ -31,7 +31,8 @@ display(Markdown(res.summary))
 
 # %% [markdown]
 # ## Model-quality gate
-# English score per task and checkpoint with its Wilson 95% CI, beside the majority-label rate. A checkpoint
+# English score per task and checkpoint with its Wilson 95% CI (F1, QA and mAP: their bootstrap CI), beside the
+# majority-label rate. A checkpoint
 # whose lower bound does not clear the majority rate has no transfer to explain: it is left out of RQ1 and RQ2.
 
 # %%

@@ -18,9 +18,11 @@ from xltlib.trainsets import TRAIN_SETS
 run = Run.open(run_dir)
 summary = stage_data(run)
 p = run.cfg.protocol
+caps = (", ".join(f"{task}: {cap or 'all'}" for task, cap in p.max_train.items()) if isinstance(p.max_train, dict)
+        else p.max_train or "all")
 display(Markdown(
     f"**Protocol `{p.name}`** · row samples drawn with seed {p.split_seed} · at most "
-    f"{p.max_train if isinstance(p.max_train, int) else 'all' if p.max_train is None else p.max_train} training rows and {p.max_eval or 'all'} scored rows per language · data folder: "
+    f"{caps} training rows and {p.max_eval or 'all'} scored rows per language · data folder: "
     f"`{run.data_dir or 'Hugging Face hub'}`."))
 
 # %%

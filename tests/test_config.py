@@ -302,3 +302,12 @@ def test_max_train_per_task():
         load_config(None, ["protocol.max_train={nope: 10}"])
     with pytest.raises(ConfigError, match=r"max_train.panx must be at least 1"):
         load_config(None, ["protocol.max_train={panx: 0}"])
+
+
+def test_max_train_follows_the_shared_training_task():
+    import xltlib.xtremer  # noqa: F401  (registers the QA tasks)
+
+    cfg = load_config(None, ["grid.task=[xquad,mlqa]", "protocol.max_train={tydiqa: 2000}"])
+    assert cfg.protocol.train_cap("xquad") == cfg.protocol.train_cap("mlqa") == 2000
+    with pytest.raises(ConfigError, match=r"xquad \(100\) and mlqa \(None\) train one tydiqa checkpoint"):
+        load_config(None, ["grid.task=[xquad,mlqa]", "protocol.max_train={xquad: 100}"])

@@ -169,6 +169,23 @@ def test_rows_of_stale_checkpoints_or_settings_are_not_analysed(smoke_run):
         (smoke_run / "results" / "transfer" / "removed.parquet").unlink()
 
 
+def test_a_run_folder_without_its_checkpoints_still_reports(smoke_run, tmp_path):
+    """Checkpoints pruned, or a run folder brought back from a remote machine without them: the training rows
+    under the current key keep the cell's results live."""
+    import shutil
+
+    from xltlib.run import Run
+
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("checkpoints", "kernel-ipc*"))
+    full, pruned = Run.open(smoke_run), Run.open(copy)
+    for kind in ("train", "transfer"):
+        assert len(pruned.load_results(kind)) == len(full.load_results(kind)) > 0, kind
+    assert pruned.missing_cells() == [c["cell_id"] for c in pruned.cells()]  # nothing to score again from
+    (copy / "data" / "xnli.json").unlink()  # a split not made yet: no results, no crash
+    assert pruned.load_results("transfer")["task"].ne("xnli").all()
+
+
 ONE_CELL = ["--set", "grid.task=[xnli]", "--set", "grid.method=[baseline]", "--set", "grid.seed=[1]",
             "--set", "evaluate.generalized=false", "--stages", "data,train,transfer,alignment"]
 

@@ -59,8 +59,13 @@ class ProtocolConfig(_Strict):
         return v
 
     def train_cap(self, task: str) -> int | None:
-        """The training-example cap of one task (``max_train``, per task when it is a mapping)."""
-        return self.max_train.get(task) if isinstance(self.max_train, dict) else self.max_train
+        """The training-example cap of one task (``max_train``, per task when it is a mapping: the task's own key,
+        else its training task's, e.g. ``tydiqa`` for XQuAD, MLQA and LAReQA, which share one checkpoint)."""
+        if not isinstance(self.max_train, dict):
+            return self.max_train
+        from .tasks import get_task
+
+        return self.max_train.get(task, self.max_train.get(get_task(task).training_task))
 
 
 class TrainConfig(_Strict):
@@ -327,6 +332,15 @@ def check_registries(cfg: RunConfig, source: str) -> None:
     for task in cfg.protocol.max_train if isinstance(cfg.protocol.max_train, dict) else ():
         if task not in TASKS:
             raise ConfigError(f"{source}: protocol.max_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
+    caps: dict[str, tuple[str, int | None]] = {}  # training task -> (first grid task, its cap)
+    for task in cfg.grid.task:
+        if task not in TASKS:
+            continue
+        train_task, cap = TASKS[task].training_task, cfg.protocol.train_cap(task)
+        if train_task in caps and caps[train_task][1] != cap:
+            raise ConfigError(f"{source}: protocol.max_train: {caps[train_task][0]} ({caps[train_task][1]}) and {task} "
+                              f"({cap}) train one {train_task} checkpoint and need the same cap")
+        caps.setdefault(train_task, (task, cap))
     for task, over in cfg.task_train.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: task_train.{task}: not a registered task; registered: {', '.join(TASKS)}")

@@ -72,7 +72,9 @@ def english_targets(transfer: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     en = transfer[(transfer["language"] == "en") & (transfer["language2"].fillna("") == "")]
-    for (task, method), g in en.groupby(["task", "method"], sort=True):
+    if "model" not in en:
+        en = en.assign(model="")
+    for (model, task, method), g in en.groupby(["model", "task", "method"], sort=True):
         spec = T.get_task(task).english_target
         if spec is None:
             continue
@@ -82,20 +84,24 @@ def english_targets(transfer: pd.DataFrame) -> pd.DataFrame:
             continue
         if target == "pretrained":
             ref = g.loc[g["metric"] == f"pretrained_{metric}", "value"]
-            target, what = (float(ref.mean()) if len(ref) else float("nan")), "the pre-trained encoder's score"
+            if ref.empty:  # rows scored before the reference existed: say so rather than fail the task
+                target, what = float("nan"), "the pre-trained encoder's score (not in these rows: rescore)"
+            else:
+                target, what = float(ref.mean()), "the pre-trained encoder's score"
         elif target == "chance":
             target, what = 1 / len(T.get_task(task).labels), "chance"
         else:
             what = "fixed target"
         mean, low = float(got["value"].mean()), float(got["ci_low"].min())
-        rows.append(dict(task=task, method=method, metric=metric, seeds=int(got["seed"].nunique()),
+        rows.append(dict(model=model, task=task, method=method, metric=metric, seeds=int(got["seed"].nunique()),
                          english=100 * mean, ci_low=100 * low, ci_high=100 * float(got["ci_high"].max()),
                          target=100 * target, target_is=what,
                          # chance is cleared only by the CI; a bar by the score itself
-                         clears=bool(low > target if what == "chance" else mean >= target),
-                         ci_above_target=bool(low > target)))
-    return pd.DataFrame(rows, columns=["task", "method", "metric", "seeds", "english", "ci_low", "ci_high", "target",
-                                       "target_is", "clears", "ci_above_target"])
+                         clears=(bool(low > target if what == "chance" else mean >= target)
+                                 if np.isfinite(target) else None),
+                         ci_above_target=bool(low > target) if np.isfinite(target) else None))
+    return pd.DataFrame(rows, columns=["model", "task", "method", "metric", "seeds", "english", "ci_low", "ci_high",
+                                       "target", "target_is", "clears", "ci_above_target"])
 
 
 def task_coverage(tasks_in_run: list[str], transfer: pd.DataFrame) -> pd.DataFrame:
@@ -399,7 +405,7 @@ def result_tables(res: S.AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
     if len(corr):
         corr = corr.sort_values(["family", "p_holm"], na_position="last", kind="stable")
     return [
-        ("quality_gate", res.gate, "Model-quality gate: English score (Wilson 95% CI) vs the majority rate"),
+        ("quality_gate", res.gate, "Model-quality gate: English score (Wilson 95% CI; F1/QA/mAP: bootstrap CI) vs the majority rate"),
         ("method_vs_baseline", res.method_vs_baseline,
          "Method vs baseline: mean over target languages, seed-matched difference with 95% CI"),
         ("correlations", corr, "RQ1 across languages (unit: language): primary test, then exploratory"),
@@ -452,13 +458,15 @@ def export_results(run, dest) -> list:
     if len(suite.columns) > 3:  # more than one task: the XTREME-R style suite average
         save_table(suite, "suite")
         md += ["## Suite: task scores (%) and their average, mean ± sd over seeds", "", suite.to_markdown(), ""]
+    robust_acc = robustness_table(transfer)
+    if len(robust_acc):
+        save_table(robust_acc, "robustness")
+        md += ["## Did robust training make the model robust? English accuracy under attack (%), mean ± sd over "
+               "seeds", "", robust_acc.to_markdown(), ""]
     robust = robustness_vs_baseline(transfer, n_boot=r.n_boot, seed=r.seed)
     if len(robust):
-        save_table(robustness_table(transfer), "robustness")
         save_table(robust, "robustness_vs_baseline", index=False)
-        md += ["## Did robust training make the model robust? English accuracy under attack (%), mean ± sd over "
-               "seeds", "", robustness_table(transfer).to_markdown(), "",
-               "## Robustness: method − baseline (points), seed-matched, paired bootstrap over English rows + seed "
+        md += ["## Robustness: method − baseline (points), seed-matched, paired bootstrap over English rows + seed "
                "variance", "", robust.drop(columns=["resampled"]).round(2).to_markdown(index=False), ""]
     diag = train_diagnostics(run.load_results("train"))
     if len(diag):
@@ -569,20 +577,26 @@ TRAIN_DIAGNOSTICS = ("loss", "clean_loss", "adv_loss", "loss_gap", "delta_token_
 
 
 def train_diagnostics(train: pd.DataFrame) -> pd.DataFrame:
-    """Per task and method: the training diagnostics of the last epoch (mean over its steps, then over seeds):
-    loss, clean and perturbed loss, their gap, the perturbation's norm per token (absolute and relative to the
-    token embeddings), RS-DA's substitution rate; and the weight drift from the pre-trained encoder."""
+    """Per model, task and method: the training diagnostics of the kept epoch (``selected_epoch`` under checkpoint
+    selection, else the last; mean over its steps, then over seeds): loss, clean and perturbed loss, their gap,
+    the perturbation's norm per token (absolute and relative to the token embeddings), RS-DA's substitution
+    rate; and the weight drift of the kept weights from the pre-trained encoder."""
     if not len(train):
         return pd.DataFrame()
     steps = train[train["metric"] == "train_loss"].rename(columns={"value": "loss"})
     if not len(steps):
         return pd.DataFrame()
     cols = [c for c in TRAIN_DIAGNOSTICS if c in steps and steps[c].notna().any()]
-    last = steps[steps["epoch"] == steps.groupby("checkpoint")["epoch"].transform("max")]
-    per_ck = last.groupby(["task", "method", "seed"])[cols].mean()
-    table = per_ck.groupby(level=["task", "method"]).mean()
-    table.insert(0, "seeds", per_ck.groupby(level=["task", "method"]).size())
-    drift = train[train["metric"] == "weight_drift"].groupby(["task", "method"])["value"].mean()
+    kept = steps.groupby("checkpoint")["epoch"].transform("max")
+    if "selected_epoch" in steps:
+        kept = steps["selected_epoch"].fillna(kept)
+    if "model" not in train:
+        train, steps = train.assign(model=""), steps.assign(model="")
+    by = ["model", "task", "method"]
+    per_ck = steps[steps["epoch"] == kept].groupby([*by, "seed"])[cols].mean()
+    table = per_ck.groupby(level=by).mean()
+    table.insert(0, "seeds", per_ck.groupby(level=by).size())
+    drift = train[train["metric"] == "weight_drift"].groupby(by)["value"].mean()
     if len(drift):
         table["weight_drift"] = drift
     return table.reset_index()

@@ -188,8 +188,14 @@ class Run:
     def scored_cells(self) -> list[dict]:
         """Cells whose results can be analysed: checkpoint on disk, or training rows under the current key (a run
         folder whose checkpoints were pruned, or that came back from a remote machine without them)."""
-        return [c for c in self.cells() if self.cell_done(c)
-                or cached(self.path("results", "train", f"{c['checkpoint']}.parquet"), self.checkpoint_key(c))]
+        def trained(c):
+            rows = self.path("results", "train", f"{c['checkpoint']}.parquet")
+            try:
+                return rows.is_file() and cached(rows, self.checkpoint_key(c))
+            except FileNotFoundError:  # no split yet: nothing can be done
+                return False
+
+        return [c for c in self.cells() if self.cell_done(c) or trained(c)]
 
     def live_keys(self, kind: str) -> set[str]:
         if kind == "train":

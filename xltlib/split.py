@@ -134,13 +134,12 @@ def make_split(task: str, languages: list[str], protocol, data_dir: Path | None)
         T.check_aligned(task, by_lang)
         sources["dev"] = by_lang["en"]
         train_ids, held = T.offline_split(task, by_lang["en"], p.train_fraction, p.split_seed)
-        train_ids = _cap(train_ids, p.train_cap(task), rng)
-        if p.selection:  # whole groups of the training half held out; the scored half is untouched
+        if p.selection:  # whole groups of the training half held out (before the cap, as in the other branches)
             keep, out = T.offline_split(task, [by_lang["en"][i] for i in train_ids], 1 - p.selection_fraction,
                                         p.split_seed)
             select_rows = {"dev": _cap(train_ids[out], p.max_select, np.random.default_rng(p.split_seed)).tolist()}
             train_ids = train_ids[keep]
-        train_rows = {"dev": np.asarray(train_ids).tolist()}
+        train_rows = {"dev": _cap(train_ids, p.train_cap(task), rng).tolist()}
         held = _cap(held, p.max_eval, rng)
         eval_by_lang = {lang: held for lang in by_lang}
     else:

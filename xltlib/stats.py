@@ -24,7 +24,8 @@ languages x checkpoints with language- and checkpoint-level effects).
 * **Method vs baseline**: the mean over target languages of the method's score minus the baseline's,
   with a paired bootstrap CI over test examples and seeds when rows carry per-example values
   (``per_example``), else over languages and seeds.
-* **Model-quality gate**: English score with its Wilson 95% CI against the majority-label rate.
+* **Model-quality gate**: English score with its Wilson 95% CI (F1, QA, mAP: their bootstrap CI) against the
+  majority-label rate.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .formats import DataError, load_hub, need_file, read_conllu, read_iob_tsv, read_jsonl, read_squad_json
 from .taskspec import Task
 
@@ -77,7 +79,7 @@ register_task(Task(
     row_aligned=False,
     notes="trained on English COPA train (400; XTREME-R first trains on SIQA, not available offline); "
           "scored on the XCOPA test sets (500 per language), English on COPA val (100)",
-    english_target=("accuracy", "chance"),  # two choices, balanced labels: must clear 50% with its CI
+    english_target=("accuracy", "chance"),  # two choices: must clear 50% with its CI (the gate uses the majority rate)
 ))
 
 # --------------------------------------------------------------------------------------------- UD-POS
@@ -185,6 +187,12 @@ def read_mlqa_local(data_dir: Path, lang: str) -> list[dict]:
     return _qa_records(read_squad_json(path))
 
 
+def by_passage(english: list[dict]) -> np.ndarray:
+    """Group ids of QA records by their passage: questions on one passage go to one side of a held-out split
+    (511 of TyDiQA-GoldP's 3,696 English training questions share a passage with another)."""
+    return np.unique([r["context"] for r in english], return_inverse=True)[1]
+
+
 def read_tydiqa_train_local(data_dir: Path) -> list[dict]:
     layout = "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json"
     path = need_file(Path(data_dir) / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json", layout)
@@ -227,6 +235,7 @@ register_task(Task(
     train_hub_reader=lambda: _qa_records(_squad_hub(
         r for r in load_hub("google-research-datasets/tydiqa", "secondary_task", "train") if r["id"].startswith("english-")),
         by_id=False),
+    group_fn=by_passage,
     row_aligned=False, hub_only=True,
     notes="TyDiQA-GoldP: only the English train file is offline (it trains the QA tasks); its dev sets come "
           "from the hub",
