@@ -74,10 +74,13 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
 robust = robustness_table(transfer)
 if len(robust):
     display(robust)
-    vs = robustness_vs_baseline(transfer, n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed)
+    from xltlib.stats import gate_failures, quality_gate
+
+    failed = gate_failures(quality_gate(transfer, run.majority_rates()))  # majority-label predictors look "robust"
+    vs = robustness_vs_baseline(transfer, n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed, failed=failed)
     display(Markdown("**Method − baseline** (points of English accuracy under each attack, same seeds; 95% CI from a "
                      "paired bootstrap over the same English rows plus the seed variance). A method is more robust "
-                     "than the baseline where the CI lies above 0."))
+                     "than the baseline where the CI lies above 0. Checkpoints that fail the model-quality gate are left out."))
     if len(vs):
         display(vs.drop(columns=["resampled"]).round(2))
 else:

@@ -463,11 +463,11 @@ def export_results(run, dest) -> list:
         save_table(robust_acc, "robustness")
         md += ["## Did robust training make the model robust? English accuracy under attack (%), mean ± sd over "
                "seeds", "", robust_acc.to_markdown(), ""]
-    robust = robustness_vs_baseline(transfer, n_boot=r.n_boot, seed=r.seed)
+    robust = robustness_vs_baseline(transfer, n_boot=r.n_boot, seed=r.seed, failed=S.gate_failures(res.gate))
     if len(robust):
         save_table(robust, "robustness_vs_baseline", index=False)
         md += ["## Robustness: method − baseline (points), seed-matched, paired bootstrap over English rows + seed "
-               "variance", "", robust.drop(columns=["resampled"]).round(2).to_markdown(index=False), ""]
+               "variance (checkpoints that fail the model-quality gate left out)", "", robust.drop(columns=["resampled"]).round(2).to_markdown(index=False), ""]
     diag = train_diagnostics(run.load_results("train"))
     if len(diag):
         save_table(diag, "train_diagnostics", index=False)
@@ -542,13 +542,15 @@ ROBUST_ACCURACIES = ("robust_acc_clean", "robust_acc_pgd_eps", "robust_acc_pgd_2
                      "robust_acc_noise_sigma")
 
 
-def robustness_vs_baseline(transfer: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def robustness_vs_baseline(transfer: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0,
+                           failed: set[tuple[str, str]] | None = None) -> pd.DataFrame:
     """Did a method make the model more robust than the baseline? Per task, method and attack: English accuracy
     under attack minus the baseline's at the same seeds (points), with the paired bootstrap over the same English
     rows plus the seed variance of :func:`xltlib.stats.method_vs_baseline`. Each checkpoint is attacked at its
     own trained strength (the baseline at the documented defaults), so ``strength`` / ``baseline_strength`` say
-    when the two attacks differ."""
-    rows = transfer[transfer["metric"].isin(ROBUST_ACCURACIES)]
+    when the two attacks differ. ``failed``: (task, checkpoint) pairs that fail the model-quality gate, left out
+    (a checkpoint that predicts the majority label is "robust" to every attack)."""
+    rows = S.drop_failed(transfer[transfer["metric"].isin(ROBUST_ACCURACIES)], failed or set())
     if not len(rows):
         return pd.DataFrame()
     out = []
