@@ -268,15 +268,17 @@ def suite_run(tmp_path_factory):
 def test_suite_runs_every_task_kind_end_to_end(suite_run):
     status = json.loads((suite_run / "status.json").read_text())
     assert all(s["ok"] for s in status.values()), status
-    # XQuAD, MLQA and LAReQA share the TyDiQA-trained checkpoint: 4 training tasks x 2 methods
+    # XQuAD and MLQA share the TyDiQA-trained checkpoint, LAReQA trains its dual encoder: 5 training tasks x 2 methods
     assert sorted(k for k in status if k.startswith("02_train/")) == sorted(
-        f"02_train/tiny-random__{t}__{m}__s1" for t in ("xcopa", "udpos", "panx", "tydiqa") for m in ("baseline", "rs_da"))
+        f"02_train/tiny-random__{t}__{m}__s1" for t in ("xcopa", "udpos", "panx", "tydiqa", "lareqa")
+        for m in ("baseline", "rs_da"))
     df = pd.read_parquet(suite_run / "results" / "transfer")
     score = df[df["metric"] == "score"]
     assert set(score["task"]) == {"xcopa", "udpos", "panx", "xquad", "mlqa", "lareqa"}
     assert set(df.loc[df["task"] == "xquad", "metric"]) == {"f1", "exact_match", "score"}
     assert score["value"].between(0, 1).all()
-    assert df.loc[df["task"].isin(["xquad", "mlqa", "lareqa"]), "checkpoint"].str.contains("__tydiqa__").all()
+    assert df.loc[df["task"].isin(["xquad", "mlqa"]), "checkpoint"].str.contains("__tydiqa__").all()
+    assert df.loc[df["task"] == "lareqa", "checkpoint"].str.contains("__lareqa__").all()
     html = (suite_run / "report" / "index.html").read_text()
     assert "The suite" in html and "suite avg" in html and "TyDiQA-GoldP English train" in html
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 
@@ -38,9 +39,9 @@ def test_readers_give_the_kind_records(made, task, lang, keys):
 def test_train_files(made):
     assert len(T.load_train_records("xcopa", made)) == 24
     assert len(T.load_train_records("panx", made)) == 40
-    # XQuAD, MLQA and LAReQA train on TyDiQA-GoldP English and share its checkpoint
+    # XQuAD and MLQA train on TyDiQA-GoldP English and share its checkpoint; LAReQA reads the same file for its own
     for task in ("xquad", "mlqa", "lareqa"):
-        assert T.get_task(task).training_task == "tydiqa"
+        assert T.get_task(task).training_task == ("lareqa" if task == "lareqa" else "tydiqa")
         assert len(T.load_train_records(task, made)) == 28
     with pytest.raises(ValueError, match="no training file"):
         T.load_train_records("xnli", made)
@@ -138,17 +139,46 @@ def test_rs_da_rewrites_tagging_words_one_for_one(made):
     assert any(a["input_ids"] != b["input_ids"] for a, b in zip(plain, noisy))  # some words substituted
 
 
-def test_qa_checkpoint_is_shared_by_the_qa_tasks():
+def test_qa_checkpoint_is_shared_by_the_span_tasks_and_lareqa_has_its_dual_encoder():
     from xltlib.config import RunConfig, expand_grid
 
     cfg = RunConfig.model_validate(dict(name="x", grid=dict(model=["m"], task=["xquad", "mlqa", "lareqa", "xnli"],
                                                             method=["baseline"], seed=[1])))
     ck = {c["task"]: c["checkpoint"] for c in expand_grid(cfg)}
-    assert ck["xquad"] == ck["mlqa"] == ck["lareqa"] == "m__tydiqa__baseline__s1"
+    assert ck["xquad"] == ck["mlqa"] == "m__tydiqa__baseline__s1"
+    assert ck["lareqa"] == "m__lareqa__baseline__s1"  # trained on the same TyDiQA file, as a dual encoder
     assert ck["xnli"] == "m__xnli__baseline__s1"
 
 
 # ------------------------------------------------------------------------------------------ XQuAD-R
+def _qa(qid, ctx, ans):
+    return dict(id=qid, question=f"what about {qid}?", context=ctx, answers=dict(text=[ans], answer_start=[ctx.index(ans)]))
+
+
+def test_dual_encoder_pairs_questions_with_their_answer_sentence_and_masks_shared_answers():
+    from xltlib.models import load_tokenizer
+
+    tok = load_tokenizer("tiny-random")
+    kind = KINDS["answer_retrieval"]
+    recs = [_qa("a", "Cats purr. Dogs bark.", "bark"), _qa("b", "Cats purr. Dogs bark.", "Dogs"),
+            _qa("c", "Cats purr. Dogs bark.", "purr")]
+    feats = kind.train_features(T.get_task("lareqa"), recs, tok, 32, build_objective("baseline"), np.random.default_rng(0))
+    assert [f["input_ids"][1] for f in feats] == tok(["Dogs bark.", "Dogs bark.", "Cats purr."])["input_ids"]
+    assert [f["input_ids"][0] for f in feats] == tok([r["question"] for r in recs])["input_ids"]
+    assert feats[0]["labels"] == feats[1]["labels"] != feats[2]["labels"]  # one answer sentence, one id
+    batch = kind.collate(feats, tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 6  # [q0, a0, q1, a1, q2, a2]
+    model = kind.load_model("tiny-random", None, 1, "mean")
+    out = model(**batch)
+    assert out.logits.shape == (3, 3)
+    # question a's only negative is c's answer: b's answer is the same sentence, masked out of a's row
+    logits = out.logits.detach()
+    assert logits[0, 1] < -1e3 and logits[1, 0] < -1e3 and logits[0, 2] > -1e3
+    # RS-RP's m-fold repetition along dim 0: the repeated pairs are masked, the loss stays finite
+    rep = {k: torch.cat([v, v]) for k, v in batch.items()}
+    assert torch.isfinite(model(**rep).loss)
+
+
 def test_split_sentences():
     text = "First one. Second one! Third?"
     assert [text[a:b] for a, b in split_sentences(text, "en")] == ["First one.", "Second one!", "Third?"]

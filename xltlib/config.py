@@ -60,7 +60,7 @@ class ProtocolConfig(_Strict):
 
     def train_cap(self, task: str) -> int | None:
         """The training-example cap of one task (``max_train``, per task when it is a mapping: the task's own key,
-        else its training task's, e.g. ``tydiqa`` for XQuAD, MLQA and LAReQA, which share one checkpoint)."""
+        else its training task's, e.g. ``tydiqa`` for XQuAD and MLQA, which share one checkpoint)."""
         if not isinstance(self.max_train, dict):
             return self.max_train
         from .tasks import get_task
@@ -367,7 +367,7 @@ def expand_grid(cfg: RunConfig) -> list[dict]:
     cells = []
     for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid.method, cfg.grid.seed):
         kind, hp = cfg.method_spec(method)
-        # Tasks that train on another task's data (XQuAD, MLQA, LAReQA on TyDiQA) share its checkpoint.
+        # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
         checkpoint = cell_id(model, get_task(task).training_task, method, seed)
         cells.append(dict(cell_id=cell_id(model, task, method, seed), model=model, task=task,
                           method=method, method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))

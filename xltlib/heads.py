@@ -20,7 +20,7 @@ from transformers.modeling_outputs import (ModelOutput, MultipleChoiceModelOutpu
 from .models import hub_error, resolve_model
 from .registry import Registry
 
-__all__ = ["load_classifier", "HEAD_POOLING", "MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "SpanExtractorOutput", "HEAD_KINDS",
+__all__ = ["load_classifier", "HEAD_POOLING", "MeanPoolClassifier", "TokenClassifier", "SpanExtractor", "MultipleChoice", "DualEncoder", "SpanExtractorOutput", "HEAD_KINDS",
            "load_head", "MASKED_LOGIT"]
 
 # Logit given to padding positions of a span head: exp() underflows to 0, yet it stays finite in
@@ -198,17 +198,56 @@ class MultipleChoice(_EncoderHead):
         return MultipleChoiceModelOutput(loss=loss, logits=logits)
 
 
+# Logit scale of the dual encoder: XTREME's LAReQA model starts its learnable scale at 100
+# (google-research/xtreme third_party/bert.py lines 22-23), which is also E5's temperature of 0.01.
+RETRIEVAL_LOGIT_SCALE = 100.0
+
+
+class DualEncoder(_EncoderHead):
+    """Question/answer dual encoder (LAReQA): one shared encoder, mean-pooled (E5's pooling) and L2-normalised.
+
+    Rows come in pairs, [q0, a0, q1, a1, ...]; logits [B, B] = scale * cos(q_i, a_j); the loss is the
+    cross-entropy of each question over the B answers of its batch (in-batch negatives, as XTREME's
+    ``BertForRetrieval``, third_party/bert.py lines 60-66, with a fixed scale). ``labels`` [B] are answer ids:
+    an answer whose id equals the positive's (the same answer sentence, or a pair repeated by RS-RP along
+    dim 0) is no negative and is masked out.
+    """
+
+    def __init__(self, encoder, num_labels: int = 1):
+        super().__init__(encoder, 1)
+
+    def embed(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None, **kwargs):
+        h = self._hidden(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        return nn.functional.normalize(self._mean_pool(h, attention_mask).float(), dim=-1)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        z = self.embed(input_ids, attention_mask, token_type_ids, inputs_embeds, **kwargs)
+        if z.shape[0] % 2:
+            raise ValueError(f"dual encoder: {z.shape[0]} rows is not a whole number of (question, answer) pairs")
+        logits = RETRIEVAL_LOGIT_SCALE * z[0::2] @ z[1::2].T
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if labels.shape[0] != logits.shape[0]:
+                raise ValueError(f"dual encoder: {labels.shape[0]} answer ids for {logits.shape[0]} pairs")
+            eye = torch.eye(len(labels), dtype=torch.bool, device=logits.device)
+            logits = logits.masked_fill((labels[:, None] == labels[None, :]) & ~eye, MASKED_LOGIT)
+            loss = nn.functional.cross_entropy(logits, torch.arange(len(labels), device=logits.device))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
 HEAD_KINDS: Registry[type] = Registry("head kind")
 for _kind, _head in (("token_classification", TokenClassifier), ("span_extraction", SpanExtractor),
-                     ("multiple_choice", MultipleChoice)):
+                     ("multiple_choice", MultipleChoice), ("answer_retrieval", DualEncoder)):
     HEAD_KINDS.add(_kind, _head)
 
 
 def load_head(kind: str, model_name: str, num_labels: int):
     """Encoder ``model_name`` (hub name, path or offline name) with a fresh ``kind`` head.
 
-    ``num_labels``: tag count (token_classification), 2 (span_extraction) or the number of
-    choices (multiple_choice). The encoder is loaded as in ``load_classifier`` (no pooler).
+    ``num_labels``: tag count (token_classification), 2 (span_extraction), the number of
+    choices (multiple_choice); the dual encoder (answer_retrieval) ignores it. The encoder is loaded as in ``load_classifier`` (no pooler).
     """
     from transformers import AutoModel
 

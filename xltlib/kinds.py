@@ -101,8 +101,21 @@ class PairClassification(Kind):
 COPA_PROMPTS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 
 
+class _RowGroupsKind(Kind):
+    """Kinds whose feature is a fixed group of sequences (XCOPA's choices, LAReQA's question and answer),
+    flattened group-major into one padded batch; one label per group."""
+
+    def length(self, feature):
+        return max(len(x) for x in feature["input_ids"])
+
+    def collate(self, features, pad_id):
+        flat = [x for f in features for x in f["input_ids"]]
+        labels = [f["labels"] for f in features] if "labels" in features[0] else None
+        return collate(flat, pad_id, labels)
+
+
 @register_kind
-class MultipleChoiceKind(Kind):
+class MultipleChoiceKind(_RowGroupsKind):
     """XCOPA: (premise + question prompt, choice) per choice, one score each, softmax over choices.
 
     The cause/effect prompt is the English SuperGLUE wording in every language: a fixed marker the
@@ -124,14 +137,6 @@ class MultipleChoiceKind(Kind):
 
     def train_features(self, task, records, tokenizer, max_length, objective, rng):
         return self._encode(records, tokenizer, max_length, lambda texts: objective.transform_texts(texts, rng))
-
-    def length(self, feature):
-        return max(len(x) for x in feature["input_ids"])
-
-    def collate(self, features, pad_id):
-        flat = [x for f in features for x in f["input_ids"]]  # choice-major inside each example
-        labels = [f["labels"] for f in features] if "labels" in features[0] else None
-        return collate(flat, pad_id, labels)
 
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
         rows = []
@@ -277,6 +282,19 @@ def split_sentences(context: str, lang: str) -> list[tuple[int, int]]:
     return spans or [(0, len(context))]
 
 
+def answer_span_index(record: dict, spans: list[tuple[int, int]]) -> int:
+    """Index of the sentence span holding the start of the record's first answer."""
+    pos = record["answers"]["answer_start"][0]
+    return next((j for j, (a, b) in enumerate(spans) if a <= pos < b), len(spans) - 1)
+
+
+def answer_sentence(record: dict, lang: str = "en") -> str:
+    """The sentence of the record's passage that holds its answer (the LAReQA candidate)."""
+    spans = split_sentences(record["context"], lang)
+    a, b = spans[answer_span_index(record, spans)]
+    return record["context"][a:b]
+
+
 def build_xquad_r(by_lang: dict[str, list[dict]]):
     """Candidates (answer sentences of every language's paragraphs) and, per question, the relevant ones.
 
@@ -293,9 +311,7 @@ def build_xquad_r(by_lang: dict[str, list[dict]]):
                 cand_index[key] = (len(cand_text), spans)
                 cand_text += [r["context"][a:b] for a, b in spans]
             first, spans = cand_index[key]
-            pos = r["answers"]["answer_start"][0]
-            k = next((j for j, (a, b) in enumerate(spans) if a <= pos < b), len(spans) - 1)
-            answer_sentence[(lang, r["id"])] = first + k
+            answer_sentence[(lang, r["id"])] = first + answer_span_index(r, spans)
     queries = {}
     for lang, recs in by_lang.items():
         qs = [r["question"] for r in recs]
@@ -306,23 +322,29 @@ def build_xquad_r(by_lang: dict[str, list[dict]]):
 
 
 @register_kind
-class AnswerRetrievalKind(Kind):
-    """LAReQA on XQuAD-R: mean-pooled last-layer embeddings of the fine-tuned encoder, cosine, mAP@20.
+class AnswerRetrievalKind(_RowGroupsKind):
+    """LAReQA on XQuAD-R: a dual encoder (:class:`xltlib.heads.DualEncoder`) trained on English (question, answer
+    sentence) pairs with in-batch negatives, as XTREME-R trains its LAReQA baseline on SQuAD
+    (google-research/xtreme scripts/train_lareqa.sh, third_party/bert.py ``BertForRetrieval``); here on
+    TyDiQA-GoldP English train, the answer sentence cut from the passage as evaluation cuts XQuAD's.
 
-    Trains like span extraction (its checkpoint is the QA one); evaluation ranks the pooled candidates of
-    all languages at once, so a question must retrieve the answer in other languages too.
+    Evaluation ranks the pooled candidates of all languages at once by the cosine of mean-pooled last-layer
+    embeddings (the head's own similarity), so a question must retrieve the answer in other languages too.
+    XTREME encodes a candidate as its sentence plus its paragraph; here the sentence alone, in training and
+    evaluation alike.
     """
 
     name = "answer_retrieval"
 
     def num_labels(self, task):
-        return 2
+        return 1
 
-    def load_model(self, model_name, task, num_labels, pooling):
-        return KINDS["span_extraction"].load_model(model_name, task, num_labels, pooling)
-
-    def train_features(self, *args):
-        return KINDS["span_extraction"].train_features(*args)
+    def train_features(self, task, records, tokenizer, max_length, objective, rng):
+        answers = [answer_sentence(r) for r in records]
+        answer_id = {a: i for i, a in enumerate(dict.fromkeys(answers))}  # a shared answer is no negative
+        q = tokenize_pairs(tokenizer, objective.transform_texts([r["question"] for r in records], rng), None, max_length)
+        a = tokenize_pairs(tokenizer, objective.transform_texts(answers, rng), None, max_length)
+        return [dict(input_ids=[qi, ai], labels=answer_id[text]) for qi, ai, text in zip(q, a, answers)]
 
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
         from .alignment import encode_layers

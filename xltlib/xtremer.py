@@ -211,6 +211,11 @@ def read_tydiqa_hub(lang: str) -> list[dict]:
     return _qa_records(_squad_hub(r for r in ds if r["id"].startswith(prefix)))
 
 
+def read_tydiqa_train_hub() -> list[dict]:
+    ds = load_hub("google-research-datasets/tydiqa", "secondary_task", "train")
+    return _qa_records(_squad_hub(r for r in ds if r["id"].startswith("english-")), by_id=False)
+
+
 _QA_TRAIN_NOTE = ("trained on TyDiQA-GoldP English train (3,696 questions; XTREME trains on SQuAD v1.1, "
                   "not available offline)")
 register_task(Task(
@@ -232,9 +237,7 @@ register_task(Task(
     name="tydiqa", kind="span_extraction", languages=TYDIQA_LANGS, metric="f1", score_metrics=QA_METRICS,
     local_reader=read_tydiqa_local, hub_reader=read_tydiqa_hub, layout="tydiqa/tydiqa-goldp-v1.1-dev/...",
     train_reader=read_tydiqa_train_local,
-    train_hub_reader=lambda: _qa_records(_squad_hub(
-        r for r in load_hub("google-research-datasets/tydiqa", "secondary_task", "train") if r["id"].startswith("english-")),
-        by_id=False),
+    train_hub_reader=read_tydiqa_train_hub,
     group_fn=by_passage,
     row_aligned=False, hub_only=True,
     notes="TyDiQA-GoldP: only the English train file is offline (it trains the QA tasks); its dev sets come "
@@ -247,11 +250,13 @@ LAREQA_LANGS = ("en", "ar", "de", "el", "es", "hi", "ru", "th", "tr", "vi", "zh"
 register_task(Task(
     name="lareqa", kind="answer_retrieval", languages=LAREQA_LANGS, metric="map@20", score_metrics=("map@20",),
     local_reader=read_xquad_local, hub_reader=lambda lang: _qa_records(_squad_hub(load_hub("google/xquad", f"xquad.{lang}", "validation"))),
-    layout="xquad/xquad.{lang}.json", train_from="tydiqa", row_aligned=True,
+    layout="xquad/xquad.{lang}.json", row_aligned=True,
+    # its own checkpoint: a dual encoder on TyDiQA-GoldP English (question, answer sentence) pairs
+    train_reader=read_tydiqa_train_local, train_hub_reader=read_tydiqa_train_hub, group_fn=by_passage,
     notes="XQuAD-R built from XQuAD: each question retrieves its answer sentence in all 11 languages from the "
           "pooled sentences of every language's contexts, mAP@20; sentences split by punctuation here "
-          "(XQuAD-R's own split is not offline); the encoder is the QA-fine-tuned one, mean-pooled "
-          "(XTREME-R trains a dual encoder on SQuAD instead)",
+          "(XQuAD-R's own split is not offline); a dual encoder trained with in-batch negatives on TyDiQA-GoldP "
+          "English (question, answer sentence) pairs (XTREME-R trains it on SQuAD v1.1, not available offline)",
     english_target=("map@20", "pretrained"),
 ))
 
