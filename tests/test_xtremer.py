@@ -155,6 +155,31 @@ def _qa(qid, ctx, ans):
     return dict(id=qid, question=f"what about {qid}?", context=ctx, answers=dict(text=[ans], answer_start=[ctx.index(ans)]))
 
 
+def test_qa_scores_refuse_repeated_question_ids_and_the_tydiqa_train_reader_numbers_them(made, tmp_path):
+    import shutil
+
+    from xltlib.models import load_tokenizer
+
+    src = made / "tydiqa"
+    shutil.copytree(src, tmp_path / "tydiqa")
+    path = next((tmp_path / "tydiqa").rglob("*.train.json"))
+    doc = json.loads(path.read_text())
+    for art in doc["data"]:
+        for par in art["paragraphs"]:
+            for qa in par["qas"]:
+                qa["id"] = "0"  # as the offline TyDiQA-GoldP English train copy does for 1,651 questions
+    path.write_text(json.dumps(doc))
+    recs = T.load_train_records("xquad", tmp_path)
+    assert len({r["id"] for r in recs}) == len(recs)
+    tok = load_tokenizer("tiny-random")
+    model = KINDS["span_extraction"].load_model("tiny-random", None, 2, "mean")
+    same = [dict(r, id="0") for r in recs[:3]]
+    for task in ("xquad", "lareqa"):
+        t = T.get_task(task)
+        with pytest.raises(ValueError, match="question id '0' repeats"):
+            KINDS[t.kind].evaluate(model, tok, t, {"en": same}, batch_size=4, max_length=32, bf16=False)
+
+
 def test_dual_encoder_pairs_questions_with_their_answer_sentence_and_masks_shared_answers():
     from xltlib.models import load_tokenizer
 

@@ -206,6 +206,15 @@ class TokenClassificationKind(Kind):
         return rows
 
 
+def check_unique_ids(task, lang: str, recs: list[dict]) -> None:
+    """QA and retrieval scores key predictions and answers by question id: a repeated id would mix questions."""
+    ids = [r["id"] for r in recs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"task '{getattr(task, 'name', task)}', language '{lang}': question id {dup!r} repeats "
+                         f"({len(ids) - len(set(ids))} repeats in {len(ids)} records); scores key answers by id")
+
+
 # ---------------------------------------------------------------------------- extractive QA
 QA_MAX_LENGTH = 384  # SQuAD/XTREME windows; train.max_length (for sentence pairs) does not apply
 QA_DOC_STRIDE = 128
@@ -251,6 +260,7 @@ class SpanExtractionKind(Kind):
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
         rows = []
         for lang, recs in by_lang.items():
+            check_unique_ids(task, lang, recs)
             pred = self.predict(model, tokenizer, recs, batch_size=max(1, batch_size // 4), max_length=max_length, bf16=bf16)
             res = M.squad_scores(pred, {r["id"]: r["answers"]["text"] for r in recs}, lang=_qa_lang(task, lang))
             per = np.array([res["per_example"][r["id"]] for r in recs], dtype=float)  # (em, f1)
@@ -349,6 +359,8 @@ class AnswerRetrievalKind(_RowGroupsKind):
     def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
         from .alignment import encode_layers
 
+        for lang, recs in by_lang.items():
+            check_unique_ids(task, lang, recs)
         cands, queries = build_xquad_r(by_lang)
         kw = dict(pooling="mean", batch_size=batch_size, max_length=max_length, bf16=bf16)
 

@@ -2,8 +2,8 @@
 
 data -> train (one call per checkpoint) -> transfer -> alignment; each artefact is written with its chained
 key (:mod:`xltlib.run`), and a stage skips an artefact whose key is unchanged.
-A cell is (model, task, method, seed); its checkpoint is named after the task it trains on, so XQuAD,
-MLQA and LAReQA cells (all trained on TyDiQA-GoldP English) share one checkpoint.
+A cell is (model, task, method, seed); its checkpoint is named after the task it trains on, so XQuAD and
+MLQA cells (both trained on TyDiQA-GoldP English) share one checkpoint.
 """
 from __future__ import annotations
 

@@ -196,7 +196,9 @@ def by_passage(english: list[dict]) -> np.ndarray:
 def read_tydiqa_train_local(data_dir: Path) -> list[dict]:
     layout = "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json"
     path = need_file(Path(data_dir) / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json", layout)
-    return _qa_records(read_squad_json(path, unique_ids=False), by_id=False)  # ids repeat in this file
+    # ids repeat in this file ('0' is 1,651 questions) and the QA scores key predictions by id: number them
+    recs = read_squad_json(path, unique_ids=False)
+    return _qa_records([dict(r, id=f"{i}:{r['id']}") for i, r in enumerate(recs)], by_id=False)
 
 
 def read_tydiqa_local(data_dir: Path, lang: str) -> list[dict]:
