@@ -240,3 +240,11 @@ def test_train_diagnostics_last_epoch_per_method():
     assert t.loc["pgd", "seeds"] == 2 and t.loc["pgd", "loss"] == pytest.approx((1 / 3 + 1 / 4) / 2)
     assert t.loc["pgd", "loss_gap"] == pytest.approx(0.2) and np.isnan(t.loc["baseline", "loss_gap"])
     assert t.loc["baseline", "weight_drift"] == pytest.approx(0.01)
+
+
+def test_summary_without_alignment_rows_says_so_and_sizes_nothing():
+    """A baseline-only run without the alignment stage (the study-bars check): no '0 languages' line."""
+    transfer, _ = run_frames()
+    res = analyze(transfer, pd.DataFrame(columns=transfer.columns), majority={"xnli": 0.34}, n_boot=50, n_perm=50)
+    assert "No transfer or no alignment rows" in res.summary
+    assert "With 0 languages" not in res.summary and "intervals are wide" not in res.summary

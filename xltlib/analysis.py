@@ -451,7 +451,8 @@ def summary_markdown(res, *, protocol: str | None = None, alignment_text: str = 
           "- Only one pre-trained encoder was studied; the results may not hold for other models or sizes.",
           "- The analysis is correlational: alignment is measured, not manipulated, so it cannot show that "
           "alignment causes transfer; language properties (pre-training data, script, family) can drive both.",
-          f"- With {c.get('languages', 0)} languages and {c.get('seeds', 0)} seed(s) the intervals are wide.",
+          *([f"- With {c['languages']} languages and {c.get('seeds', 0)} seed(s) the intervals are wide."]
+            if c.get("languages") else []),  # no RQ1 rows (no alignment stage): nothing to size
           "- CC-100 sizes are the published XLM-R Table 6 numbers (see `xltlib.languages`)."]
     if protocol == "offline_dev_split":
         L.append("- The offline protocol trains on part of the English dev set, so English scores are not a clean "
