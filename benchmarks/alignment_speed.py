@@ -5,7 +5,7 @@
 Same model (the offline ``me5-small`` checkpoint) and the same N German + N English Tatoeba sentences:
 
 1. sentences/s of ``encode_layers`` (all 13 layers pooled in one pass), fp32 and bf16 (bf16 weights, the
-   library's inference precision: ``xltlib.precision.bf16_inference``); ``inference_speed.py`` has the bf16 race;
+   library's inference precision: ``xltlib.training.precision.bf16_inference``); ``inference_speed.py`` has the bf16 race;
 2. sentences/s of ``sentence_transformers.SentenceTransformer`` (Transformer + mean Pooling, cpu) ``.encode``,
    last layer only: fp32, under bf16 autocast, and with bf16 weights (``model_kwargs`` dtype); a variant
    that fails is skipped with its error;
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
-from xltlib import tasks as T
-from xltlib.alignment import compute_alignment_pairs, encode_layers
-from xltlib.models import load_encoder, load_tokenizer, resolve_model
+from xltlib.data import tasks as T
+from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers
+from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
 
 quiet_reports()
 MODEL = "me5-small"

@@ -42,16 +42,18 @@ import numpy as np
 import torch
 
 from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
-from xltlib import tasks as T
-from xltlib.alignment import encode_layers
-from xltlib.batching import collate, tokenize_pairs
-from xltlib.devices import describe, resolve_device
-from xltlib.evaluate import predict
-from xltlib.heads import load_classifier
-from xltlib.kinds import get_kind
-from xltlib.models import load_encoder, load_tokenizer, resolve_model
-from xltlib.robust import build_objective
-from xltlib.train import load_checkpoint, save_checkpoint, trainable_parameters
+from xltlib.data import tasks as T
+from xltlib.evaluation.alignment import encode_layers
+from xltlib.training.batching import collate, tokenize_pairs
+from xltlib.core.devices import describe, resolve_device
+from xltlib.evaluation.predict import predict
+from xltlib.models.heads import load_classifier
+from xltlib.evaluation.task_types import get_kind
+from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
+from xltlib.training.objectives import build_objective
+from xltlib.evaluation.task_types import load_checkpoint
+from xltlib.training.checkpoints import save_checkpoint
+from xltlib.training.loop import trainable_parameters
 
 quiet_reports()
 MODEL = "me5-small"

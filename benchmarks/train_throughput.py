@@ -32,12 +32,12 @@ import warnings
 import numpy as np
 import torch
 
-from xltlib import tasks as T
-from xltlib.config import TrainConfig
-from xltlib.devices import describe, resolve_device
-from xltlib.robust import build_objective
-from xltlib.batching import tokenize_pairs
-from xltlib.train import train_classifier
+from xltlib.data import tasks as T
+from xltlib.config.schema import TrainConfig
+from xltlib.core.devices import describe, resolve_device
+from xltlib.training.objectives import build_objective
+from xltlib.training.batching import tokenize_pairs
+from xltlib.evaluation.task_types import train_classifier
 
 warnings.filterwarnings("ignore")
 METHODS = {
@@ -124,8 +124,8 @@ def run_trainer(records, batch_size):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from xltlib.heads import load_classifier
-    from xltlib.models import load_tokenizer
+    from xltlib.models.heads import load_classifier
+    from xltlib.models.load import load_tokenizer
 
     tok = load_tokenizer("me5-small")
     model = load_classifier("me5-small", 3)
@@ -146,7 +146,7 @@ def run_trainer(records, batch_size):
 
 def rs_da_rewrite_seconds(records) -> float:
     """Seconds per epoch that RS-DA spends rewriting and re-tokenizing ``records`` (outside the steps)."""
-    from xltlib.models import load_tokenizer
+    from xltlib.models.load import load_tokenizer
 
     obj, tok = build_objective("rs_da", data_dir=T.data_dir_or_none(None)), load_tokenizer("me5-small")
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Alignment
 # How well each checkpoint aligns languages, per layer, on parallel data that never scores transfer
-# (see `xltlib.parallel`: LASER Tatoeba; XNLI premises of the *training* split; PUD sentences; MUSE words).
+# (see `xltlib.data.parallel`: LASER Tatoeba; XNLI premises of the *training* split; PUD sentences; MUSE words).
 # Layer 0 is the embedding output. Every metric of every checkpoint is in `results/alignment/`.
 # `retrieval.acc1_en2xx` queries with English and searches the xx sentences: XTREME's Tatoeba direction.
 # Pair metrics use one pool size per dataset (the smallest language's, a seeded subsample of the others), so
@@ -10,7 +10,7 @@
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
-unit = ""  # one checkpoint only (a unit of a distributed run, xltlib.executors); empty: every checkpoint
+unit = ""  # one checkpoint only (a unit of a distributed run, xltlib.runner.executors); empty: every checkpoint
 compute = True  # False: show the rows on disk and compute nothing (the page after distributed units)
 
 # %%
@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import alignment_heatmaps, alignment_summary, langid_by_layer, pool_table
-from xltlib.stages import Run, stage_alignment
+from xltlib.reporting.report import alignment_heatmaps, alignment_summary, langid_by_layer, pool_table
+from xltlib.runner.stages import Run, stage_alignment
 
 run = Run.open(run_dir)
 alignment = stage_alignment(run, unit=unit, compute=compute)

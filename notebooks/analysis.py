@@ -11,10 +11,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from xltlib import analysis as A
-from xltlib.report import (analyze, english_targets, result_tables, score_name, suite_table, task_coverage,
-                           train_diagnostics, transfer_table)
-from xltlib.stages import Run
+from xltlib.analysis import merge as A
+from xltlib.reporting.report import analyze, english_targets, result_tables, score_name, suite_table, task_coverage, train_diagnostics, transfer_table
+from xltlib.runner.stages import Run
 
 warnings.filterwarnings("ignore")
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Data
 # Which English rows train each task's checkpoints and which rows of every language score them
-# (`xltlib.split`). Under `zero_shot` (XTREME's protocol) the model trains on the task's English training
+# (`xltlib.data.split`). Under `zero_shot` (XTREME's protocol) the model trains on the task's English training
 # sets and every language's labelled *test* split is scored, the same row indices in every language; no
 # training row's translation is scored. `offline_dev_split` splits English dev by group instead.
 
@@ -12,8 +12,8 @@ run_dir = ""  # absolute path of the run folder (set by `xlt run`)
 import pandas as pd
 from IPython.display import Markdown, display
 
-from xltlib.stages import Run, stage_data
-from xltlib.trainsets import TRAIN_SETS
+from xltlib.runner.stages import Run, stage_data
+from xltlib.data.trainsets import TRAIN_SETS
 
 run = Run.open(run_dir)
 summary = stage_data(run)
@@ -30,7 +30,7 @@ pd.set_option("display.max_colwidth", None)
 summary
 
 # %% [markdown]
-# **Training sets used** (registered in `xltlib.trainsets`; `xlt list train-sets` lists them all)
+# **Training sets used** (registered in `xltlib.data.trainsets`; `xlt list train-sets` lists them all)
 
 # %%
 used = sorted({s for task in run.cfg.grid.task for s in run.split(task).train_rows if s in TRAIN_SETS})

@@ -9,7 +9,7 @@ cell_id = ""  # which grid cell (model__task__method__seed)
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from xltlib.stages import Run, find_cell, stage_train
+from xltlib.runner.stages import Run, find_cell, stage_train
 
 run = Run.open(run_dir)
 cell = find_cell(run, cell_id)
@@ -22,7 +22,7 @@ display(Markdown(
     f"({log['examples'].iloc[-1] / secs:.1f} examples/s, bf16={run.cfg.train.bf16})"))
 
 # %% [markdown]
-# Training loss, and for robust objectives the diagnostics they log per step (`xltlib.robust`): the clean
+# Training loss, and for robust objectives the diagnostics they log per step (`xltlib.training.objectives`): the clean
 # loss beside the perturbed/adversarial one and their gap (positive: the perturbation hurts, as an adversary
 # should), the perturbation's norm per token relative to a token embedding, RS-DA's substitution rate.
 

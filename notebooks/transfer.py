@@ -6,7 +6,7 @@
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
-unit = ""  # one cell only (a unit of a distributed run, xltlib.executors); empty: every cell
+unit = ""  # one cell only (a unit of a distributed run, xltlib.runner.executors); empty: every cell
 compute = True  # False: show the rows on disk and compute nothing (the page after distributed units)
 
 # %%
@@ -15,9 +15,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.report import (english_targets, generalized_matrix, robustness_table, robustness_vs_baseline, score_name,
-                           suite_table, transfer_table)
-from xltlib.stages import Run, missing_cells, stage_transfer
+from xltlib.reporting.report import english_targets, generalized_matrix, robustness_table, robustness_vs_baseline, score_name, suite_table, transfer_table
+from xltlib.runner.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
 pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
@@ -66,7 +65,7 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
 # ### Did robust training make the model robust?
 # English test accuracy (%) clean and under (a) a PGD attack on the input embeddings at the trained strength
 # and twice it, (b) RS-DA synonym substitution of both sentences, (c) Gaussian noise at RS-RP's sigma
-# (`xltlib.robustness`; shown when `evaluate.robustness` is on). `attack_loss_gain_pgd_eps` is the mean loss
+# (`xltlib.evaluation.robustness`; shown when `evaluate.robustness` is on). `attack_loss_gain_pgd_eps` is the mean loss
 # increase the attack causes (positive: the adversary works); `synonym_subst_rate` is the share of tokens
 # replaced.
 
@@ -74,7 +73,7 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
 robust = robustness_table(transfer)
 if len(robust):
     display(robust)
-    from xltlib.stats import gate_failures, quality_gate
+    from xltlib.analysis.stats import gate_failures, quality_gate
 
     failed = gate_failures(quality_gate(transfer, run.majority_rates()))  # majority-label predictors look "robust"
     vs = robustness_vs_baseline(transfer, n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed, failed=failed)

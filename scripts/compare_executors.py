@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from xltlib.config import load_config
-from xltlib.pipeline import run_pipeline
+from xltlib.config.validate import load_config
+from xltlib.runner.pipeline import run_pipeline
 
 SMALL = ["grid.task=[xnli]", "grid.method=[baseline]", "grid.seed=[1,2]", "protocol.max_train=300",
          "protocol.max_eval=100", "task_train={xnli: {epochs: 1}}", "alignment.languages=[deu,swh,tha,cmn]",

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xltlib import tasks as T
-from xltlib.evaluate import evaluate_languages
-from xltlib.robust import build_objective
-from xltlib.trainsets import DEFAULT_TRAIN_SETS, load_train_set
+from xltlib.data import tasks as T
+from xltlib.evaluation.predict import evaluate_languages
+from xltlib.training.objectives import build_objective
+from xltlib.data.trainsets import DEFAULT_TRAIN_SETS, load_train_set
 
 warnings.filterwarnings("ignore")
 
@@ -48,8 +48,8 @@ def selection_split(task: str, data_dir: Path, sets: list[str], seed: int = 0):
 
 
 def main():
-    from xltlib.config import TrainConfig
-    from xltlib.train import train_classifier
+    from xltlib.config.schema import TrainConfig
+    from xltlib.evaluation.task_types import train_classifier
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--try", dest="tries", action="append", required=True)

@@ -1,4 +1,4 @@
-"""Known-answer tests for xltlib.alignment (tiny data, CPU only)."""
+"""Known-answer tests for xltlib.evaluation.alignment (tiny data, CPU only)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xltlib.alignment import (
-    METRICS,
-    cka,
-    compute_alignment,
-    compute_alignment_pairs,
-    cosine_gap,
-    encode_layers,
-    langid_probe,
-    read_parallel,
-    retrieval,
-)
+from xltlib.evaluation.alignment import METRICS, cka, compute_alignment, compute_alignment_pairs, cosine_gap, encode_layers, langid_probe, read_parallel, retrieval
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -309,7 +299,7 @@ def test_encode_layers_bf16_and_head_model(tiny):
 
 
 def test_chunked_path_matches_single_block(monkeypatch):
-    import xltlib.alignment as al
+    import xltlib.evaluation.alignment as al
 
     g = rng(11)
     x = g.standard_normal((50, 16))

@@ -1,4 +1,4 @@
-"""Tests for xltlib.analysis, xltlib.report.analyze and xltlib.languages on synthetic data with known answers."""
+"""Tests for xltlib.analysis, xltlib.reporting.report.analyze and xltlib.data.languages on synthetic data with known answers."""
 
 import matplotlib
 
@@ -10,10 +10,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from xltlib import analysis as A  # noqa: E402
-from xltlib.languages import resource_table, to_iso1  # noqa: E402
-from xltlib.report import analyze, result_tables  # noqa: E402
-from xltlib.stats import AnalysisResult  # noqa: E402
+from xltlib.analysis import merge as A  # noqa: E402
+from xltlib.data.languages import resource_table, to_iso1  # noqa: E402
+from xltlib.reporting.report import analyze, result_tables  # noqa: E402
+from xltlib.analysis.stats import AnalysisResult  # noqa: E402
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ar", "hi", "sw", "ur", "th", "tr", "vi", "bg", "el",
          "ja", "ko", "te", "ta", "mr", "bn"]
@@ -97,7 +97,7 @@ def test_plots_return_figures():
 
 
 def test_number_format_has_no_negative_zero():
-    from xltlib.analysis import _fmt
+    from xltlib.analysis.merge import _fmt
 
     assert _fmt(-0.004, 1) == "0.0" and _fmt(-0.06, 1) == "-0.1" and _fmt(float("nan")) == "n/a"
 
@@ -187,8 +187,8 @@ def test_analyze_small_and_empty_inputs_never_crash():
 
 
 def test_english_targets_fixed_bar_chance_and_pretrained_reference():
-    import xltlib.xtremer  # noqa: F401  (registers the suite tasks)
-    from xltlib.report import english_targets
+    import xltlib.data.tasks.xtremer  # noqa: F401  (registers the suite tasks)
+    from xltlib.reporting.report import english_targets
 
     def row(task, metric, value, lo, hi, lang="en"):
         return dict(task=task, method="baseline", seed=1, language=lang, language2="", metric=metric, value=value,
@@ -207,7 +207,7 @@ def test_english_targets_fixed_bar_chance_and_pretrained_reference():
 
 
 def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
-    from xltlib.report import robustness_vs_baseline
+    from xltlib.reporting.report import robustness_vs_baseline
 
     rng = np.random.default_rng(0)
     rows = []
@@ -226,7 +226,7 @@ def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
 
 
 def test_train_diagnostics_last_epoch_per_method():
-    from xltlib.report import train_diagnostics
+    from xltlib.reporting.report import train_diagnostics
 
     rows = []
     for method, gap in (("baseline", np.nan), ("pgd", 0.2)):

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xltlib.config import (ConfigError, GridConfig, RunConfig, TrainConfig, cell_id, dump_config, expand_grid,
-                           load_config)
-from xltlib.robust import OBJECTIVES
-from xltlib.tasks import TASKS
+from xltlib.config.schema import ConfigError, GridConfig, RunConfig, TrainConfig, dump_config
+from xltlib.config.grid import cell_id, expand_grid
+from xltlib.config.validate import load_config
+from xltlib.training.objectives import OBJECTIVES
+from xltlib.data.tasks import TASKS
 
 from conftest import real_data_dir
 
@@ -305,7 +306,7 @@ def test_max_train_per_task():
 
 
 def test_max_train_follows_the_shared_training_task():
-    import xltlib.xtremer  # noqa: F401  (registers the QA tasks)
+    import xltlib.data.tasks.xtremer  # noqa: F401  (registers the QA tasks)
 
     cfg = load_config(None, ["grid.task=[xquad,mlqa]", "protocol.max_train={tydiqa: 2000}"])
     assert cfg.protocol.train_cap("xquad") == cfg.protocol.train_cap("mlqa") == 2000

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from xltlib.config import ConfigError, load_config
-from xltlib.devices import resolve_device, to_device, use_bf16
-from xltlib.train import load_checkpoint, save_checkpoint, train_classifier
+from xltlib.config.schema import ConfigError
+from xltlib.config.validate import load_config
+from xltlib.core.devices import resolve_device, to_device, use_bf16
+from xltlib.evaluation.task_types import load_checkpoint
+from xltlib.training.checkpoints import save_checkpoint
+from xltlib.evaluation.task_types import train_classifier
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 
@@ -61,6 +64,6 @@ def test_cuda_training_learns_like_the_cpu_and_saves_a_loadable_checkpoint(tmp_p
 
 
 def build(name):
-    from xltlib.robust import build_objective
+    from xltlib.training.objectives import build_objective
 
     return build_objective(name)

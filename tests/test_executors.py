@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from xltlib.cli import main
-from xltlib.config import ExecutorConfig, load_config
-from xltlib.executors import ExecutorError, make_executor
-from xltlib.pipeline import run_pipeline
+from xltlib.config.schema import ExecutorConfig
+from xltlib.config.validate import load_config
+from xltlib.runner.executors import ExecutorError, make_executor
+from xltlib.runner.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -126,7 +127,7 @@ def test_killed_ray_driver_resumes_and_loses_nothing(tmp_path):
 
 
 def test_a_failing_unit_is_retried_then_marked_failed_with_its_notebook(tmp_path, ray_cluster):
-    from xltlib.pipeline import StageFailed
+    from xltlib.runner.pipeline import StageFailed
 
     out = tmp_path / "run"
     small = ["grid.seed=[1]", "grid.method=[baseline]"]

@@ -1,4 +1,4 @@
-"""Tests for xltlib.formats: strict readers for CoNLL-U, PAN-X TSV, SQuAD JSON and JSON Lines.
+"""Tests for xltlib.data.formats: strict readers for CoNLL-U, PAN-X TSV, SQuAD JSON and JSON Lines.
 
 Unmarked tests write tiny files under tmp_path (good input and each kind of bad input);
 ``@pytest.mark.data`` tests read the real (read-only) data folder in place and check the counts
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from xltlib.formats import read_conllu, read_iob_tsv, read_jsonl, read_squad_json
-from xltlib.tasks import DataError
+from xltlib.data.formats import read_conllu, read_iob_tsv, read_jsonl, read_squad_json
+from xltlib.data.tasks import DataError
 
 PANX_TAGS = {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}
 

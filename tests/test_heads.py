@@ -1,4 +1,4 @@
-"""Tests for the task heads (xltlib.heads), word tagging (xltlib.tagging) and QA features (xltlib.qa).
+"""Tests for the task heads (xltlib.models.heads), word tagging (xltlib.evaluation.tagging) and QA features (xltlib.evaluation.qa).
 
 Everything runs on the tiny random model and hand-made tokenizers (seconds, CPU).
 """
@@ -10,11 +10,11 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from xltlib.heads import MASKED_LOGIT, MultipleChoice, SpanExtractor, TokenClassifier, load_head
-from xltlib.models import load_tokenizer
-from xltlib.qa import postprocess, prepare_eval_features, prepare_train_features, qa_substitute
-from xltlib.robust import build_objective
-from xltlib.tagging import encode_words, substitute_words, word_predictions
+from xltlib.models.heads import MASKED_LOGIT, MultipleChoice, SpanExtractor, TokenClassifier, load_head
+from xltlib.models.load import load_tokenizer
+from xltlib.evaluation.qa import postprocess, prepare_eval_features, prepare_train_features, qa_substitute
+from xltlib.training.objectives import build_objective
+from xltlib.evaluation.tagging import encode_words, substitute_words, word_predictions
 
 torch.set_num_threads(1)
 

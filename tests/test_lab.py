@@ -21,12 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from xltlib import lab as L
-from xltlib import progress as P
+from xltlib.runner import lab as L
+from xltlib.core import progress as P
 from xltlib.cli import main
-from xltlib.execute import source_notebook
-from xltlib.results import provenance
-from xltlib.run import Run
+from xltlib.runner.notebook import source_notebook
+from xltlib.core.rows import provenance
+from xltlib.runner.run_dir import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "grid.method=[baseline]", "--set", "grid.seed=[1]", "--set", "grid.task=[xnli]"]

@@ -1,10 +1,10 @@
-"""Tests for xltlib.metrics against hand-computed values (no model, no data)."""
+"""Tests for xltlib.evaluation.metrics against hand-computed values (no model, no data)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xltlib.metrics import accuracy, f1_from_counts, map_at_k, normalize_answer, squad_scores, tag_f1
+from xltlib.evaluation.metrics import accuracy, f1_from_counts, map_at_k, normalize_answer, squad_scores, tag_f1
 
 
 # ------------------------------------------------------------------------------------------------ QA
@@ -181,7 +181,7 @@ def test_accuracy():
 def test_tag_f1_bootstrap_ci_brackets_the_estimate():
     """The tagging kind's CI: resampled sentences -> one micro-F1 per resample (a regression: summing the
     sentence axis before f1_from_counts summed the resamples too and gave a zero-width interval)."""
-    from xltlib.evaluate import bootstrap_ci
+    from xltlib.evaluation.predict import bootstrap_ci
 
     rng = np.random.default_rng(0)
     gold = rng.integers(1, 6, size=300)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from xltlib import models as M
-from xltlib.heads import load_classifier
-from xltlib.models import (_dequant_q4, e5s1_to_bert_state_dict, load_encoder, load_tokenizer,
-                           read_e5s1, resolve_model)
+from xltlib.models import load as M
+from xltlib.models.heads import load_classifier
+from xltlib.models.me5_offline import _dequant_q4, e5s1_to_bert_state_dict, read_e5s1
+from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def test_dequant_q4_several_blocks_and_rows():
 
 # ------------------------------------------------------------------- a tiny E5S1 file
 def make_e5s1(path, tensors: dict[str, np.ndarray], header: tuple, pieces: list[str], q4: set[str]):
-    """Write an E5S1 file: the layout read by xltlib.models.read_e5s1 (absolute tensor offsets)."""
+    """Write an E5S1 file: the layout read by xltlib.models.me5_offline.read_e5s1 (absolute tensor offsets)."""
     H, NL, NH, FF, VOC, MAXP, TVS = header
     head = b"E5S1" + struct.pack("<Iiiiiiii", 1, H, NL, NH, FF, VOC, MAXP, TVS) + struct.pack("<fi", 1e-12, 32)
     blobs = [p.encode("utf-8") for p in pieces]
@@ -286,7 +286,7 @@ def test_converting_on_first_use_leaves_the_global_rng_alone(tmp_path, monkeypat
     """Issue 11 item 8: a fresh model cache must not change what a seeded run draws next."""
     import torch
 
-    from xltlib.models import resolve_model
+    from xltlib.models.load import resolve_model
 
     monkeypatch.setenv("XLT_MODEL_CACHE", str(tmp_path / "fresh"))
     torch.manual_seed(11)

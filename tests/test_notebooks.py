@@ -13,11 +13,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from xltlib import lab as L
-from xltlib.config import load_config
-from xltlib.execute import NOTEBOOK_DIR, STAGES
-from xltlib.pipeline import write_index
-from xltlib.run import init_run
+from xltlib.runner import lab as L
+from xltlib.config.validate import load_config
+from xltlib.runner.notebook import NOTEBOOK_DIR, STAGES
+from xltlib.reporting.index import write_index
+from xltlib.runner.run_dir import init_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["grid.method=[baseline]", "grid.seed=[1]", "grid.task=[xnli]"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from xltlib.parallel import PARALLEL, load_parallel, read_conllu_texts
-from xltlib.tasks import DataError
+from xltlib.data.parallel import PARALLEL, load_parallel, read_conllu_texts
+from xltlib.data.tasks import DataError
 
 
 def _conllu(sents):

@@ -10,8 +10,8 @@ import pytest
 from bs4 import BeautifulSoup
 
 from xltlib.cli import main
-from xltlib.config import load_config
-from xltlib.pipeline import StageFailed, run_pipeline
+from xltlib.config.validate import load_config
+from xltlib.runner.pipeline import StageFailed, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -150,7 +150,7 @@ def test_export_writes_tables_figures_and_provenance(smoke_run, tmp_path):
 
 
 def test_rows_of_stale_checkpoints_or_settings_are_not_analysed(smoke_run):
-    from xltlib.run import Run
+    from xltlib.runner.run_dir import Run
 
     run = Run.open(smoke_run)
     al = run.load_results("alignment")
@@ -174,7 +174,7 @@ def test_a_run_folder_without_its_checkpoints_still_reports(smoke_run, tmp_path)
     under the current key keep the cell's results live."""
     import shutil
 
-    from xltlib.run import Run
+    from xltlib.runner.run_dir import Run
 
     copy = tmp_path / "run"
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("checkpoints", "kernel-ipc*"))
@@ -216,7 +216,7 @@ def test_rerun_recomputes_exactly_what_changed(tmp_path):
     new_al = _created(out / "results" / "alignment")
     assert new_al[ck] != alignment[ck] and new_al["pretrained__tiny-random.parquet"] == alignment["pretrained__tiny-random.parquet"]
     assert _created(out / "results" / "transfer")[ck] != transfer[ck]
-    from xltlib.run import Run
+    from xltlib.runner.run_dir import Run
 
     assert Run.open(out).load_results("alignment").attrs["stale_rows"] == 0
 
@@ -250,7 +250,7 @@ def test_second_run_into_a_folder_in_use_stops_naming_the_holder(tmp_path, capsy
         holder.kill()
         holder.wait()
     # the holder is gone: its lock is recognised as stale and taken over; released at the end
-    from xltlib.run import run_lock
+    from xltlib.runner.run_dir import run_lock
 
     with run_lock(out):
         assert json.loads((out / ".xlt.lock").read_text())["pid"] == os.getpid()

@@ -1,4 +1,4 @@
-"""Tests for xltlib.robust (tiny random BERT; whole file runs in a few seconds on CPU)."""
+"""Tests for xltlib.training.objectives (tiny random BERT; whole file runs in a few seconds on CPU)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from xltlib.robust import (OBJECTIVES, build_objective, load_synonym_table, objective_defaults,
-                           substitute_synonyms)
+from xltlib.training.objectives import OBJECTIVES, build_objective, load_synonym_table, objective_defaults, substitute_synonyms
 
 torch.set_num_threads(1)
 
@@ -344,7 +343,7 @@ def test_rs_da_reference_copies_only_for_reference_tasks(table_path):
 
 # ------------------------------------------------------------------ shared dropout masks
 def _dropout_model(seed=0, quantized=True):
-    from xltlib.fast import use_fast_dropout
+    from xltlib.training.dropout import use_fast_dropout
 
     model = make_model(seed)
     model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.3
@@ -359,7 +358,7 @@ def _dropout_model(seed=0, quantized=True):
 @pytest.mark.parametrize("name,hp", [("pgd", {"steps": 3}), ("freelb", {"adv_steps": 3})])
 @pytest.mark.parametrize("share", [True, False])
 def test_dropout_masks_shared_across_passes(name, hp, share, monkeypatch):
-    import xltlib.fast as fast
+    import xltlib.training.dropout as fast
 
     model, batch = _dropout_model(), make_batch()
     draws, patterns = [], {}
@@ -386,7 +385,7 @@ def test_dropout_masks_shared_across_passes(name, hp, share, monkeypatch):
 
 @pytest.mark.parametrize("quantized", [True, False])  # train.fast_dropout on (byte masks) or off (exact masks)
 def test_shared_masks_make_train_mode_passes_identical(quantized):
-    from xltlib.fast import shared_dropout_masks
+    from xltlib.training.dropout import shared_dropout_masks
 
     model, batch = _dropout_model(quantized=quantized), make_batch()
     with shared_dropout_masks():
@@ -397,7 +396,7 @@ def test_shared_masks_make_train_mode_passes_identical(quantized):
 
 # ------------------------------------------------------------------ relative strength
 def test_median_token_norm_and_relative_pgd_per_token_norm():
-    from xltlib.robust import median_token_norm
+    from xltlib.training.objectives import median_token_norm
 
     model, batch = make_model(), make_batch()
     r = median_token_norm(model)
@@ -420,7 +419,7 @@ def test_median_token_norm_and_relative_pgd_per_token_norm():
 
 
 def test_relative_freelb_cap_and_rs_rp_noise_norm():
-    from xltlib.robust import median_token_norm
+    from xltlib.training.objectives import median_token_norm
 
     model, batch = make_model(), make_batch()
     r = median_token_norm(model)
@@ -506,7 +505,7 @@ def test_exact_table_keeps_case_of_keys(tmp_path):
 def test_real_table_exact_vs_normalized_on_xnli_english(data_dir):
     """The shipped table (Robust-XLT's) and the real English XNLI dev rows: exact lookup substitutes fewer
     sites and never touches a capitalised proper noun whose lower-case form is a key."""
-    from xltlib import tasks as T
+    from xltlib.data import tasks as T
 
     table = str(data_dir / "synonyms" / "counterfitted_neighbors.json")
     exact, normalized = load_synonym_table(table, "exact"), load_synonym_table(table, "normalized")

@@ -1,4 +1,4 @@
-"""xltlib.robustness on the tiny random model: tidy rows, a working adversary, seeded and side-effect free."""
+"""xltlib.evaluation.robustness on the tiny random model: tidy rows, a working adversary, seeded and side-effect free."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from xltlib.heads import load_classifier
-from xltlib.models import load_tokenizer
-from xltlib.robust import build_objective
-from xltlib.robustness import attack_settings, robustness_rows
+from xltlib.models.heads import load_classifier
+from xltlib.models.load import load_tokenizer
+from xltlib.training.objectives import build_objective
+from xltlib.evaluation.robustness import attack_settings, robustness_rows
 
 
 def _records(n=40):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from xltlib.config import ConfigError, ProtocolConfig, load_config
-from xltlib.registry import Registry, UnknownName
-from xltlib.smoke import make_smoke_data
-from xltlib.split import eval_records, make_split, train_records
-from xltlib.tasks import DataError
-from xltlib.trainsets import TRAIN_SETS, check_train_sets, load_train_set
+from xltlib.config.schema import ConfigError, ProtocolConfig
+from xltlib.config.validate import load_config
+from xltlib.core.registry import Registry, UnknownName
+from xltlib.data.synthetic import make_smoke_data
+from xltlib.data.split import eval_records, make_split, train_records
+from xltlib.data.tasks import DataError
+from xltlib.data.trainsets import TRAIN_SETS, check_train_sets, load_train_set
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_label_outside_the_label_set_names_file_and_line(tmp_path):
 
 
 def test_every_training_set_has_a_reader_and_a_task():
-    from xltlib.tasks import TASKS
+    from xltlib.data.tasks import TASKS
 
     for name, ts in TRAIN_SETS.items():
         assert ts.task in TASKS and callable(ts.local_reader), name
@@ -109,7 +110,7 @@ def test_real_zero_shot_splits_never_score_a_trained_row(data_dir):
 
 
 def test_selection_rows_are_neither_trained_on_nor_scored(made):
-    from xltlib.split import select_records
+    from xltlib.data.split import select_records
 
     p = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25, max_eval=30)
     plain = make_split("xnli", ["en", "de"], ProtocolConfig(name="zero_shot", max_eval=30), made)
@@ -126,7 +127,7 @@ def test_selection_rows_are_neither_trained_on_nor_scored(made):
 def test_selection_for_suite_tasks_holds_out_training_rows_only(made):
     """UD-POS holds out part of its PUD training half, PAN-X / XCOPA / the QA tasks part of their training files;
     the scored rows stay the same as without selection."""
-    from xltlib.split import select_records
+    from xltlib.data.split import select_records
 
     on = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25)
     for task, langs in [("udpos", ["en", "de"]), ("panx", ["en", "de"]), ("xcopa", ["en", "sw"]),
@@ -146,24 +147,25 @@ def test_selection_for_suite_tasks_holds_out_training_rows_only(made):
 def test_checkpoint_selection_keeps_the_best_epoch(made):
     import numpy as np
 
-    from xltlib import tasks as T
-    from xltlib.robust import build_objective
-    from xltlib.train import train_model
+    from xltlib.data import tasks as T
+    from xltlib.training.objectives import build_objective
+    from xltlib.evaluation.task_types import get_kind
+    from xltlib.training.loop import train_model
 
     p = ProtocolConfig(name="zero_shot", selection=True, selection_fraction=0.25)
     split = make_split("xnli", ["en"], p, made)
-    from xltlib.split import select_records
+    from xltlib.data.split import select_records
 
-    model, _, log = train_model("tiny-random", train_records(split, made), kind="pair_classification",
+    model, _, log = train_model("tiny-random", train_records(split, made), task_type=get_kind("pair_classification"),
                                 task=T.get_task("xnli"), num_labels=3, objective=build_objective("baseline"),
                                 seed=0, epochs=3, batch_size=8, lr=1e-3, bf16=False,
                                 select_records=select_records(split, made))
     scores = [r["select_score"] for r in log if "select_score" in r]
     assert len(scores) == 3 and {r["selected_epoch"] for r in log} == {int(np.argmax(scores))}
-    from xltlib.kinds import get_kind
-    from xltlib.models import load_tokenizer
-    from xltlib.train import selection_score
-    from xltlib.config import TrainConfig
+    from xltlib.evaluation.task_types import get_kind
+    from xltlib.models.load import load_tokenizer
+    from xltlib.training.loop import selection_score
+    from xltlib.config.schema import TrainConfig
 
     # the returned weights are the selected epoch's: they score its selection score again
     again = selection_score(model, load_tokenizer("tiny-random"), get_kind("pair_classification"),

@@ -1,4 +1,4 @@
-"""xltlib.stats: known answers, empty groups, and calibration.
+"""xltlib.analysis.stats: known answers, empty groups, and calibration.
 
 Calibration: null data shaped like a run (languages x checkpoints, language- and checkpoint-level effects,
 checkpoint-specific slopes over a language covariate) -> every test the report uses rejects at most 10%
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xltlib import stats as S
+from xltlib.analysis import stats as S
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ar", "hi", "sw", "ur", "th", "tr", "vi", "bg", "el"]
 METHODS = ["baseline", "pgd", "freelb", "rs_rp", "rs_da"]
@@ -52,7 +52,7 @@ def transfer_rows(rng, *, slope=0.0, diff=0.0, tasks=("xnli", "pawsx"), langs=LA
     """Tidy transfer rows: task + language + method x language (shared across tasks, as a language in
     two tasks would be) + checkpoint shock + noise; ``slope`` plants gain = slope * log10(size) for
     non-baseline methods, ``diff`` a constant gain."""
-    from xltlib.languages import resource_table
+    from xltlib.data.languages import resource_table
 
     size = np.log10(resource_table().loc[langs, "size_gib"].to_numpy(float))
     size = size - size.mean()
@@ -363,7 +363,7 @@ def test_method_vs_baseline_generalized_pairs():
 def test_drift_covariate_separates_alignment_from_weight_movement():
     """Transfer driven by drift alone, alignment tracking drift: the slope is there without drift and
     vanishes with it."""
-    from xltlib.stats import drift_adjusted
+    from xltlib.analysis.stats import drift_adjusted
 
     rng = np.random.default_rng(0)
     langs, cks = [f"l{i}" for i in range(12)], [f"c{j}" for j in range(10)]

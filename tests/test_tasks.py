@@ -1,4 +1,4 @@
-"""Tests for xltlib.tasks: XTREME-layout readers, the offline split, PAWS-X groups, hub fallback.
+"""Tests for xltlib.data.tasks: XTREME-layout readers, the offline split, PAWS-X groups, hub fallback.
 
 Unmarked tests write tiny files under tmp_path; ``@pytest.mark.data`` tests read the real
 (read-only) data folder in place and skip when it is absent.
@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xltlib import tasks as T
-from xltlib.tasks import (TASKS, DataError, check_aligned, get_task, load_records, offline_split, pawsx_groups,
-                          read_pawsx_local, read_tatoeba_local, read_xnli_local)
+from xltlib.data import tasks as T
+from xltlib.data.tasks import TASKS, DataError, check_aligned, get_task, load_records, offline_split, pawsx_groups, read_pawsx_local, read_tatoeba_local, read_xnli_local
 
 
 def write(path: Path, text: str) -> Path:

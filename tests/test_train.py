@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from xltlib.fast import FastDropout, fast_dropout, use_fast_dropout
-from xltlib.heads import load_classifier
-from xltlib.robust import build_objective
-from xltlib.batching import length_batches
-from xltlib.train import load_checkpoint, save_checkpoint, train_classifier
+from xltlib.training.dropout import FastDropout, fast_dropout, use_fast_dropout
+from xltlib.models.heads import load_classifier
+from xltlib.training.objectives import build_objective
+from xltlib.training.batching import length_batches
+from xltlib.evaluation.task_types import get_kind, load_checkpoint
+from xltlib.training.checkpoints import save_checkpoint
+from xltlib.evaluation.task_types import train_classifier
 
 
 def test_fast_dropout_rate_and_expectation():
@@ -85,8 +87,8 @@ def test_unfinished_checkpoint_is_not_loadable(tmp_path):
 
 
 def test_master_weights_keep_updates_bf16_would_round_away():
-    from xltlib.precision import MasterWeights
-    from xltlib.train import trainable_parameters
+    from xltlib.training.precision import MasterWeights
+    from xltlib.training.loop import trainable_parameters
 
     model = load_classifier("tiny-random", 3)
     emb_before = model.get_input_embeddings().weight.detach().clone()
@@ -121,11 +123,11 @@ def test_bf16_weight_training_returns_fp32_model_and_finite_losses(method):
 
 
 def test_train_model_takes_train_config_and_rejects_bad_overrides():
-    from xltlib.config import TrainConfig
-    from xltlib.train import train_model
+    from xltlib.config.schema import TrainConfig
+    from xltlib.training.loop import train_model
 
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, bf16=False)
-    kw = dict(kind="pair_classification", task=None, num_labels=3, objective=build_objective("baseline"), seed=2)
+    kw = dict(task_type=get_kind("pair_classification"), task=None, num_labels=3, objective=build_objective("baseline"), seed=2)
     _, _, log = train_model("tiny-random", _records(16), cfg=cfg, **kw)
     _, _, same = train_model("tiny-random", _records(16), cfg=TrainConfig(epochs=3), epochs=1, batch_size=8,
                              lr=1e-3, max_length=32, bf16=False, **kw)  # overrides validated like a params file
@@ -138,10 +140,10 @@ def test_train_model_takes_train_config_and_rejects_bad_overrides():
 
 @pytest.mark.parametrize("bf16,bf16_weights", [(False, False), (True, False), (True, True)])
 def test_one_loop_for_every_precision(bf16, bf16_weights):
-    from xltlib.precision import Precision
+    from xltlib.training.precision import Precision
 
     model = load_classifier("tiny-random", 3)
-    from xltlib.train import trainable_parameters
+    from xltlib.training.loop import trainable_parameters
 
     prec = Precision(model, trainable_parameters(model, True), bf16=bf16, bf16_weights=bf16_weights)
     assert prec.mode == ("fp32" if not bf16 else "bf16_weights" if bf16_weights else "autocast")
@@ -183,13 +185,13 @@ def test_diagnostics_in_the_train_log(tmp_path):
 
 
 def test_rs_da_copies_schedule(tmp_path):
-    from xltlib import tasks as T
+    from xltlib.data import tasks as T
 
     table = tmp_path / "syn.json"
     table.write_text('{"w1": ["w2"], "w3": ["w4", "w5"]}')
-    kw = dict(kind="pair_classification", num_labels=3, seed=0, epochs=1, batch_size=8, lr=1e-3, max_length=32,
+    kw = dict(task_type=get_kind("pair_classification"), num_labels=3, seed=0, epochs=1, batch_size=8, lr=1e-3, max_length=32,
               bf16=False)
-    from xltlib.train import train_model
+    from xltlib.training.loop import train_model
 
     obj = build_objective("rs_da", {"synonyms": str(table), "copies": 3})
     _, _, log = train_model("tiny-random", _records(16), task=None, objective=obj, **kw)
@@ -202,7 +204,7 @@ def test_rs_da_copies_schedule(tmp_path):
 
 
 def test_bf16_inference_runs_bf16_weights_and_restores_the_fp32_ones():
-    from xltlib.precision import bf16_inference
+    from xltlib.training.precision import bf16_inference
 
     model = load_classifier("tiny-random", 3).eval()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

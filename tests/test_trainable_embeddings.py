@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from xltlib.config import ConfigError, expand_grid, load_config
-from xltlib.heads import load_classifier
-from xltlib.precision import clip_grad_norm
-from xltlib.robust import build_objective
-from xltlib.train import train_classifier, trainable_parameters
+from xltlib.config.schema import ConfigError
+from xltlib.config.grid import expand_grid
+from xltlib.config.validate import load_config
+from xltlib.models.heads import load_classifier
+from xltlib.training.precision import clip_grad_norm
+from xltlib.training.objectives import build_objective
+from xltlib.evaluation.task_types import train_classifier
+from xltlib.training.loop import trainable_parameters
 
 
 def _records(n=24, vocab=20):

@@ -8,13 +8,14 @@ import torch
 import pandas as pd
 import pytest
 
-from xltlib import tasks as T
-from xltlib.config import ConfigError, load_config
-from xltlib.kinds import KINDS, build_xquad_r, split_sentences
-from xltlib.report import suite_table
-from xltlib.robust import build_objective
-from xltlib.smoke import make_smoke_data
-from xltlib.train import train_model
+from xltlib.data import tasks as T
+from xltlib.config.schema import ConfigError
+from xltlib.config.validate import load_config
+from xltlib.evaluation.task_types import KINDS, build_xquad_r, split_sentences
+from xltlib.reporting.report import suite_table
+from xltlib.training.objectives import build_objective
+from xltlib.data.synthetic import make_smoke_data
+from xltlib.training.loop import train_model
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_every_kind_trains_and_scores(made, task, lang, method):
     kind = KINDS[t.kind]
     obj = build_objective(method, {}, data_dir=made)
     records = T.load_train_records(task, made) if t.protocol == "train_file" else T.load_records(task, "en", made)
-    model, tok, log = train_model("tiny-random", records[:16], kind=t.kind, task=t, num_labels=kind.num_labels(t),
+    model, tok, log = train_model("tiny-random", records[:16], task_type=kind, task=t, num_labels=kind.num_labels(t),
                                   objective=obj, seed=1, epochs=1, batch_size=8, lr=1e-3, warmup_ratio=0.1,
                                   weight_decay=0.01, max_length=32, bf16=False)
     assert log and all(np.isfinite(r["loss"]) for r in log)
@@ -128,7 +129,7 @@ def test_rs_da_rewrites_tagging_words_one_for_one(made):
     t = T.get_task("panx")
     records = T.load_train_records("panx", made)
     kind = KINDS[t.kind]
-    from xltlib.models import load_tokenizer
+    from xltlib.models.load import load_tokenizer
 
     tok = load_tokenizer("tiny-random")
     obj = build_objective("rs_da", {}, data_dir=made)
@@ -140,7 +141,8 @@ def test_rs_da_rewrites_tagging_words_one_for_one(made):
 
 
 def test_qa_checkpoint_is_shared_by_the_span_tasks_and_lareqa_has_its_dual_encoder():
-    from xltlib.config import RunConfig, expand_grid
+    from xltlib.config.schema import RunConfig
+    from xltlib.config.grid import expand_grid
 
     cfg = RunConfig.model_validate(dict(name="x", grid=dict(model=["m"], task=["xquad", "mlqa", "lareqa", "xnli"],
                                                             method=["baseline"], seed=[1])))
@@ -158,7 +160,7 @@ def _qa(qid, ctx, ans):
 def test_qa_scores_refuse_repeated_question_ids_and_the_tydiqa_train_reader_numbers_them(made, tmp_path):
     import shutil
 
-    from xltlib.models import load_tokenizer
+    from xltlib.models.load import load_tokenizer
 
     src = made / "tydiqa"
     shutil.copytree(src, tmp_path / "tydiqa")
@@ -181,7 +183,7 @@ def test_qa_scores_refuse_repeated_question_ids_and_the_tydiqa_train_reader_numb
 
 
 def test_dual_encoder_pairs_questions_with_their_answer_sentence_and_masks_shared_answers():
-    from xltlib.models import load_tokenizer
+    from xltlib.models.load import load_tokenizer
 
     tok = load_tokenizer("tiny-random")
     kind = KINDS["answer_retrieval"]

@@ -2,11 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from xltlib.config.schema import ConfigError
+from xltlib.config.validate import load_config
+from xltlib.data.parallel import PARALLEL
+from xltlib.data.tasks import TASKS
+from xltlib.data.trainsets import TRAIN_SETS
+from xltlib.evaluation.alignment import METRICS
+from xltlib.evaluation.task_types import KINDS
+from xltlib.reporting.index import write_index
+from xltlib.reporting.report import export_results
+from xltlib.runner.executors import EXECUTORS
+from xltlib.runner.lab import lab
+from xltlib.runner.pipeline import STAGES, StageFailed, execute_stage, run_pipeline
+from xltlib.runner.run_dir import Run, run_lock
+from xltlib.training import objectives as robust
 
 
 def _default_out(name: str) -> Path:
@@ -14,7 +28,6 @@ def _default_out(name: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import STAGES, StageFailed, run_pipeline
 
     overrides = list(args.set)
     if args.executor:
@@ -39,10 +52,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import json
-
-    from .pipeline import execute_stage, write_index
-    from .run import Run, run_lock
 
     run = Run.open(args.dir)
     with run_lock(run.dir):
@@ -54,8 +63,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .report import export_results
-    from .run import Run
 
     for path in export_results(Run.open(args.dir), args.dest):
         print(path)
@@ -63,12 +70,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from . import robust
-    from .alignment import METRICS
-    from .kinds import KINDS
-    from .parallel import PARALLEL
-    from .tasks import TASKS
-    from .trainsets import TRAIN_SETS
 
     if args.what in ("tasks", "all"):
         for t in TASKS.values():
@@ -90,7 +91,6 @@ def cmd_list(args) -> int:
         for name in KINDS:
             print(f"kind {name}")
     if args.what in ("executors", "all"):
-        from .executors import EXECUTORS
 
         for name, cls in EXECUTORS.items():
             print(f"executor {name:6s} {cls.__doc__.strip().splitlines()[0]}")
@@ -98,7 +98,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_lab(args) -> int:
-    from .lab import lab
 
     return lab(args.dir, args.stage, port=args.port, open_browser=not args.no_browser, fresh=args.fresh,
                dry_run=args.dry_run, allow_root=args.allow_root)

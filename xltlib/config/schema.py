@@ -1,0 +1,233 @@
+"""Typed run configuration loaded from a params YAML, and its grid expansion.
+
+Every key has a typed default with a one-line comment (nanoGPT style); unknown
+keys and values of the wrong type are errors that name the file, the key, the
+value and what is allowed."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xltlib.data.tasks import get_task
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names what and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GridConfig(_Strict):
+    model: list[str] = ["me5-small"]  # hub names, local paths, or the offline 'me5-small'
+    task: list[str] = ["xnli"]  # names from the task registry (xlt list-tasks)
+    method: list[str] = ["baseline"]  # entries of `methods` (or registered objective names)
+    seed: list[int] = [1]  # training seeds; every cell is seeded and the seed recorded
+
+
+class ProtocolConfig(_Strict):
+    # 'zero_shot' (XTREME's): train on the task's English training sets, score every language's labelled
+    # test split (XNLI, PAWS-X); no training row's translation is scored (xltlib.data.split).
+    # 'offline_dev_split': for data folders without labelled test sets: train on part of English dev, score
+    # the rest in every language (split by XNLI premise block / PAWS-X shared-sentence group).
+    name: Literal["zero_shot", "offline_dev_split"] = "zero_shot"
+    train_sets: dict[str, list[str]] = {}  # per task, registered training sets (`xlt list train-sets`); default per task
+    train_fraction: float = Field(0.5, gt=0, lt=1)  # offline_dev_split: share of English dev groups used for training
+    split_seed: int = 0  # seed of the row samples (fixed across the grid so every cell sees the same rows)
+    # cap on training examples (a fixed random sample): one number for every task, or per task ({panx: 5000});
+    # a task missing from the mapping is not capped
+    max_train: int | dict[str, int | None] | None = None
+    max_eval: int | None = Field(None, ge=1)  # cap on scored examples per language (the same rows everywhere)
+    # keep the epoch whose English *selection* score is best, on rows neither trained on nor scored
+    # (xltlib.data.split.SELECTION: PAWS-X English dev; otherwise selection_fraction of the training groups held out)
+    selection: bool = False
+    selection_fraction: float = Field(0.1, gt=0, lt=1)  # share of training groups held out for selection
+    max_select: int | None = Field(500, ge=1)  # cap on selection rows (evaluated after every epoch)
+
+    @field_validator("max_train")
+    @classmethod
+    def _positive_caps(cls, v):
+        for key, cap in (v.items() if isinstance(v, dict) else [("", v)]):
+            if cap is not None and cap < 1:
+                raise ValueError(f"max_train{'.' + key if key else ''} must be at least 1 (or null), got {cap}")
+        return v
+
+    def train_cap(self, task: str) -> int | None:
+        """The training-example cap of one task (``max_train``, per task when it is a mapping: the task's own key,
+        else its training task's, e.g. ``tydiqa`` for XQuAD and MLQA, which share one checkpoint)."""
+        if not isinstance(self.max_train, dict):
+            return self.max_train
+
+        return self.max_train.get(task, self.max_train.get(get_task(task).training_task))
+
+
+class TrainConfig(_Strict):
+    epochs: float = Field(3.0, gt=0)  # passes over the training examples
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)  # AdamW peak learning rate (linear warm-up then decay); small data, small model
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(128, ge=8)  # tokens per (pair) example
+    bf16: bool = True  # bf16 compute on the CPU (about 4x a fp32 matmul with AVX-512 bf16 / AMX)
+    bf16_weights: bool = True  # with bf16: bf16 weights + fp32 master copies (xltlib.training.precision); false = autocast
+    freeze_embeddings: bool = True  # keep the 96M-parameter word-embedding table fixed (see docs)
+    pooling: Literal["mean", "cls"] = "mean"  # classification head input: mean of token states (E5's pooling) or <s>
+    fast_dropout: bool = True  # byte-mask dropout (xltlib.training.dropout): same expectation, ~1.5x faster steps on CPU; false = exact Bernoulli masks
+    diagnostics: bool = True  # per-step clean loss and loss gap in the train log (one extra no-grad forward for pgd/freelb/rs_rp)
+    threads: int | None = Field(None, ge=1)  # torch threads (None = all cores)
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    generalized: bool = False  # also score pairs whose two sentences are in different languages
+    generalized_languages: list[str] | None = None  # languages crossed in generalized pairs (None = all of the task's)
+    generalized_max_rows: int | None = Field(None, ge=1)  # evaluation rows per pair (the first k held-out rows)
+    bootstrap: int = Field(1000, ge=100)  # resamples for per-language accuracy CIs
+    robustness: bool = False  # also score English test rows under attack (xltlib.evaluation.robustness): PGD at eps / 2 eps, synonyms, noise
+    robustness_max_examples: int = Field(200, ge=1)  # English rows attacked per checkpoint (the attack costs ~2 x (steps + 1) passes)
+    robustness_attack_steps: int = Field(10, ge=1)  # PGD ascent steps of the attack
+
+
+class AlignmentConfig(_Strict):
+    datasets: list[str] = ["tatoeba"]  # parallel data used for alignment (xltlib.data.parallel: tatoeba, xnli, pud, muse)
+    languages: list[str] | None = None  # Tatoeba 3-letter codes (None = every language of the tasks in the grid)
+    metrics: list[str] = ["retrieval"]  # names from the alignment metric registry
+    layers: list[int] | None = None  # None = every layer (0 = embedding output)
+    pooling: Literal["mean", "cls"] = "mean"
+    max_sentences: int | None = Field(1000, ge=10)  # per language (Tatoeba has 1000 per language)
+    batch_size: int = Field(128, ge=1)
+    max_length: int = Field(64, ge=8)
+    include_pretrained: bool = True  # also measure the pre-trained model
+    pool: Literal["common", "full"] = "common"  # pair metrics on the smallest language's pool size (seeded subsample)
+
+
+class ReportConfig(_Strict):
+    class Primary(_Strict):
+        """The one confirmatory test (RQ1 across languages); everything else is exploratory."""
+
+        metric: str = "retrieval.acc1_en2xx"  # alignment metric row name; en->xx is XTREME's Tatoeba direction
+        layer: int | Literal["last"] = "last"  # encoder layer (0 = embeddings) or the last one
+
+        @field_validator("metric")
+        @classmethod
+        def _dotted(cls, v: str) -> str:  # the metric is checked against its registry in config.validate
+            if "." not in v:
+                raise ValueError(f"'{v}' is not '<metric>.<value>', e.g. retrieval.acc1_en2xx")
+            return v
+
+    primary: Primary = Primary()  # declared before the data are seen; tested alone
+    correlation_metric: str = "retrieval.acc1_en2xx"  # the alignment measure on the headline scatter
+    n_boot: int = Field(2000, ge=100)  # bootstrap resamples for confidence intervals
+    n_perm: int = Field(10000, ge=100)  # permutations (raised per family so Holm is not decided by 1/(n_perm+1))
+    seed: int = 0
+
+
+class ExecutorConfig(_Strict):
+    # 'local': every notebook in this process's machine, one after another. 'ray': each training cell and each
+    # checkpoint's transfer / alignment work is a Ray task running the same stage notebook (xltlib.runner.executors);
+    # the run folder must be on a filesystem every worker sees.
+    name: str = "local"  # a registered executor (`xlt list executors`)
+    address: str | None = None  # ray: None = a local cluster on this machine, 'auto' = the running cluster, 'ray://host:port'
+    cell_resources: dict[str, float] = {"num_cpus": 2, "num_gpus": 0}  # ray: resources of each task
+    max_retries: int = Field(1, ge=0)  # ray: a failed task is retried this many times, then marked failed
+
+
+class RunConfig(_Strict):
+    name: str = "run"  # run name; outputs go to outputs/<name> unless --out is given
+    data_dir: str | None = None  # XTREME-layout folder; None = $XLT_DATA_DIR, else the Hugging Face hub
+    grid: GridConfig = GridConfig()
+    # named method entries: {type: pgd, eps: 1.0, ...}; `train:` in an entry overrides train settings for its
+    # checkpoints, e.g. {baseline_emb: {type: baseline, train: {freeze_embeddings: false}}} (a control arm)
+    methods: dict[str, dict[str, Any]] = {}
+    protocol: ProtocolConfig = ProtocolConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+    languages: dict[str, list[str]] = {}  # per task, the evaluation languages (default: all of the task's)
+    task_train: dict[str, dict[str, Any]] = {}  # per training task, TrainConfig overrides, e.g. {pawsx: {epochs: 3}}
+    alignment: AlignmentConfig = AlignmentConfig()
+    report: ReportConfig = ReportConfig()
+    smoke: bool = False  # tiny random model + tiny data made on the fly (tests)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where training and scoring run: auto = CUDA when visible
+    executor: ExecutorConfig = ExecutorConfig()  # how grid cells are run: in this process, or as Ray tasks
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_are_mappings(cls, v):
+        for name, entry in v.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"methods.{name} must be a mapping of hyperparameters, got {entry!r}")
+        return v
+
+    def resolved_data_dir(self) -> Path | None:
+        d = self.data_dir or os.environ.get("XLT_DATA_DIR")
+        return Path(d).expanduser().resolve() if d else None
+
+    def train_for(self, task: str, method: str | None = None) -> "TrainConfig":
+        """The training settings of a checkpoint: ``train``, then the task's ``task_train`` overrides, then the
+        method entry's ``train`` overrides."""
+        over = {**self.task_train.get(task, {}), **(self.method_train(method) if method else {})}
+        return TrainConfig.model_validate({**self.train.model_dump(), **over}) if over else self.train
+
+    def method_spec(self, entry: str) -> tuple[str, dict]:
+        """(objective type, hyperparameters) of a grid method entry (its ``train`` overrides are not the objective's)."""
+        spec = dict(self.methods.get(entry, {}))
+        spec.pop("train", None)
+        return spec.pop("type", entry), spec
+
+    def method_train(self, entry: str) -> dict:
+        """The train-setting overrides of a method entry (``methods.<entry>.train``), or {}."""
+        return dict(self.methods.get(entry, {}).get("train") or {})
+
+
+def _format_validation(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = _sub_model(model, e["loc"][:-1])
+            valid = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"  unknown key '{key}'; valid keys here: {valid}")
+        else:
+            lines.append(f"  key '{key}' = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _sub_model(model: type[BaseModel], loc) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"""),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=1")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml_load(raw)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,143 @@
+"""Load a params file and check it: types and ranges (the schema), then every name against its registry.
+
+The checks name the file, the key, the value and what is allowed. This module imports the registries of tasks,
+objectives, metrics and task types, so it sits above them in the layers (``pyproject.toml``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from xltlib.config.schema import ConfigError, RunConfig, TrainConfig, _format_validation, _parse_override, yaml_load
+from xltlib.data.parallel import PARALLEL
+from xltlib.data.tasks import TASKS
+from xltlib.data.trainsets import TRAIN_SETS, check_train_sets
+from xltlib.evaluation.alignment import METRICS
+from xltlib.evaluation.task_types import KINDS
+from xltlib.training import objectives as robust
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), *, check: bool = True,
+                **updates) -> RunConfig:
+    """Read a params YAML, apply ``key.sub=value`` overrides, validate, check registries.
+
+    ``check=False`` skips the registry checks (which build every objective): a run folder's snapshot was
+    checked when the run started, so the stage kernels only parse it."""
+    source = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"params file {p} does not exist")
+        try:
+            data = yaml_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of params at the top level, got {type(data).__name__}")
+    if overrides:
+        source = f"{source} (with --set overrides)"
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: '{k}' is not a section")
+        node[keys[-1]] = value
+    data.update(updates)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, RunConfig)) from None
+    if check:
+        check_registries(cfg, source)
+    return cfg
+
+
+def check_registries(cfg: RunConfig, source: str) -> None:
+    """Names in the grid must exist in their registries; method hyperparameters must validate."""
+
+    for t in cfg.grid.task:
+        if t not in TASKS:
+            raise ConfigError(f"{source}: grid.task '{t}' is not a registered task; registered: {', '.join(TASKS)}")
+        if TASKS[t].kind not in KINDS:
+            trainable = [n for n, task in TASKS.items() if task.kind in KINDS]
+            raise ConfigError(f"{source}: grid.task '{t}' ({TASKS[t].kind}) cannot be fine-tuned and scored here; "
+                              f"tasks that can: {', '.join(trainable)}")
+
+    for d in cfg.alignment.datasets:
+        if d not in PARALLEL:
+            raise ConfigError(f"{source}: alignment.datasets '{d}' is not registered; registered: {', '.join(PARALLEL)}")
+        if d == "xnli" and "xnli" not in cfg.grid.task:
+            raise ConfigError(f"{source}: alignment.datasets 'xnli' uses the XNLI training split, but grid.task lacks xnli")
+    primary = cfg.report.primary.metric
+    if primary.split(".", 1)[0] not in METRICS:
+        raise ConfigError(f"{source}: report.primary.metric '{primary}' is not '<metric>.<value>' with a registered "
+                          f"metric ({', '.join(METRICS)})")
+    for m in cfg.alignment.metrics:
+        if m not in METRICS:
+            raise ConfigError(f"{source}: alignment.metrics '{m}' is not registered; registered: {', '.join(METRICS)}")
+    for entry in dict.fromkeys(list(cfg.grid.method) + list(cfg.methods)):  # every entry, used or not
+        kind, hp = cfg.method_spec(entry)
+        if kind not in robust.OBJECTIVES:
+            where = "grid.method" if entry in cfg.grid.method else "methods"
+            raise ConfigError(
+                f"{source}: {where} '{entry}' has type '{kind}', not a registered method; "
+                f"registered: {', '.join(robust.OBJECTIVES)}")
+        over = cfg.methods.get(entry, {}).get("train")
+        if over is not None:
+            if not isinstance(over, dict):
+                raise ConfigError(f"{source}: methods.{entry}.train must be a mapping of train settings, got {over!r}")
+            try:
+                TrainConfig.model_validate({**cfg.train.model_dump(), **over})
+            except ValidationError as exc:
+                raise ConfigError(_format_validation(exc, f"{source}: methods.{entry}.train", TrainConfig)) from None
+        if kind == "rs_da" and cfg.smoke:
+            continue  # smoke runs make their own synonym table at run time
+        try:
+            robust.build_objective(kind, hp, data_dir=cfg.resolved_data_dir(), entry=entry)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    for task, names in cfg.protocol.train_sets.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: protocol.train_sets.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        for name in names:
+            if name not in TRAIN_SETS:
+                raise ConfigError(f"{source}: protocol.train_sets.{task}: unknown training set '{name}'; "
+                                  f"registered: {', '.join(TRAIN_SETS)}")
+        try:
+            check_train_sets(task, names)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: protocol.train_sets.{task}: {exc}") from None
+    for task in cfg.protocol.max_train if isinstance(cfg.protocol.max_train, dict) else ():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: protocol.max_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
+    caps: dict[str, tuple[str, int | None]] = {}  # training task -> (first grid task, its cap)
+    for task in cfg.grid.task:
+        if task not in TASKS:
+            continue
+        train_task, cap = TASKS[task].training_task, cfg.protocol.train_cap(task)
+        if train_task in caps and caps[train_task][1] != cap:
+            raise ConfigError(f"{source}: protocol.max_train: {caps[train_task][0]} ({caps[train_task][1]}) and {task} "
+                              f"({cap}) train one {train_task} checkpoint and need the same cap")
+        caps.setdefault(train_task, (task, cap))
+    for task, over in cfg.task_train.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: task_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        if not isinstance(over, dict):
+            raise ConfigError(f"{source}: task_train.{task} must be a mapping of train settings, got {over!r}")
+        try:
+            cfg.train_for(task)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, f"{source}: task_train.{task}", TrainConfig)) from None
+    for task, langs in cfg.languages.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        for lang in langs:
+            if lang not in TASKS[task].languages:
+                raise ConfigError(f"{source}: languages.{task} has '{lang}', which task '{task}' lacks; "
+                                  f"its languages: {', '.join(TASKS[task].languages)}")

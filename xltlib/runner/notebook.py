@@ -1,0 +1,141 @@
+"""Execute one stage notebook with papermill and export its HTML: the unit of work of every executor.
+
+:func:`execute_notebook` runs ``notebooks/<stage>.py`` with the injected parameters in a fresh kernel and
+returns its status entry; it never raises for a failing notebook (the notebook is kept as
+``*.failed.ipynb`` with its HTML) and writes nothing shared, so several can run at once on one run folder
+(:mod:`xltlib.runner.executors`). Where the run keeps its status (``status.json``) is the driver's business.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
+from nbconvert import HTMLExporter
+
+from xltlib.core.progress import LiveProgress
+from xltlib.runner.run_dir import Run
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # the repository's notebooks/ (editable install)
+STAGES = ("data", "train", "transfer", "alignment", "analysis")
+# executed notebook of each stage under DIR/notebooks/ (train: one per checkpoint, 02_train/<checkpoint>)
+NOTEBOOK_NAMES = {"data": "01_data", "train": "02_train", "transfer": "03_transfer", "alignment": "04_alignment",
+                  "analysis": "05_analysis"}
+UNIT_STAGES = ("train", "transfer", "alignment")  # stages whose work splits into one unit per cell / checkpoint
+logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
+# Kernels inherit these: reports show results, not progress bars or load reports.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+
+
+def notebook_name(stage: str, unit: str = "") -> str:
+    """``04_alignment``; one unit's is ``02_train/<checkpoint>``, ``03_transfer/<cell_id>``, ``04_alignment/<checkpoint>``."""
+    return f"{NOTEBOOK_NAMES[stage]}/{unit.replace(':', '__').replace('/', '--')}" if unit else NOTEBOOK_NAMES[stage]
+
+
+def stage_parameters(run: Run, stage: str, unit: str = "", compute: bool = True) -> dict:
+    """The parameters papermill injects into a stage notebook (``xlt lab`` rebuilds them the same way).
+
+    train: ``cell_id`` (required); transfer / alignment: ``unit`` = one cell / checkpoint only, and
+    ``compute=False`` = show the rows on disk, compute nothing (the summary page after distributed units).
+    """
+    if stage == "train":
+        return dict(run_dir=str(run.dir), cell_id=unit)
+    params = dict(run_dir=str(run.dir))
+    if unit:
+        params["unit"] = unit
+    if not compute:
+        params["compute"] = False
+    return params
+
+
+def source_notebook(stage: str):
+    """The jupytext source ``notebooks/<stage>.py`` as a notebook node with the python3 kernel."""
+
+    src = NOTEBOOK_DIR / f"{stage}.py"
+    if not src.is_file():
+        raise FileNotFoundError(f"stage notebook {src} is missing")
+    nb = jupytext.read(src)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _source_notebook(stage: str, run_dir: Path) -> Path:
+    """Convert ``notebooks/<stage>.py`` into an .ipynb papermill can run (atomically: workers share the file)."""
+
+    out = run_dir / "notebooks" / "_src" / f"{stage}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{uuid.uuid4().hex}.{out.name}")
+    jupytext.write(source_notebook(stage), tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def export_html(notebook: Path, target: Path, title: str) -> Path:
+    """Self-contained HTML: code hidden, images embedded, no CDN needed to show content."""
+
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    exporter.log.setLevel(logging.ERROR)  # one warning per page about figures without alt text
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4), resources={"metadata": {"name": title}})
+    # The template loads require.js and MathJax from a CDN; the reports need neither (no widgets, no LaTeX).
+    body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', "", body)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def _ipc_kernel_manager():
+    """nbclient's kernel manager on local IPC sockets: the kernel is on this machine anyway, and over TCP
+    every stage kernel printed ipykernel's warning about unencrypted TCP. The sockets go to a fresh temporary
+    folder, not the run folder: kernels of parallel units would otherwise race for the same socket names."""
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="xlt-kernel-")) / "kernel-ipc")
+
+    return IPCKernelManager
+
+
+def execute_notebook(run_dir: str | Path, stage: str, name: str, parameters: dict, label: str = "",
+                     live: bool = True) -> dict:
+    """Run one stage notebook; returns its status entry (``ok``, ``error``, ``seconds``, ...). Never raises for
+    a failing notebook. ``live``: draw the kernel's progress on this terminal (one notebook at a time only)."""
+
+    run_dir = Path(run_dir)
+    out = run_dir / "notebooks" / f"{name}.ipynb"
+    failed = out.with_suffix(".failed.ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (out, failed):
+        stale.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    ok, error = True, ""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        with LiveProgress(run_dir, label or name) if live else contextlib.nullcontext():
+            pm.execute_notebook(str(_source_notebook(stage, run_dir)), str(out), parameters=parameters,
+                                kernel_name="python3", language="python", progress_bar=False,
+                                cwd=str(run_dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
+    except Exception as exc:  # noqa: BLE001 - any failure marks the stage failed
+        ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        if out.exists():
+            os.replace(out, failed)
+    nb = out if ok else failed
+    if nb.exists():
+        export_html(nb, run_dir / "report" / f"{name}.html", name)
+    return dict(stage=stage, ok=ok, error=error, seconds=round(time.perf_counter() - t0, 1),
+                finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                notebook=str(nb.relative_to(run_dir)))

@@ -1,0 +1,112 @@
+"""Run the stage notebooks with papermill: grid cells, resume, failure marking, HTML export.
+
+Stages run in order data -> train (one notebook per grid cell) -> transfer ->
+alignment -> analysis, the units of work through the configured executor (:mod:`xltlib.runner.executors`:
+``local`` or ``ray``). A train cell whose checkpoint exists with the same
+fingerprint is skipped; transfer and alignment cache their rows per
+checkpoint, so a rerun redoes only what is missing, whichever executor ran before. A failed notebook is kept
+as ``*.failed.ipynb`` (and its HTML) and the stage is marked failed in
+``status.json``; nothing of it looks done. While a stage runs, a terminal shows the grid position and the
+stage's progress bar (:mod:`xltlib.core.progress`); a pipe gets one line per finished stage."""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+from xltlib.config.schema import RunConfig
+from xltlib.core.rows import write_json
+from xltlib.reporting.index import write_index
+from xltlib.runner.executors import Unit, make_executor
+from xltlib.runner.notebook import STAGES, execute_notebook, notebook_name, stage_parameters
+from xltlib.runner.run_dir import Run, init_run, run_lock
+
+log = logging.getLogger("xlt")
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def execute_stage(run: Run, stage: str, name: str, parameters: dict, status: dict, position: str = "") -> bool:
+    """Execute one notebook here and record it in ``status.json``; returns True on success."""
+    label = f"{position} {name}".strip()
+    entry = execute_notebook(run.dir, stage, name, parameters, label=label)
+    record_entry(run, status, name, entry, label)
+    return entry["ok"]
+
+
+def record_entry(run: Run, status: dict, name: str, entry: dict, label: str) -> None:
+    """One finished notebook: its status entry in ``status.json`` and one log line."""
+    status[name] = entry
+    write_json(status, run.path("status.json"))
+    where = f" on {entry['host']}" if entry.get("host") and entry["host"] != socket.gethostname() else ""
+    log.info("%-46s %s (%.0f s)%s%s", label, "ok" if entry["ok"] else "FAILED", entry.get("seconds", float("nan")),
+             where, f"  {entry['error']}" if entry.get("error") else "")
+
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: tuple[str, ...] = STAGES) -> Run:
+    """Execute the stages for every grid cell under the run folder's lock with the configured executor;
+    raise StageFailed at the end if anything failed."""
+    executor = make_executor(cfg.executor)  # an executor that cannot run here fails before anything is written
+    try:
+        with run_lock(Path(run_dir)):
+            return _run_stages(init_run(cfg, run_dir, params_file), stages, executor)
+    finally:
+        executor.close()
+
+
+def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
+    sp = run.path("status.json")
+    status: dict = json.loads(sp.read_text()) if sp.exists() else {}
+    failures = []
+    cells = run.training_cells() if "train" in stages else []
+    total = sum(s in stages for s in STAGES if s != "train") + len(cells)
+    done = 0
+
+    def position() -> str:  # the grid position: notebook k of n in this run
+        nonlocal done
+        done += 1
+        return f"[{done}/{total}]"
+
+    def record(unit: Unit, entry: dict, label: str) -> None:
+        record_entry(run, status, unit.name, entry, label)
+        if not entry["ok"]:
+            failures.append(unit.name)
+
+    def run_here(stage: str, **kw) -> bool:
+        name = notebook_name(stage)
+        ok = execute_stage(run, stage, name, stage_parameters(run, stage, **kw), status, position())
+        if not ok:
+            failures.append(name)
+        return ok
+
+    if "data" in stages and not run_here("data"):
+        stages = ()  # nothing downstream can run without the split
+    if "train" in stages:
+        todo = []
+        for cell in cells:
+            name = notebook_name("train", cell["checkpoint"])
+            if run.cell_done(cell):
+                log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
+                status[name] = dict(stage="train", ok=True, skipped=True)
+                continue
+            todo.append(Unit("train", name, stage_parameters(run, "train", cell["cell_id"])))
+        executor.run(run.dir, todo, record, position)
+    if executor.splits_stages:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
+        units = [Unit("transfer", notebook_name("transfer", c["cell_id"]), stage_parameters(run, "transfer", c["cell_id"]))
+                 for c in run.finished_cells() if "transfer" in stages and not run.transfer_done(c)]
+        units += [Unit("alignment", notebook_name("alignment", ck["checkpoint"]),
+                       stage_parameters(run, "alignment", ck["checkpoint"]))
+                  for ck in run.alignment_checkpoints() if "alignment" in stages and not run.alignment_done(ck)]
+        total += len(units)
+        executor.run(run.dir, units, record, position)
+    for stage in ("transfer", "alignment", "analysis"):
+        if stage in stages:
+            run_here(stage, compute=not (executor.splits_stages and stage != "analysis"))
+    write_index(run, status)
+    if failures:
+        raise StageFailed(f"{len(failures)} stage notebook(s) failed: {', '.join(failures)}; "
+                          f"see {run.path('status.json')} and the *.failed.ipynb notebooks")
+    return run
