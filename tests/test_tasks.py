@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from xltlib.data import tasks as T
-from xltlib.data.tasks import TASKS, DataError, check_aligned, get_task, load_records, offline_split, pawsx_groups, read_pawsx_local, read_tatoeba_local, read_xnli_local
+from xltlib.data.tasks import TASKS, DataError, check_aligned, get_task, load_records, offline_split
+from xltlib.data.tasks import xnli_pawsx
+from xltlib.data.tasks.tatoeba import read_tatoeba_local
+from xltlib.data.tasks.xnli_pawsx import pawsx_groups, read_pawsx_local, read_xnli_local
 
 
 def write(path: Path, text: str) -> Path:
@@ -215,7 +218,7 @@ def test_no_data_dir_goes_to_hub_with_offline_hint(monkeypatch, fake_datasets, t
 
 def test_hub_reader_records(monkeypatch):
     rows = [dict(premise=f"p{i // 3}", hypothesis=f"h{i}", label=i % 3) for i in range(6)]
-    monkeypatch.setattr(T, "load_hub", lambda path, name, split: rows)
+    monkeypatch.setattr(xnli_pawsx, "load_hub", lambda path, name, split: rows)
     monkeypatch.delenv("XLT_DATA_DIR", raising=False)
     recs = load_records("xnli", "en", None)
     assert [r["group"] for r in recs] == [0, 0, 0, 1, 1, 1]
@@ -225,7 +228,7 @@ def test_hub_reader_records(monkeypatch):
 def test_local_folder_never_touches_hub(xtreme, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("hub used although a data folder was given")
-    monkeypatch.setattr(T, "load_hub", boom)
+    monkeypatch.setattr(xnli_pawsx, "load_hub", boom)
     assert len(load_records("pawsx", "en", xtreme)) == len(PAWSX_ROWS)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from xltlib.core.registry import Registry
-from xltlib.data.tasks import DataError, load_hub, need_file, read_nli_pairs, read_paraphrase_pairs
+from xltlib.data.formats import DataError, load_hub, need_file
+from xltlib.data.tasks.xnli_pawsx import read_nli_pairs, read_paraphrase_pairs
 
 
 @dataclass(frozen=True)
