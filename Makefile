@@ -1,5 +1,6 @@
 # make run   - set up .venv (CPU torch) and run the main job on params/quick.yaml
-# make test  - set up .venv and run the tests (real-data tests run when ../shared/data exists)
+# make test  - set up .venv and run every test tier: unit, e2e (pipelines, notebooks, Ray), data and model
+#              (real-data tests run when ../shared/data exists); a plain `pytest` runs the unit tier only
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -19,7 +20,7 @@ run: $(VENV)/.installed
 	$(BIN)/xlt run $(PARAMS)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m ""
 
 study: $(VENV)/.installed
 	$(BIN)/xlt run params/study.yaml

@@ -15,10 +15,11 @@ compute = True  # False: show the rows on disk and compute nothing (the page aft
 
 # %%
 import matplotlib.pyplot as plt
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.reporting.report import alignment_heatmaps, alignment_summary, langid_by_layer, pool_table
+from xltlib.analysis.merge import alignment_pools
+from xltlib.reporting.plots import alignment_heatmaps, plot_heatmap
+from xltlib.reporting.tables import alignment_summary, langid_by_layer, show
 from xltlib.runner.stages import Run, stage_alignment
 
 run = Run.open(run_dir)
@@ -31,26 +32,23 @@ display(Markdown(f"{alignment['checkpoint'].nunique()} checkpoints (the pre-trai
 # ## Pool per language: pairs scored (n) and pairs available
 
 # %%
-display(pool_table(alignment))
+show(alignment_pools(alignment))
 
 # %% [markdown]
 # ## Pre-trained model: last layer and best layer per language
 
 # %%
-display(alignment_summary(alignment))
+show(alignment_summary(alignment))
 
 # %% [markdown]
 # ## Language-ID probe accuracy by layer (lower = more language-neutral)
 
 # %%
-display(langid_by_layer(alignment))
+show(langid_by_layer(alignment))
 
 # %% [markdown]
 # ## Heat-maps: language × layer, pre-trained and the change after fine-tuning with each method
 
 # %%
 for title, frame, kwargs in alignment_heatmaps(alignment):
-    fig, ax = plt.subplots(figsize=(0.45 * frame.shape[1] + 2.5, 0.28 * frame.shape[0] + 1.5))
-    sns.heatmap(frame, ax=ax, **kwargs)
-    ax.set_title(title); ax.set_xlabel("layer"); ax.set_ylabel("language")
-    plt.show()
+    plot_heatmap(title, frame, kwargs); plt.show()

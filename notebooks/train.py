@@ -9,15 +9,15 @@ cell_id = ""  # which grid cell (model__task__method__seed)
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from xltlib.runner.stages import Run, find_cell, stage_train
+from xltlib.runner.stages import Run, stage_train
 
 run = Run.open(run_dir)
-cell = find_cell(run, cell_id)
+cell = run.find_cell(cell_id)
 log = stage_train(run, cell_id)
 secs = log["elapsed_s"].iloc[-1]
 display(Markdown(
-    f"**{cell['task']}** · method **{cell['method']}** (`{cell['method_type']}` {cell['method_params'] or ''}) · "
-    f"seed {cell['seed']} · model `{cell['model']}`  \n"
+    f"**{cell.task}** · method **{cell.method}** (`{cell.method_type}` {cell.method_params or ''}) · "
+    f"seed {cell.seed} · model `{cell.model}`  \n"
     f"{len(log)} steps, {log['examples'].iloc[-1]} examples, {log['tokens'].iloc[-1]:,} tokens in {secs:.0f} s "
     f"({log['examples'].iloc[-1] / secs:.1f} examples/s, bf16={run.cfg.train.bf16})"))
 

@@ -11,15 +11,21 @@ compute = True  # False: show the rows on disk and compute nothing (the page aft
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from xltlib.reporting.report import english_targets, generalized_matrix, robustness_table, robustness_vs_baseline, score_name, suite_table, transfer_table
+from xltlib.analysis.score import score_name
+from xltlib.reporting.plots import plot_generalized
+from xltlib.reporting.tables import (
+    english_targets,
+    generalized_matrix,
+    robustness_table,
+    show,
+    suite_table,
+    transfer_table,
+)
 from xltlib.runner.stages import Run, missing_cells, stage_transfer
 
 run = Run.open(run_dir)
-pd.set_option("display.max_columns", None)  # every language of a task, not the first and last ten
 transfer = stage_transfer(run, unit=unit, compute=compute)
 missing = missing_cells(run)
 if transfer.attrs.get("stale_rows"):
@@ -35,14 +41,14 @@ if len(targets):
                      "Target: the score a recipe should reach, reported beside the quality gate, not gated (XCOPA: "
                      "chance; LAReQA: the pre-trained encoder's own mAP@20). `ci_low`–`ci_high`: the envelope of the per-seed "
                      "bootstrap 95% CIs over English examples."))
-    display(targets.round(1))
+    show(targets, 1)
 suite = suite_table(transfer)
 if len(suite.columns) > 3:
     display(Markdown("### The suite: task scores (%) and their average"))
-    display(suite)
+    show(suite)
 for task, table in transfer_table(transfer).items():
     display(Markdown(f"### {task}: {score_name(task)} (%) per language, mean ± sd over seeds"))
-    display(table)
+    show(table)
 
 # %% [markdown]
 # ### Generalized cross-lingual transfer
@@ -53,13 +59,11 @@ for task, table in transfer_table(transfer).items():
 # Shown when `evaluate.generalized` is on.
 
 # %%
-for (task, method), (mat, summary) in generalized_matrix(transfer).items():
+generalized = generalized_matrix(transfer)
+for (task, method), (mat, summary) in generalized.items():
     display(Markdown(f"**{task} · {method}** — {summary}"))
-    fig, ax = plt.subplots(figsize=(0.45 * len(mat) + 2, 0.4 * len(mat) + 1.5))
-    sns.heatmap(100 * mat, annot=len(mat) <= 8, fmt=".0f", cmap="viridis", ax=ax,
-                cbar_kws={"label": "accuracy (%)"})
-    ax.set_xlabel("second sentence language"); ax.set_ylabel("first sentence language")
-    plt.show()
+for task in sorted({t for t, _ in generalized}):
+    plot_generalized(generalized, task); plt.show()
 
 # %% [markdown]
 # ### Did robust training make the model robust?
@@ -67,20 +71,12 @@ for (task, method), (mat, summary) in generalized_matrix(transfer).items():
 # and twice it, (b) RS-DA synonym substitution of both sentences, (c) Gaussian noise at RS-RP's sigma
 # (`xltlib.evaluation.robustness`; shown when `evaluate.robustness` is on). `attack_loss_gain_pgd_eps` is the mean loss
 # increase the attack causes (positive: the adversary works); `synonym_subst_rate` is the share of tokens
-# replaced.
+# replaced. Each method against the baseline under each attack (seed-matched, paired bootstrap, checkpoints that
+# fail the model-quality gate left out) is on the analysis page, step 2.
 
 # %%
 robust = robustness_table(transfer)
 if len(robust):
-    display(robust)
-    from xltlib.analysis.stats import gate_failures, quality_gate
-
-    failed = gate_failures(quality_gate(transfer, run.majority_rates()))  # majority-label predictors look "robust"
-    vs = robustness_vs_baseline(transfer, n_boot=run.cfg.report.n_boot, seed=run.cfg.report.seed, failed=failed)
-    display(Markdown("**Method − baseline** (points of English accuracy under each attack, same seeds; 95% CI from a "
-                     "paired bootstrap over the same English rows plus the seed variance). A method is more robust "
-                     "than the baseline where the CI lies above 0. Checkpoints that fail the model-quality gate are left out."))
-    if len(vs):
-        display(vs.drop(columns=["resampled"]).round(2))
+    show(robust)
 else:
     display(Markdown("_Robustness not scored in this run (`evaluate.robustness: false`)._"))

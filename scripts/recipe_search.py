@@ -13,7 +13,7 @@ the task's English *selection* set:
   other 80% (plus any ``nli-en`` sets named).
 
 Prints one line per try (accuracy with a bootstrap 95% CI, seconds) and appends it to ``--out``. The
-recipe chosen from these lines is written in the params files and the README.
+recipe chosen from these lines is written in the params files and docs/recipes.md.
 """
 from __future__ import annotations
 

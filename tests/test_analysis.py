@@ -1,4 +1,9 @@
-"""Tests for xltlib.analysis, xltlib.reporting.report.analyze and xltlib.data.languages on synthetic data with known answers."""
+"""Tests for the analysis steps (xltlib.analysis), analyze_run and the export (xltlib.reporting) and
+xltlib.data.languages on synthetic data with known answers."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -10,10 +15,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from xltlib.analysis import merge as A  # noqa: E402
+from xltlib.analysis.compare import robustness_vs_baseline  # noqa: E402
+from xltlib.analysis.merge import delta_table, merge_alignment_transfer  # noqa: E402
+from xltlib.analysis.summary import AnalysisResult, _fmt, analyze_run  # noqa: E402
+from xltlib.config.schema import ReportConfig  # noqa: E402
 from xltlib.data.languages import resource_table, to_iso1  # noqa: E402
-from xltlib.reporting.report import analyze, result_tables  # noqa: E402
-from xltlib.analysis.stats import AnalysisResult  # noqa: E402
+from xltlib.reporting import plots as P  # noqa: E402
+from xltlib.reporting.export import export_results  # noqa: E402
+from xltlib.reporting.tables import english_targets, flat, result_tables, train_diagnostics  # noqa: E402
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ar", "hi", "sw", "ur", "th", "tr", "vi", "bg", "el",
          "ja", "ko", "te", "ta", "mr", "bn"]
@@ -56,15 +65,16 @@ def test_merge_alignment_transfer():
         al_rows.append(dict(checkpoint="pretrained:xlmr", model="xlmr", task="",
                             method="pretrained", seed=-1, language=lg3, language2="en", layer=0,
                             metric="cka.cka", value=0.4, n=1000, dataset="tatoeba"))
-    merged = A.merge_alignment_transfer(pd.DataFrame(al_rows), pd.DataFrame(tr_rows))
+    merged = merge_alignment_transfer(pd.DataFrame(al_rows), pd.DataFrame(tr_rows))
     assert len(merged) == 2 * 2 * 2  # checkpoints x {de, sw} x layers
     assert set(merged["language"]) == {"de", "sw"}
     assert not merged["checkpoint"].str.startswith("pretrained:").any()
     r = merged[(merged.checkpoint == "ck1") & (merged.language == "sw")].iloc[0]
-    assert r["transfer_acc"] == pytest.approx(0.65)
+    assert r["score"] == pytest.approx(0.65) and r["score_en"] == pytest.approx(0.85)
     assert r["transfer_gap"] == pytest.approx(0.85 - 0.65)
+    assert r["score_metric"] == "accuracy"  # what XNLI's score is, from the task registry
     assert r["method"] == "baseline" and r["seed"] == 1
-    assert {"alignment", "transfer_acc", "transfer_gap", "model", "method", "seed"} <= set(
+    assert {"alignment", "score", "transfer_gap", "model", "method", "seed"} <= set(
         merged.columns)
 
 
@@ -76,33 +86,71 @@ def test_delta_table_sign():
             for lg in ("de", "sw", "hi"):
                 rows.append(dict(checkpoint=f"{m}{s}", model="xlmr", task="xnli", method=m,
                                  seed=s, language=lg, metric="cka.cka", layer=6,
-                                 alignment=a + 0.01 * s, transfer_acc=t + 0.01 * s,
+                                 alignment=a + 0.01 * s, score=t + 0.01 * s,
                                  transfer_gap=0.1))
-    d = A.delta_table(pd.DataFrame(rows))
+    d = delta_table(pd.DataFrame(rows))
     assert set(d["method"]) == {"pgd", "freelb"} and len(d) == 6
     pgd, fl = d[d.method == "pgd"], d[d.method == "freelb"]
-    assert np.allclose(pgd["delta_alignment"], 0.1) and np.allclose(pgd["delta_transfer"], -0.05)
-    assert np.allclose(fl["delta_alignment"], -0.1) and np.allclose(fl["delta_transfer"], 0.05)
+    assert np.allclose(pgd["delta_alignment"], 0.1) and np.allclose(pgd["delta_score"], -0.05)
+    assert np.allclose(fl["delta_alignment"], -0.1) and np.allclose(fl["delta_score"], 0.05)
 
 
 # ---------------------------------------------------------------- summaries
 def test_plots_return_figures():
     res = analyze(*run_frames(), majority={"xnli": 0.34}, n_boot=50, n_perm=50)
-    figs = [A.plot_alignment_vs_transfer(res.headline_frame), A.plot_language_means(res.headline_frame),
-            A.plot_corr_by_layer(res.rq1_exploratory), A.plot_deltas(res.delta),
-            A.plot_gain_vs_resource(res.rq2_frame)]
+    figs = [P.plot_alignment_vs_transfer(res.rq1.headline), P.plot_language_means(res.rq1.headline),
+            P.plot_corr_by_layer(res.rq1.exploratory), P.plot_deltas(res.rq2.delta),
+            P.plot_gain_vs_resource(res.rq2.frame)]
     for f in figs:
         assert isinstance(f, Figure)
         plt.close(f)
+    assert figs[0].axes[0].get_ylabel() == "score (accuracy)"  # the task score says what it is
 
 
 def test_number_format_has_no_negative_zero():
-    from xltlib.analysis.merge import _fmt
-
     assert _fmt(-0.004, 1) == "0.0" and _fmt(-0.06, 1) == "-0.1" and _fmt(float("nan")) == "n/a"
 
 
-# ---------------------------------------------------------------- analyze: the typed result and the summary
+# ---------------------------------------------------------------- analyze_run: the typed result and the summary
+class FakeRun:
+    """What analyze_run and export_results read of a run folder, over frames made by the test."""
+
+    def __init__(self, transfer, alignment, *, majority=None, primary=None, n_boot=2000, n_perm=10_000, seed=0,
+                 drift=None, cells=(), train=None, protocol="zero_shot", tmp=None):
+        primary = ReportConfig.Primary(**primary) if isinstance(primary, dict) else primary or ReportConfig.Primary()
+        # model_construct: the test's small bootstrap counts are below the config's floor of 100
+        report = ReportConfig.model_construct(primary=primary, correlation_metric="retrieval.acc1_en2xx",
+                                              n_boot=n_boot, n_perm=n_perm, seed=seed)
+        self.cfg = SimpleNamespace(report=report, protocol=SimpleNamespace(name=protocol),
+                                   grid=SimpleNamespace(seed=[1, 2, 3], task=["xnli", "pawsx"]),
+                                   model_dump=lambda mode=None: {"name": "fake"})
+        self.rows = {"transfer": transfer, "alignment": alignment,
+                     "train": pd.DataFrame() if train is None else train}
+        self.majority, self.drift, self.cell_ids = majority, drift or {}, list(cells)
+        self.dir, self.params_file, self.tmp = tmp, "params/fake.yaml", tmp
+
+    def load_results(self, kind):
+        return self.rows[kind].copy()
+
+    def majority_rates(self):
+        return self.majority
+
+    def weight_drift(self):
+        return self.drift
+
+    def cells(self):
+        return [SimpleNamespace(cell_id=c) for c in self.cell_ids]  # as xltlib.config.grid.Cell
+
+    def path(self, *parts):  # the analysis page shows config.yaml
+        p = self.tmp.joinpath(*parts)
+        p.write_text("name: fake\n")
+        return p
+
+
+def analyze(transfer, alignment, **kw) -> AnalysisResult:
+    return analyze_run(FakeRun(transfer, alignment, **kw))
+
+
 def run_frames(*, relation=True, langs=LANGS[:10], chance_checkpoint=None, pawsx_langs=("de", "fr"), seeds=(1, 2, 3),
                seed=0):
     """Tidy transfer and alignment rows of a small run: xnli on ``langs``, pawsx on two languages."""
@@ -134,26 +182,26 @@ def run_frames(*, relation=True, langs=LANGS[:10], chance_checkpoint=None, pawsx
 def test_analyze_returns_typed_result_with_primary_and_families():
     res = analyze(*run_frames(), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=100, n_perm=100)
     assert isinstance(res, AnalysisResult)
-    pr = res.rq1_primary.set_index("task")
+    pr = res.rq1.primary.set_index("task")
     assert pr.loc["xnli", "metric"] == "retrieval.acc1_en2xx" and pr.loc["xnli", "layer"] == 2
     assert pr.loc["xnli", "n_languages"] == 10 and pr.loc["xnli", "n_checkpoints"] == 6
     assert pr.loc["xnli", "r"] > 0.9 and pr.loc["xnli", "p_holm"] <= 0.05
     assert pr.loc["pawsx", "note"].startswith("empty: 2 language(s)") and np.isnan(pr.loc["pawsx", "p"])
     # the primary (task, metric, layer) is not among the exploratory tests
-    ex = res.rq1_exploratory
+    ex = res.rq1.exploratory
     assert not ((ex["task"] == "xnli") & (ex["metric"] == "retrieval.acc1_en2xx") & (ex["layer"] == 2)).any()
     assert len(ex) == 2 * 2 * 3 - 2 and (ex["p_holm"].dropna() >= ex["p"].dropna()).all()
     assert "Relation found" in res.summary and "Unit: the language" in res.summary
     assert "n = 10 languages × 6 checkpoints" in res.summary
-    assert {"xnli", "pawsx"} <= set(res.method_vs_baseline["task"])
-    assert set(res.rq2["method"]) == {"pgd"} and res.rq2.iloc[0]["n_languages"] == 10
+    assert {"xnli", "pawsx"} <= set(res.comparison.scores["task"])
+    assert set(res.rq2.slopes["method"]) == {"pgd"} and res.rq2.slopes.iloc[0]["n_languages"] == 10
     names = [n for n, _, _ in result_tables(res)]
     assert names[:2] == ["quality_gate", "method_vs_baseline"] and "correlations" in names
 
 
 def test_analyze_null_relation_is_not_found():
     res = analyze(*run_frames(relation=False, seed=3), majority={"xnli": 0.34}, n_boot=100, n_perm=100)
-    row = res.rq1_primary.set_index("task").loc["xnli"]
+    row = res.rq1.primary.set_index("task").loc["xnli"]
     assert row["p_holm"] > 0.05
     assert "**No relation found**" in res.summary and "Relation found**:" not in res.summary
 
@@ -161,24 +209,25 @@ def test_analyze_null_relation_is_not_found():
 def test_gate_excludes_failing_checkpoints_from_rq1_and_rq2():
     tr, al = run_frames(chance_checkpoint="xnli-pgd-3")
     res = analyze(tr, al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
-    assert ("xnli", "xnli-pgd-3") in res.excluded
-    assert "xnli-pgd-3" not in set(res.analysed["checkpoint"]) and "xnli-pgd-3" in set(res.merged["checkpoint"])
-    assert res.rq1_primary.set_index("task").loc["xnli", "n_checkpoints"] == 5
+    assert ("xnli", "xnli-pgd-3") in res.gate.excluded
+    assert "xnli-pgd-3" not in set(res.points.analysed["checkpoint"])
+    assert "xnli-pgd-3" in set(res.points.merged["checkpoint"])
+    assert res.rq1.primary.set_index("task").loc["xnli", "n_checkpoints"] == 5
     assert "1 of 6 checkpoint(s) do not clear it" in res.summary and "xnli/xnli-pgd-3" in res.summary
     # every xnli checkpoint at chance: rows say why, nothing is computed from them
     tr2 = tr.copy()
     tr2.loc[(tr2["task"] == "xnli") & (tr2["language"] == "en"), "value"] = 0.3
     res2 = analyze(tr2, al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
-    row = res2.rq1_primary.set_index("task").loc["xnli"]
+    row = res2.rq1.primary.set_index("task").loc["xnli"]
     assert "fails the model-quality gate" in row["note"] and np.isnan(row["p"])
-    mvb = res2.method_vs_baseline
+    mvb = res2.comparison.scores
     assert "fails the model-quality gate" in mvb[mvb["task"] == "xnli"].iloc[0]["note"]
 
 
 def test_analyze_small_and_empty_inputs_never_crash():
     tr, al = run_frames(langs=["de", "fr"], seeds=(1,))
     res = analyze(tr, al, n_boot=50, n_perm=50)
-    assert res.rq1_primary["note"].str.startswith("empty").all()
+    assert res.rq1.primary["note"].str.startswith("empty").all()
     assert "no test" in res.summary
     empty = analyze(tr.iloc[0:0], al, n_boot=50, n_perm=50)
     assert "nothing to relate" in empty.summary
@@ -187,9 +236,6 @@ def test_analyze_small_and_empty_inputs_never_crash():
 
 
 def test_english_targets_fixed_bar_chance_and_pretrained_reference():
-    import xltlib.data.tasks.xtremer  # noqa: F401  (registers the suite tasks)
-    from xltlib.reporting.report import english_targets
-
     def row(task, metric, value, lo, hi, lang="en"):
         return dict(task=task, method="baseline", seed=1, language=lang, language2="", metric=metric, value=value,
                     ci_low=lo, ci_high=hi, n=100)
@@ -207,8 +253,6 @@ def test_english_targets_fixed_bar_chance_and_pretrained_reference():
 
 
 def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
-    from xltlib.reporting.report import robustness_vs_baseline
-
     rng = np.random.default_rng(0)
     rows = []
     for seed in (1, 2):
@@ -226,8 +270,6 @@ def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
 
 
 def test_train_diagnostics_last_epoch_per_method():
-    from xltlib.reporting.report import train_diagnostics
-
     rows = []
     for method, gap in (("baseline", np.nan), ("pgd", 0.2)):
         for seed in (1, 2):
@@ -248,3 +290,67 @@ def test_summary_without_alignment_rows_says_so_and_sizes_nothing():
     res = analyze(transfer, pd.DataFrame(columns=transfer.columns), majority={"xnli": 0.34}, n_boot=50, n_perm=50)
     assert "No transfer or no alignment rows" in res.summary
     assert "With 0 languages" not in res.summary and "intervals are wide" not in res.summary
+
+
+# ---------------------------------------------------------------- one set of numbers: analyze_run, export, the page
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_run(tmp_path) -> FakeRun:
+    """A run with a missing cell, a checkpoint at chance (gated out), weight drift and a git commit."""
+    tr, al = run_frames(chance_checkpoint="xnli-pgd-3")
+    drift = {ck: 0.01 + 0.001 * i for i, ck in enumerate(sorted(tr["checkpoint"].unique()))}
+    return FakeRun(tr.assign(git_commit="abc"), al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=100, n_perm=100,
+                   seed=3, drift=drift, cells=[*tr["cell_id"].unique(), "xnli-freelb-1"], tmp=tmp_path)
+
+
+def test_export_writes_what_analyze_run_returns(tmp_path):
+    run = small_run(tmp_path)
+    res = analyze_run(run)
+    assert "Missing cells" in res.summary and "xnli-freelb-1" in res.summary
+    assert ("xnli", "xnli-pgd-3") in res.gate.excluded and len(res.rq1.drift_fits)
+    out = tmp_path / "export"
+    export_results(run, out)
+    assert (out / "summary.md").read_text().startswith(res.summary)
+    for name, table, _ in result_tables(res):
+        assert len(table), name
+        assert (out / f"{name}.csv").read_text() == table.to_csv(index=False), name
+    primary = pd.read_csv(out / "correlations.csv").query("family == 'primary'").set_index("task")
+    assert primary.loc["xnli", "r"] == pytest.approx(res.rq1.primary.set_index("task").loc["xnli", "r"])
+    for f in out.glob("*.csv"):  # no 0, 1, 2... column: every header cell is named
+        assert "" not in f.read_text().splitlines()[0].split(","), f.name
+
+
+def test_analysis_page_runs_the_steps_of_analyze_run(tmp_path, monkeypatch):
+    """The analysis notebook's cells call the steps analyze_run calls, in the same order, on the same rows:
+    the page shows the numbers ``xlt export`` writes."""
+    import jupytext
+
+    run = small_run(tmp_path)
+    # the page opens its run through xltlib.runner.stages.Run: here, the fake run (and no torch import)
+    monkeypatch.setitem(sys.modules, "xltlib.runner.stages", SimpleNamespace(Run=SimpleNamespace(open=lambda d: run)))
+    page = {}
+    for cell in jupytext.read(ROOT / "notebooks" / "analysis.py").cells:
+        if cell.cell_type == "code":
+            exec(cell.source, page)
+    plt.close("all")
+    expected = analyze_run(run)
+    assert page["res"].summary == expected.summary
+    for (name, shown, _), (_, written, _) in zip(result_tables(page["res"]), result_tables(expected)):
+        pd.testing.assert_frame_equal(shown, written, obj=name)
+    pd.testing.assert_frame_equal(page["rq1"].headline, expected.rq1.headline)
+
+
+def test_tables_are_shown_without_row_numbers(monkeypatch):
+    from xltlib.reporting import tables
+
+    shown = []
+    monkeypatch.setattr(tables, "display", shown.append)
+    tables.show(pd.DataFrame({"r": [0.123456, 0.5]}, index=[4, 9]), 3)
+    tables.show(pd.DataFrame({"seeds": [3]}, index=pd.Index(["pgd"], name="method")))
+    first, second = (s.to_html() for s in shown)
+    assert "row_heading" not in first and ">0.123<" in first and ">4<" not in first
+    assert "row_heading" not in second and ">method<" in second and ">pgd<" in second
+    wide = pd.DataFrame([[0.5]], index=pd.Index(["de"], name="language"),
+                        columns=pd.MultiIndex.from_tuples([("tatoeba", "cka.cka", "last layer")]))
+    assert list(flat(wide).columns) == ["language", "tatoeba · cka.cka · last layer"]

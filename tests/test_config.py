@@ -1,13 +1,14 @@
 """Tests for xltlib.config: typed params, error messages, --set overrides, grid expansion."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from xltlib.config.schema import ConfigError, GridConfig, RunConfig, TrainConfig, dump_config
-from xltlib.config.grid import cell_id, expand_grid
+from xltlib.config.grid import Cell, cell_id, expand_grid
 from xltlib.config.validate import load_config
 from xltlib.training.objectives import OBJECTIVES
 from xltlib.data.tasks import TASKS
@@ -226,21 +227,34 @@ def test_expand_grid_product_and_stable_ids():
     cfg = load_config(None, overrides, methods={"small": {"type": "pgd", "eps": 0.1}})
     cells = expand_grid(cfg)
     assert len(cells) == 2 * 2 * 3 * 2
-    ids = [c["cell_id"] for c in cells]
+    ids = [c.cell_id for c in cells]
     assert len(set(ids)) == len(ids)
-    assert ids == [c["cell_id"] for c in expand_grid(load_config(None, overrides,
-                                                                  methods={"small": {"type": "pgd", "eps": 0.1}}))]
+    assert ids == [c.cell_id for c in expand_grid(load_config(None, overrides,
+                                                               methods={"small": {"type": "pgd", "eps": 0.1}}))]
     first = cells[0]
-    assert first == dict(cell_id="me5-small__xnli__baseline__s1", model="me5-small", task="xnli",
+    assert first == Cell(cell_id="me5-small__xnli__baseline__s1", model="me5-small", task="xnli",
                          method="baseline", method_type="baseline", method_params={}, seed=1,
                          checkpoint="me5-small__xnli__baseline__s1")
-    small = next(c for c in cells if c["method"] == "small" and c["model"] == "org/some-model")
-    assert small["method_type"] == "pgd" and small["method_params"] == {"eps": 0.1}
-    assert "/" not in small["cell_id"] and small["cell_id"].startswith("org--some-model__")
+    small = next(c for c in cells if c.method == "small" and c.model == "org/some-model")
+    assert small.method_type == "pgd" and small.method_params == {"eps": 0.1}
+    assert "/" not in small.cell_id and small.cell_id.startswith("org--some-model__")
     assert cell_id("org/some-model", "pawsx", "small", 2) == "org--some-model__pawsx__small__s2"
-    assert {(c["model"], c["task"], c["method"], c["seed"]) for c in cells} == {
+    assert {(c.model, c.task, c.method, c.seed) for c in cells} == {
         (m, t, me, s) for m in ("me5-small", "org/some-model") for t in ("xnli", "pawsx")
         for me in ("baseline", "pgd", "small") for s in (1, 2)}
+
+
+def test_cells_are_frozen_and_hashable_with_their_hyperparameters_a_dict():
+    cfg = load_config(None, ["grid.method=[small]", "grid.seed=[1, 2]"], methods={"small": {"type": "pgd", "eps": 0.1}})
+    cells = expand_grid(cfg)
+    assert len(set(cells)) == len(cells) == 2 and {cells[0]: 1}[expand_grid(cfg)[0]] == 1  # set members, dict keys
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cells[0].seed = 3
+    # the cache keys hash the hyperparameters as the dict they were read as; the cell's hash leaves them out
+    # (a value may be a list), its equality does not
+    assert type(cells[0].method_params) is dict
+    listed = dataclasses.replace(cells[0], method_params={"eps": [0.1, 0.2]})
+    assert hash(listed) == hash(cells[0]) and listed != cells[0]
 
 
 # ------------------------------------------------------------------ shipped params files
@@ -306,9 +320,77 @@ def test_max_train_per_task():
 
 
 def test_max_train_follows_the_shared_training_task():
-    import xltlib.data.tasks.xtremer  # noqa: F401  (registers the QA tasks)
 
     cfg = load_config(None, ["grid.task=[xquad,mlqa]", "protocol.max_train={tydiqa: 2000}"])
     assert cfg.protocol.train_cap("xquad") == cfg.protocol.train_cap("mlqa") == 2000
     with pytest.raises(ConfigError, match=r"xquad \(100\) and mlqa \(None\) train one tydiqa checkpoint"):
         load_config(None, ["grid.task=[xquad,mlqa]", "protocol.max_train={xquad: 100}"])
+
+
+# ------------------------------------------------- every grid method checked before the first notebook
+SMOKE = PARAMS_DIR / "smoke.yaml"
+
+
+def synonym_data_dir(tmp_path: Path) -> Path:
+    """A data folder holding only the default synonym table, so that RS-DA entries build."""
+    table = tmp_path / "data" / "synonyms" / "counterfitted_neighbors.json"
+    table.parent.mkdir(parents=True)
+    table.write_text('{"good": ["fine", "nice"]}')
+    return tmp_path / "data"
+
+
+def test_smoke_rs_da_validates_with_its_defaults_before_its_synonym_table_exists(monkeypatch):
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)  # the table a smoke run writes at run time: nowhere yet
+    cfg = load_config(SMOKE)
+    assert "rs_da" in cfg.grid.method and "rs_da" not in cfg.methods
+
+
+def test_bad_hyperparameter_of_a_method_entry_names_key_and_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)
+    smoke = yaml.safe_load(SMOKE.read_text())
+    smoke["methods"]["rs_da"] = {"lookup": "fuzzy_bogus"}
+    p = write_yaml(tmp_path, smoke, "smoke-entry.yaml")
+    msg = config_error(p)
+    assert str(p) in msg and "methods.rs_da.lookup = 'fuzzy_bogus'" in msg and "'exact' | 'normalized'" in msg
+    # a named RS-DA variant of a smoke run
+    msg = config_error(SMOKE, ["grid.method=[syn]"], methods={"syn": {"type": "rs_da", "copies": 0}})
+    assert "methods.syn.copies = 0" in msg and "'fresh', 'reference' or an integer >= 1" in msg
+    # a run that reads its table: the entry is built, with the same message
+    msg = config_error(None, ["grid.method=[rs_da]"], data_dir=str(synonym_data_dir(tmp_path)),
+                       methods={"rs_da": {"lookup": "fuzzy_bogus"}})
+    assert "methods.rs_da.lookup = 'fuzzy_bogus'" in msg
+
+
+def test_grid_method_without_an_entry_is_built_with_its_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)
+    cfg = load_config(None, ["grid.method=[freelb, rs_rp]"])
+    assert cfg.methods == {}
+    # RS-DA's default table lives in the data folder: without one, the run stops here, not in training
+    msg = config_error(None, ["grid.method=[rs_da]"])
+    assert "methods.rs_da.synonyms = None" in msg and "no data_dir" in msg
+    missing = tmp_path / "empty"
+    missing.mkdir()
+    msg = config_error(None, ["grid.method=[rs_da]"], data_dir=str(missing))
+    assert "methods.rs_da.synonyms = None" in msg and "counterfitted_neighbors.json" in msg
+    assert load_config(None, ["grid.method=[rs_da]"], data_dir=str(synonym_data_dir(tmp_path))).methods == {}
+
+
+def test_method_entry_created_by_set_is_checked(monkeypatch):
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)
+    assert "rs_da" not in load_config(SMOKE).methods  # smoke.yaml has no rs_da entry: --set creates it
+    msg = config_error(SMOKE, ["methods.rs_da.lookup=fuzzy_bogus"])
+    assert f"{SMOKE} (with --set overrides)" in msg and "methods.rs_da.lookup = 'fuzzy_bogus'" in msg
+    msg = config_error(SMOKE, ["methods.rs_da.lokup=exact"])  # a misspelt key lists the real ones
+    assert "methods.rs_da.lokup = 'exact'" in msg and "copies, languages, lookup" in msg
+    msg = config_error(SMOKE, ["grid.method=[freelb]", "methods.freelb.adv_steps=0"])
+    assert "methods.freelb.adv_steps = 0" in msg and "an integer >= 1" in msg
+
+
+def test_rs_da_reference_schedule_is_checked_against_the_grid_tasks(tmp_path):
+    data = str(synonym_data_dir(tmp_path))
+    cfg = load_config(None, ["grid.method=[rs_da]", "grid.task=[xnli, pawsx]", "methods.rs_da.copies=reference"],
+                      data_dir=data)
+    assert cfg.method_spec("rs_da") == ("rs_da", {"copies": "reference"})
+    msg = config_error(None, ["grid.method=[rs_da]", "grid.task=[xnli, xcopa]", "methods.rs_da.copies=reference"],
+                       data_dir=data)
+    assert "methods.rs_da.copies = 'reference'" in msg and "'xcopa'" in msg

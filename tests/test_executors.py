@@ -51,6 +51,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.e2e
 def test_resources_the_cluster_lacks_are_refused(ray_cluster):
     with pytest.raises(ExecutorError, match=r"cell_resources.num_gpus = 1, but the Ray cluster has 0 GPU"):
         make_executor(ExecutorConfig(name="ray", cell_resources={"num_cpus": 1, "num_gpus": 1}))
@@ -78,6 +79,7 @@ def both_runs(tmp_path_factory, ray_cluster):
     return local, distributed
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["train", "transfer", "alignment"])
 def test_smoke_on_ray_gives_the_local_rows(both_runs, kind):
     local, distributed = both_runs
@@ -86,6 +88,7 @@ def test_smoke_on_ray_gives_the_local_rows(both_runs, kind):
     pd.testing.assert_frame_equal(a, b)  # same keys, same values: the cells are deterministic on the CPU
 
 
+@pytest.mark.e2e
 def test_ray_status_and_report_name_every_unit(both_runs):
     _, distributed = both_runs
     status = json.loads((distributed / "status.json").read_text())
@@ -99,6 +102,7 @@ def test_ray_status_and_report_name_every_unit(both_runs):
         assert (distributed / "report" / f"{page}.html").is_file()
 
 
+@pytest.mark.e2e
 def test_killed_ray_driver_resumes_and_loses_nothing(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "run"
@@ -126,6 +130,7 @@ def test_killed_ray_driver_resumes_and_loses_nothing(tmp_path):
     assert all(s["ok"] for s in status.values()), status
 
 
+@pytest.mark.e2e
 def test_a_failing_unit_is_retried_then_marked_failed_with_its_notebook(tmp_path, ray_cluster):
     from xltlib.runner.pipeline import StageFailed
 

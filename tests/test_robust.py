@@ -502,6 +502,7 @@ def test_exact_table_keeps_case_of_keys(tmp_path):
     assert load_synonym_table(str(p), "normalized") == {"unk": ("unk2", "x")}
 
 
+@pytest.mark.data
 def test_real_table_exact_vs_normalized_on_xnli_english(data_dir):
     """The shipped table (Robust-XLT's) and the real English XNLI dev rows: exact lookup substitutes fewer
     sites and never touches a capitalised proper noun whose lower-case form is a key."""

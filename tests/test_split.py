@@ -7,7 +7,7 @@ from xltlib.config.schema import ConfigError, ProtocolConfig
 from xltlib.config.validate import load_config
 from xltlib.core.registry import Registry, UnknownName
 from xltlib.data.synthetic import make_smoke_data
-from xltlib.data.split import eval_records, make_split, train_records
+from xltlib.data.split import Split, eval_records, make_split, train_records
 from xltlib.data.tasks import DataError
 from xltlib.data.trainsets import TRAIN_SETS, check_train_sets, load_train_set
 
@@ -65,6 +65,21 @@ def test_keys_chain_on_what_they_depend_on(made):
     assert fewer_languages.train_key == a.train_key and fewer_languages.eval_key != a.eval_key
     capped = make_split("pawsx", ["en", "de"], ProtocolConfig(name="zero_shot", max_train=10), made)
     assert capped.train_key != a.train_key and capped.n_train == 10
+
+
+def test_a_split_file_is_parsed_once_per_version(made, tmp_path):
+    path = tmp_path / "xnli.json"
+    with pytest.raises(FileNotFoundError, match="xnli.json missing: the data stage has not finished"):
+        Split.load_cached(path)
+    make_split("xnli", ["en", "de"], ProtocolConfig(name="zero_shot"), made).save(path)
+    first = Split.load_cached(path)
+    assert Split.load_cached(path) is first and first == Split.load(path)
+    make_split("xnli", ["en"], ProtocolConfig(name="zero_shot"), made).save(path)  # the data stage ran again
+    again = Split.load_cached(path)
+    assert again is not first and again.languages == ["en"]
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        Split.load_cached(path)
 
 
 def test_offline_dev_split_keeps_working(made):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xltlib.data import tasks as T
 from xltlib.data.tasks import TASKS, DataError, check_aligned, get_task, load_records, offline_split
 from xltlib.data.tasks import xnli_pawsx
 from xltlib.data.tasks.tatoeba import read_tatoeba_local

@@ -74,8 +74,8 @@ def test_method_entries_carry_train_overrides_as_a_grid_factor(tmp_path):
     p.write_text("grid: {method: [baseline, baseline_emb]}\n"
                  "methods: {baseline_emb: {type: baseline, train: {freeze_embeddings: false}}}\n")
     cfg = load_config(p)
-    cells = {c["method"]: c for c in expand_grid(cfg)}
-    assert cells["baseline_emb"]["method_type"] == "baseline" and cells["baseline_emb"]["method_params"] == {}
+    cells = {c.method: c for c in expand_grid(cfg)}
+    assert cells["baseline_emb"].method_type == "baseline" and cells["baseline_emb"].method_params == {}
     assert cfg.train_for("xnli", "baseline_emb").freeze_embeddings is False
     assert cfg.train_for("xnli", "baseline").freeze_embeddings is True
     p.write_text("methods: {baseline_emb: {type: baseline, train: {freeze_embedding: false}}}\n")

@@ -12,7 +12,7 @@ from xltlib.data import tasks as T
 from xltlib.config.schema import ConfigError
 from xltlib.config.validate import load_config
 from xltlib.evaluation.task_types import KINDS, build_xquad_r, split_sentences
-from xltlib.reporting.report import suite_table
+from xltlib.reporting.tables import suite_table
 from xltlib.training.objectives import build_objective
 from xltlib.data.synthetic import make_smoke_data
 from xltlib.training.loop import train_model
@@ -146,7 +146,7 @@ def test_qa_checkpoint_is_shared_by_the_span_tasks_and_lareqa_has_its_dual_encod
 
     cfg = RunConfig.model_validate(dict(name="x", grid=dict(model=["m"], task=["xquad", "mlqa", "lareqa", "xnli"],
                                                             method=["baseline"], seed=[1])))
-    ck = {c["task"]: c["checkpoint"] for c in expand_grid(cfg)}
+    ck = {c.task: c.checkpoint for c in expand_grid(cfg)}
     assert ck["xquad"] == ck["mlqa"] == "m__tydiqa__baseline__s1"
     assert ck["lareqa"] == "m__lareqa__baseline__s1"  # trained on the same TyDiQA file, as a dual encoder
     assert ck["xnli"] == "m__xnli__baseline__s1"

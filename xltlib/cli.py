@@ -1,4 +1,4 @@
-"""``xlt`` command line: run a params file, rebuild a report, list registries, open a run in JupyterLab."""
+"""``xlt`` command line: run a params file, rebuild a report, rescore a run, list registries, open a run in JupyterLab."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +14,12 @@ from xltlib.data.tasks import TASKS
 from xltlib.data.trainsets import TRAIN_SETS
 from xltlib.evaluation.alignment import METRICS
 from xltlib.evaluation.task_types import KINDS
+from xltlib.reporting.export import export_results
 from xltlib.reporting.index import write_index
-from xltlib.reporting.report import export_results
 from xltlib.runner.executors import EXECUTORS
 from xltlib.runner.lab import lab
 from xltlib.runner.pipeline import STAGES, StageFailed, execute_stage, run_pipeline
+from xltlib.runner.rescore import rescore_run
 from xltlib.runner.run_dir import Run, run_lock
 from xltlib.training import objectives as robust
 
@@ -67,6 +68,36 @@ def cmd_export(args) -> int:
     for path in export_results(Run.open(args.dir), args.dest):
         print(path)
     return 0
+
+
+def cmd_rescore(args) -> int:
+
+    run = Run.open(args.dir)
+    if args.write:
+        with run_lock(run.dir):
+            cells = rescore_run(run, write=True)
+    else:
+        cells = rescore_run(run)
+    kept = sorted({m for c in cells for m in c.kept})
+    for c in cells:
+        if c.error:
+            print(f"{c.cell_id}: NOT rescored: {c.error}")
+            continue
+        print(f"{c.cell_id}: {c.recomputed} rows rescored, {len(c.changed)} differ from the stored rows"
+              + (f", {len(c.added)} added" if c.added else "")
+              + (f", {c.stale_files} stale prediction file(s) ignored" if c.stale_files else ""))
+        for line in c.changed + [f"added {a}" for a in c.added]:
+            print(f"  {line}")
+    if kept:
+        print(f"kept as stored, they need the model (robustness under attack, the pre-trained encoder): {', '.join(kept)}")
+    written = [c for c in cells if c.path is not None]
+    if written:
+        print(f"rows: {written[0].path.parent}" + ("" if args.write else " (the stored rows are unchanged; --write "
+                                                                           "replaces them)"))
+    failed = [c for c in cells if c.error]
+    if not cells:
+        print(f"xlt: error: {run.path('results', 'transfer')} holds no transfer rows", file=sys.stderr)
+    return 1 if failed or not cells else 0
 
 
 def cmd_list(args) -> int:
@@ -126,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     p.add_argument("dest")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("rescore", help="recompute a run's transfer rows from its prediction files (no model or "
+                       "checkpoint needed); rows that need the model (robustness, pretrained_*) are kept as stored",
+                       description="Score the kept predictions (results/predictions/<cell_id>/) of every transfer rows "
+                       "file again and write the rows to DIR/results/rescored/transfer/<cell_id>.parquet, leaving "
+                       "DIR/results/transfer/ as it is; with --write, replace the rows in DIR/results/transfer/ "
+                       "instead. Prints, per cell, how many rows were rescored and which differ from the stored ones. "
+                       "Robustness rows (robust_*, attack_*, synonym_subst_rate) and LAReQA's pretrained_* rows need "
+                       "the model and are kept as stored. Exit status 1 when a cell has no predictions of its key.")
+    p.add_argument("dir", help="run folder, e.g. outputs/quick")
+    p.add_argument("--write", action="store_true", help="replace DIR/results/transfer/<cell_id>.parquet with the "
+                   "rescored rows (default: write them to DIR/results/rescored/transfer/)")
+    p.set_defaults(func=cmd_rescore)
     p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds, executors")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "executors", "all"])
     p.set_defaults(func=cmd_list)

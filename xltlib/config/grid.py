@@ -2,12 +2,29 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 from xltlib.config.schema import RunConfig
 from xltlib.data.tasks import get_task
 
 
-def expand_grid(cfg: RunConfig) -> list[dict]:
+@dataclass(frozen=True)
+class Cell:
+    """One (model, task, method, seed) of the grid and the checkpoint it evaluates."""
+
+    cell_id: str  # model__task__method__s<seed>: folder names and resume
+    model: str
+    task: str
+    method: str  # the grid's method entry: a name under ``methods`` or an objective type
+    method_type: str  # the objective the entry trains with
+    # the objective's hyperparameters as read from the params. A dict because the cache keys hash it as one
+    # (its values may be lists); left out of the hash, kept in equality. Read it, never change it.
+    method_params: dict = field(hash=False)
+    seed: int
+    checkpoint: str  # the checkpoint it evaluates (XQuAD and MLQA cells share TyDiQA's)
+
+
+def expand_grid(cfg: RunConfig) -> list[Cell]:
     """Every (model, task, method, seed) cell, with a stable id used for folders and resume, and the id of
     the checkpoint it evaluates."""
 
@@ -16,8 +33,8 @@ def expand_grid(cfg: RunConfig) -> list[dict]:
         kind, hp = cfg.method_spec(method)
         # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
         checkpoint = cell_id(model, get_task(task).training_task, method, seed)
-        cells.append(dict(cell_id=cell_id(model, task, method, seed), model=model, task=task,
-                          method=method, method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
+        cells.append(Cell(cell_id=cell_id(model, task, method, seed), model=model, task=task, method=method,
+                          method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
     return cells
 
 

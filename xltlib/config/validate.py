@@ -57,6 +57,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     return cfg
 
 
+def check_hyperparameters(kind: str, hparams: dict, entry: str, source: str) -> None:
+    """Every hyperparameter of a method entry against its objective's ``HPARAMS`` (unknown key, type, range;
+    absent keys take their defaults), without building the objective: RS-DA's build reads a synonym table that a
+    smoke run writes only when it starts."""
+    try:
+        robust.OBJECTIVES.get(kind).checked_hparams(hparams, entry)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def check_registries(cfg: RunConfig, source: str) -> None:
     """Names in the grid must exist in their registries; method hyperparameters must validate."""
 
@@ -95,10 +105,14 @@ def check_registries(cfg: RunConfig, source: str) -> None:
                 TrainConfig.model_validate({**cfg.train.model_dump(), **over})
             except ValidationError as exc:
                 raise ConfigError(_format_validation(exc, f"{source}: methods.{entry}.train", TrainConfig)) from None
-        if kind == "rs_da" and cfg.smoke:
-            continue  # smoke runs make their own synonym table at run time
+        check_hyperparameters(kind, hp, entry, source)
+        if kind == "rs_da" and cfg.smoke and hp.get("synonyms") is None:
+            continue  # smoke runs write their synonym table at run time: nothing to read yet
         try:
-            robust.build_objective(kind, hp, data_dir=cfg.resolved_data_dir(), entry=entry)
+            objective = robust.build_objective(kind, hp, data_dir=cfg.resolved_data_dir(), entry=entry)
+            if entry in cfg.grid.method:
+                for task in dict.fromkeys(TASKS[t].training_task for t in cfg.grid.task):
+                    objective.train_copies(task)  # e.g. RS-DA's copies: reference exists for some tasks only
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -51,6 +52,8 @@ class Split:
     select_rows: dict[str, list[int]] = field(default_factory=dict)  # English selection rows: source -> indices
     train_key: str = ""
     eval_key: str = ""
+    # split file -> ((mtime_ns, size), parsed split): every key of every cell reads its task's split
+    _cache: ClassVar[dict[Path, tuple[tuple[int, int], "Split"]]] = {}
 
     @property
     def n_train(self) -> int:
@@ -69,6 +72,19 @@ class Split:
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: the data stage has not finished for this task")
         return cls(**json.loads(path.read_text()))
+
+    @classmethod
+    def load_cached(cls, path: Path) -> "Split":
+        """:meth:`load`, parsed once per version of the file (a rewritten split is read again). The split
+        returned is shared between callers: read it, never change it."""
+        if not path.is_file():
+            return cls.load(path)  # the error naming the missing file
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        hit = cls._cache.get(path)
+        if hit is None or hit[0] != stamp:
+            cls._cache[path] = hit = (stamp, cls.load(path))
+        return hit[1]
 
 
 def _cap(ids: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["IGNORE_INDEX", "encode_words", "word_predictions", "substitute_words"]
+__all__ = ["IGNORE_INDEX", "encode_words", "word_predictions", "sentence_predictions", "substitute_words"]
 
 IGNORE_INDEX = -100
 
@@ -78,9 +78,16 @@ def word_predictions(logits_per_sentence: Sequence[np.ndarray], encoded: Sequenc
     ``logits_per_sentence[i]`` is [L_i, C] for ``encoded[i]`` (rows past its tokens, e.g.
     padding, are ignored). Returns (tags per sentence, number of words filled).
     """
+    preds, filled = sentence_predictions(logits_per_sentence, encoded, id2label, fill)
+    return preds, sum(filled)
+
+
+def sentence_predictions(logits_per_sentence: Sequence[np.ndarray], encoded: Sequence[dict],
+                         id2label: Mapping[int, str] | Sequence[str], fill: str = "O") -> tuple[list[list[str]], list[int]]:
+    """:func:`word_predictions` with the number of words filled per sentence (kept with the predictions)."""
     if len(logits_per_sentence) != len(encoded):
         raise ValueError(f"{len(logits_per_sentence)} logit arrays for {len(encoded)} sentences")
-    preds, n_filled = [], 0
+    preds, filled = [], []
     for logits, item in zip(logits_per_sentence, encoded):
         logits = np.asarray(logits)
         n_tok = len(item["word_ids"])
@@ -88,15 +95,10 @@ def word_predictions(logits_per_sentence: Sequence[np.ndarray], encoded: Sequenc
             raise ValueError(f"logits of shape {logits.shape} for a sentence of {n_tok} tokens")
         best = logits[:n_tok].argmax(-1)
         first = _first_subwords(item["word_ids"])
-        words = []
-        for w in range(item["n_words"]):
-            if w in first:
-                words.append(id2label[int(best[first[w]])])
-            else:
-                words.append(fill)
-                n_filled += 1
+        words = [id2label[int(best[first[w]])] if w in first else fill for w in range(item["n_words"])]
         preds.append(words)
-    return preds, n_filled
+        filled.append(sum(w not in first for w in range(item["n_words"])))
+    return preds, filled
 
 
 def substitute_words(sentences: list[list[str]], synonym_fn: Callable[[list[str]], list[str]]) -> list[list[str]]:

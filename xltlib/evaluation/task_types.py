@@ -7,24 +7,29 @@ training loop, the robust objectives and the transfer stage treat every task ali
   epoch when the objective rewrites text (RS-DA; see :func:`xltlib.training.loop.rewrites_text`);
 * ``collate`` -> a padded batch with ``input_ids``, ``attention_mask`` and ``labels`` (what every
   objective passes to the model);
-* ``evaluate`` -> tidy rows ``{language, language2, metric, value, n, ci_low, ci_high}`` per language,
-  including ``metric="score"``: the XTREME-R task score (accuracy; tag F1; mean of QA F1 and EM; mAP@20),
-  with a percentile bootstrap CI over the language's examples (sentences, questions, queries).
+* ``predict`` -> per (language, language2) a table of the model's predictions, one row per scored item in
+  order: ``id`` (the record's, as text), ``gold``, ``prediction`` and what each kind scores from them (its
+  class docstring says which); the transfer stage keeps them (:mod:`xltlib.evaluation.predictions`);
+* ``score`` -> from those tables alone (no model), tidy rows ``{language, language2, metric, value, n, ci_low,
+  ci_high}`` per language, including ``metric="score"``: the XTREME-R task score (accuracy; tag F1; mean of QA
+  F1 and EM; mAP@20), with a percentile bootstrap CI over the language's examples (sentences, questions, queries);
+* ``evaluate`` = ``score(predict(...))``.
 """
 from __future__ import annotations
 
 import re
 
 import numpy as np
+import pandas as pd
 import torch
 
 from xltlib.core.registry import Registry
 from xltlib.data import tasks as T
 from xltlib.evaluation import metrics as M
 from xltlib.evaluation.alignment import encode_layers
-from xltlib.evaluation.predict import bootstrap_ci, evaluate_languages, logits_batches
+from xltlib.evaluation.predict import Predictions, accuracy_rows, bootstrap_ci, logits_batches, predict_languages
 from xltlib.evaluation.qa import postprocess, prepare_eval_features, prepare_train_features, qa_substitute
-from xltlib.evaluation.tagging import encode_words, substitute_words, word_predictions
+from xltlib.evaluation.tagging import encode_words, sentence_predictions, substitute_words
 from xltlib.models.heads import load_classifier, load_head
 from xltlib.training.batching import collate, tokenize_pairs
 from xltlib.training.checkpoints import read_checkpoint_meta, restore_checkpoint
@@ -59,9 +64,18 @@ class Kind:
         labels = [f["labels"] for f in features] if "labels" in features[0] else None
         return collate([f["input_ids"] for f in features], pad_id, labels)
 
-    def evaluate(self, model, tokenizer, task, by_lang: dict[str, list[dict]], *, objective=None,
-                 batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> list[dict]:
+    def predict(self, model, tokenizer, task, by_lang: dict[str, list[dict]], *, objective=None,
+                batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> Predictions:
+        """The model's predictions on each language's records: (language, language2) -> one row per item."""
         raise NotImplementedError
+
+    def score(self, task: T.Task, predictions: Predictions) -> list[dict]:
+        """Tidy rows of :meth:`predict`'s tables; needs no model."""
+        raise NotImplementedError
+
+    def evaluate(self, model, tokenizer, task, by_lang: dict[str, list[dict]], **predict_kw) -> list[dict]:
+        """Rows of the model on each language's records (``predict_kw``: those of :meth:`predict`)."""
+        return self.score(task, self.predict(model, tokenizer, task, by_lang, **predict_kw))
 
 
 KINDS: Registry[Kind] = Registry("task kind")
@@ -91,7 +105,8 @@ def train_classifier(model_name: str, records: list[dict], *, num_labels: int, *
 # -------------------------------------------------------------------------------- sentence pairs
 @register_kind
 class PairClassification(Kind):
-    """XNLI, PAWS-X: (text_a, text_b) -> label, accuracy."""
+    """XNLI, PAWS-X: (text_a, text_b) -> label, accuracy. Predictions: ``gold``, ``prediction`` (label indices),
+    ``scores`` (per class: logits, or RS-RP's vote counts)."""
 
     name = "pair_classification"
 
@@ -105,11 +120,15 @@ class PairClassification(Kind):
         ids = tokenize_pairs(tokenizer, a, b, max_length)
         return [dict(input_ids=x, labels=r["label"]) for x, r in zip(ids, records)]
 
-    def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128,
-                 bf16=True, pairs=None):
+    def predict(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128,
+                bf16=True, pairs=None):
+        """``pairs``: the generalized setting, (language, language2) pairs of row-aligned sets
+        (:func:`~xltlib.evaluation.predict.predict_languages`)."""
+        return predict_languages(model, tokenizer, by_lang, pairs=pairs, objective=objective,
+                                 batch_size=batch_size, max_length=max_length, bf16=bf16)
 
-        rows = evaluate_languages(model, tokenizer, by_lang, pairs=pairs, objective=objective,
-                                  batch_size=batch_size, max_length=max_length, bf16=bf16)
+    def score(self, task, predictions):
+        rows = accuracy_rows(predictions)
         return rows + [dict(r, metric="score") for r in rows]
 
 
@@ -135,7 +154,8 @@ class MultipleChoiceKind(_RowGroupsKind):
     """XCOPA: (premise + question prompt, choice) per choice, one score each, softmax over choices.
 
     The cause/effect prompt is the English SuperGLUE wording in every language: a fixed marker the
-    model learns from English COPA, not a translation.
+    model learns from English COPA, not a translation. Predictions: ``gold``, ``prediction`` (choice indices),
+    ``scores`` (one logit per choice).
     """
 
     name = "multiple_choice"
@@ -154,18 +174,29 @@ class MultipleChoiceKind(_RowGroupsKind):
     def train_features(self, task, records, tokenizer, max_length, objective, rng):
         return self._encode(records, tokenizer, max_length, lambda texts: objective.transform_texts(texts, rng))
 
-    def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
-        rows = []
+    def predict(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
+        out = {}
         for lang, recs in by_lang.items():
             feats = self._encode(recs, tokenizer, max_length)
             pred = np.empty(len(feats), dtype=np.int64)
+            scores: list = [None] * len(feats)
             for idx, logits in logits_batches(model, feats, tokenizer.pad_token_id, batch_size=max(1, batch_size // 2),
                                                bf16=bf16, collate_fn=self.collate, length=self.length,
                                                objective=objective):
                 pred[idx] = logits.argmax(-1).numpy()
-            acc = M.accuracy(pred, [r["label"] for r in recs])
+                for k, i in enumerate(idx):
+                    scores[i] = logits[k].numpy()
+            out[(lang, "")] = pd.DataFrame(dict(id=[str(r["id"]) for r in recs], gold=[r["label"] for r in recs],
+                                                prediction=pred, scores=scores))
+        return out
+
+    def score(self, task, predictions):
+        rows = []
+        for (lang, _), table in predictions.items():
+            acc = M.accuracy(table["prediction"].tolist(), table["gold"].tolist())
             ci = bootstrap_ci(acc["per_example"])
-            rows += [_row(lang, "accuracy", acc["accuracy"], len(recs), ci), _row(lang, "score", acc["accuracy"], len(recs), ci)]
+            n = len(table)
+            rows += [_row(lang, "accuracy", acc["accuracy"], n, ci), _row(lang, "score", acc["accuracy"], n, ci)]
         return rows
 
 
@@ -179,7 +210,9 @@ def _tag_length(tokenizer, max_length: int) -> int:
 
 @register_kind
 class TokenClassificationKind(Kind):
-    """UD-POS, PAN-X: a tag per word from its first subword; seqeval F1 as XTREME computes it."""
+    """UD-POS, PAN-X: a tag per word from its first subword; seqeval F1 as XTREME computes it. Predictions:
+    ``gold`` and ``prediction`` (a tag per word), ``truncated_words`` (words past the length limit, given the
+    fill tag)."""
 
     name = "token_classification"
 
@@ -199,9 +232,9 @@ class TokenClassificationKind(Kind):
             batch["labels"] = labels
         return batch
 
-    def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
+    def predict(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
 
-        rows = []
+        out = {}
         for lang, recs in by_lang.items():
             enc = encode_words(tokenizer, [r["tokens"] for r in recs], None, {}, _tag_length(tokenizer, max_length))
             logits: list = [None] * len(enc)
@@ -209,14 +242,21 @@ class TokenClassificationKind(Kind):
                                            collate_fn=self.collate, objective=objective):
                 for k, i in enumerate(idx):
                     logits[i] = lg[k].numpy()
-            pred, n_cut = word_predictions(logits, enc, list(task.labels), fill="O" if "O" in task.labels else "X")
-            res = M.tag_f1([r["tags"] for r in recs], pred)
+            pred, cut = sentence_predictions(logits, enc, list(task.labels), fill="O" if "O" in task.labels else "X")
+            out[(lang, "")] = pd.DataFrame(dict(id=[str(r["id"]) for r in recs], gold=[list(r["tags"]) for r in recs],
+                                                prediction=pred, truncated_words=np.array(cut, dtype=np.int64)))
+        return out
+
+    def score(self, task, predictions):
+        rows = []
+        for (lang, _), table in predictions.items():
+            res = M.tag_f1([list(t) for t in table["gold"]], [list(t) for t in table["prediction"]])
             ci = bootstrap_ci(res["per_sentence"], stat=M.f1_from_counts)  # sums the sentence axis itself
-            n = len(recs)
+            n = len(table)
             rows += [_row(lang, "f1", res["f1"], n, ci), _row(lang, "score", res["f1"], n, ci),
                      _row(lang, "precision", res["precision"], n, (np.nan, np.nan)),
                      _row(lang, "recall", res["recall"], n, (np.nan, np.nan)),
-                     _row(lang, "truncated_words", n_cut, n, (np.nan, np.nan))]
+                     _row(lang, "truncated_words", int(table["truncated_words"].sum()), n, (np.nan, np.nan))]
         return rows
 
 
@@ -248,7 +288,8 @@ def _qa_lang(task: T.Task, lang: str) -> str | None:
 
 @register_kind
 class SpanExtractionKind(Kind):
-    """XQuAD, MLQA, TyDiQA-GoldP: start/end of the answer span; score = mean of F1 and EM."""
+    """XQuAD, MLQA, TyDiQA-GoldP: start/end of the answer span; score = mean of F1 and EM. Predictions:
+    ``gold`` (the gold answer texts), ``prediction`` (the predicted span's text, "" when no span is valid)."""
 
     name = "span_extraction"
 
@@ -260,7 +301,8 @@ class SpanExtractionKind(Kind):
         records = qa_substitute(records, lambda texts: objective.transform_texts(texts, rng))
         return prepare_train_features(tokenizer, records, **_qa_windows(tokenizer, max_length))
 
-    def predict(self, model, tokenizer, recs, *, batch_size, max_length, bf16) -> dict[str, str]:
+    def answers(self, model, tokenizer, recs, *, batch_size, max_length, bf16) -> dict[str, str]:
+        """Predicted answer text per record id."""
 
         feats = prepare_eval_features(tokenizer, recs, **_qa_windows(tokenizer, max_length))
         start, end = [None] * len(feats), [None] * len(feats)
@@ -269,14 +311,25 @@ class SpanExtractionKind(Kind):
                 start[i], end[i] = lg[k, :, 0].numpy(), lg[k, :, 1].numpy()
         return postprocess(recs, feats, start, end)
 
-    def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
-        rows = []
+    def predict(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
+        out = {}
         for lang, recs in by_lang.items():
             check_unique_ids(task, lang, recs)
-            pred = self.predict(model, tokenizer, recs, batch_size=max(1, batch_size // 4), max_length=max_length, bf16=bf16)
-            res = M.squad_scores(pred, {r["id"]: r["answers"]["text"] for r in recs}, lang=_qa_lang(task, lang))
-            per = np.array([res["per_example"][r["id"]] for r in recs], dtype=float)  # (em, f1)
-            n = len(recs)
+            pred = self.answers(model, tokenizer, recs, batch_size=max(1, batch_size // 4), max_length=max_length,
+                                bf16=bf16)
+            out[(lang, "")] = pd.DataFrame(dict(id=[str(r["id"]) for r in recs],
+                                                gold=[list(r["answers"]["text"]) for r in recs],
+                                                prediction=[pred[r["id"]] for r in recs]))
+        return out
+
+    def score(self, task, predictions):
+        rows = []
+        for (lang, _), table in predictions.items():
+            ids = table["id"].tolist()
+            res = M.squad_scores(dict(zip(ids, table["prediction"])), dict(zip(ids, (list(g) for g in table["gold"]))),
+                                 lang=_qa_lang(task, lang))
+            per = np.array([res["per_example"][i] for i in ids], dtype=float)  # (em, f1)
+            n = len(table)
             rows += [_row(lang, "f1", res["f1"], n, bootstrap_ci(per[:, 1])),
                      _row(lang, "exact_match", res["exact_match"], n, bootstrap_ci(per[:, 0])),
                      _row(lang, "score", (res["f1"] + res["exact_match"]) / 2, n, bootstrap_ci(per.mean(1)))]
@@ -343,6 +396,10 @@ def build_xquad_r(by_lang: dict[str, list[dict]]):
     return cand_text, queries
 
 
+MAP_AT = 20  # LAReQA's mAP@20 (XTREME-R)
+RANKED_DEPTH = 100  # candidates kept per question: mAP@20 reads 20, the rest leave room for other cut-offs
+
+
 @register_kind
 class AnswerRetrievalKind(_RowGroupsKind):
     """LAReQA on XQuAD-R: a dual encoder (:class:`xltlib.models.heads.DualEncoder`) trained on English (question, answer
@@ -354,6 +411,10 @@ class AnswerRetrievalKind(_RowGroupsKind):
     embeddings (the head's own similarity), so a question must retrieve the answer in other languages too.
     XTREME encodes a candidate as its sentence plus its paragraph; here the sentence alone, in training and
     evaluation alike.
+
+    Predictions: ``gold`` (the relevant candidates), ``prediction`` (the top :data:`RANKED_DEPTH` candidates,
+    best first) and ``scores`` (their cosines); a candidate is its index in :func:`build_xquad_r`'s candidates
+    of the scored records of every language.
     """
 
     name = "answer_retrieval"
@@ -368,7 +429,7 @@ class AnswerRetrievalKind(_RowGroupsKind):
         a = tokenize_pairs(tokenizer, objective.transform_texts(answers, rng), None, max_length)
         return [dict(input_ids=[qi, ai], labels=answer_id[text]) for qi, ai, text in zip(q, a, answers)]
 
-    def evaluate(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
+    def predict(self, model, tokenizer, task, by_lang, *, objective=None, batch_size=128, max_length=128, bf16=True):
 
         for lang, recs in by_lang.items():
             check_unique_ids(task, lang, recs)
@@ -380,11 +441,19 @@ class AnswerRetrievalKind(_RowGroupsKind):
             return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
         c = embed(cands)
-        rows = []
+        out = {}
         for lang, (qs, rel) in queries.items():
             sims = embed(qs) @ c.T
-            top = np.argsort(-sims, axis=1)[:, :20]
-            res = M.map_at_k(top.tolist(), rel, k=20)
+            top = np.argsort(-sims, axis=1)[:, :RANKED_DEPTH]
+            out[(lang, "")] = pd.DataFrame(dict(id=[str(r["id"]) for r in by_lang[lang]], gold=[sorted(g) for g in rel],
+                                                prediction=list(top), scores=list(np.take_along_axis(sims, top, 1))))
+        return out
+
+    def score(self, task, predictions):
+        rows = []
+        for (lang, _), table in predictions.items():
+            res = M.map_at_k([list(t) for t in table["prediction"]], [set(g) for g in table["gold"]], k=MAP_AT)
             ci = bootstrap_ci(res["per_query"])
-            rows += [_row(lang, "map@20", res["map"], len(qs), ci), _row(lang, "score", res["map"], len(qs), ci)]
+            n = len(table)
+            rows += [_row(lang, f"map@{MAP_AT}", res["map"], n, ci), _row(lang, "score", res["map"], n, ci)]
         return rows

@@ -3,7 +3,7 @@
 A unit is one stage notebook over one piece of the grid: a training cell (``02_train/<checkpoint>``), one
 cell's transfer scores (``03_transfer/<cell_id>``) or one checkpoint's alignment (``04_alignment/<checkpoint>``).
 Every executor runs the same notebooks (:func:`xltlib.runner.notebook.execute_notebook`) into the same run folder and
-skips finished units by the same keys (:mod:`xltlib.runner.run_dir`), so a grid gives the same rows whichever runs it
+skips finished units by the same keys (:mod:`xltlib.runner.keys`), so a grid gives the same rows whichever runs it
 and a rerun resumes whichever ran it before.
 
 * ``local``: one unit after another on this machine; transfer and alignment run as one notebook each.

@@ -60,7 +60,7 @@ def open_run(run_dir: str | Path) -> Run:
 
 
 def stage_choices(run: Run) -> str:
-    cks = [c["checkpoint"] for c in run.training_cells()]
+    cks = [c.checkpoint for c in run.training_cells()]
     shown = ", ".join(cks[:4]) + (f", … ({len(cks)} in all)" if len(cks) > 4 else "")
     return (f"{NOTEBOOK_NAMES['data']}, {NOTEBOOK_NAMES['train']}/<checkpoint> ({shown or 'no training cells'}), "
             f"{NOTEBOOK_NAMES['transfer']}, {NOTEBOOK_NAMES['alignment']}, {NOTEBOOK_NAMES['analysis']} "
@@ -77,8 +77,8 @@ def resolve_stage(run: Run, stage: str) -> tuple[str, str]:
     cells = run.training_cells()
     if key is None:
         for c in run.cells():  # a cell id or checkpoint name on its own
-            if text in (c["cell_id"], c["checkpoint"]):
-                return "train", c["checkpoint"]
+            if text in (c.cell_id, c.checkpoint):
+                return "train", c.checkpoint
         raise LabError(f"unknown stage '{stage}'; stages of {run.dir}: {stage_choices(run)}")
     if key != "train":
         if tail:
@@ -88,10 +88,10 @@ def resolve_stage(run: Run, stage: str) -> tuple[str, str]:
     if not cells:
         raise LabError(f"the grid of {run.dir} has no training cells")
     if not tail:
-        return "train", cells[0]["checkpoint"]
+        return "train", cells[0].checkpoint
     for c in run.cells():
-        if tail in (c["checkpoint"], c["cell_id"]):
-            return "train", c["checkpoint"]
+        if tail in (c.checkpoint, c.cell_id):
+            return "train", c.checkpoint
     raise LabError(f"no training cell '{tail}' in the grid of {run.dir}; stages: {stage_choices(run)}")
 
 
@@ -107,7 +107,7 @@ def recorded_parameters(run: Run, name: str) -> tuple[dict | None, Path | None]:
 
 
 def _training_cell_id(run: Run, checkpoint: str) -> str:
-    return next(c["cell_id"] for c in run.training_cells() if c["checkpoint"] == checkpoint)
+    return next(c.cell_id for c in run.training_cells() if c.checkpoint == checkpoint)
 
 
 def lab_parameters(run: Run, stage: str, checkpoint: str = "") -> tuple[dict, str]:
@@ -169,7 +169,7 @@ def prepare(run: Run, stage: str | None = None, fresh: bool = False) -> list[Lab
     """The notebook for ``stage``, or (no stage) one for every stage and training cell of the grid."""
     if stage:
         return [prepare_notebook(run, *resolve_stage(run, stage), fresh=fresh)]
-    todo = [("data", "")] + [("train", c["checkpoint"]) for c in run.training_cells()] + \
+    todo = [("data", "")] + [("train", c.checkpoint) for c in run.training_cells()] + \
         [(s, "") for s in ("transfer", "alignment", "analysis")]
     return [prepare_notebook(run, s, ck, fresh=fresh) for s, ck in todo]
 

@@ -98,13 +98,25 @@ def export_html(notebook: Path, target: Path, title: str) -> Path:
 def _ipc_kernel_manager():
     """nbclient's kernel manager on local IPC sockets: the kernel is on this machine anyway, and over TCP
     every stage kernel printed ipykernel's warning about unencrypted TCP. The sockets go to a fresh temporary
-    folder, not the run folder: kernels of parallel units would otherwise race for the same socket names."""
+    folder, not the run folder: kernels of parallel units would otherwise race for the same socket names.
+
+    Its shutdown sends no interrupt first. jupyter_client's ``shutdown_kernel`` sends SIGINT before the
+    shutdown request; papermill shuts the kernel down as soon as the reply to its last ``kernel_info_request``
+    arrives, while the kernel may still be inside that request's handler, where ipykernel turns SIGINT into a
+    KeyboardInterrupt and logs ``ERROR | KeyboardInterrupt caught in kernel.`` into a successful run's log.
+    Nothing is left to interrupt when papermill shuts down (the notebook has finished or failed); ipykernel
+    handles the shutdown request on its control thread even while a cell runs, and a kernel that does not
+    exit is still terminated, then killed, after ``shutdown_wait_time``."""
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.transport = "ipc"
             self.ip = str(Path(tempfile.mkdtemp(prefix="xlt-kernel-")) / "kernel-ipc")
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:  # only shutdown's own first interrupt is dropped; interrupt_kernel() still works
+                await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from xltlib.config.schema import RunConfig
 from xltlib.core.rows import write_json
 from xltlib.reporting.index import write_index
+from xltlib.runner import keys
 from xltlib.runner.executors import Unit, make_executor
 from xltlib.runner.notebook import STAGES, execute_notebook, notebook_name, stage_parameters
 from xltlib.runner.run_dir import Run, init_run, run_lock
@@ -87,19 +88,19 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
     if "train" in stages:
         todo = []
         for cell in cells:
-            name = notebook_name("train", cell["checkpoint"])
-            if run.cell_done(cell):
+            name = notebook_name("train", cell.checkpoint)
+            if keys.cell_done(run, cell):
                 log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
                 status[name] = dict(stage="train", ok=True, skipped=True)
                 continue
-            todo.append(Unit("train", name, stage_parameters(run, "train", cell["cell_id"])))
+            todo.append(Unit("train", name, stage_parameters(run, "train", cell.cell_id)))
         executor.run(run.dir, todo, record, position)
     if executor.splits_stages:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
-        units = [Unit("transfer", notebook_name("transfer", c["cell_id"]), stage_parameters(run, "transfer", c["cell_id"]))
-                 for c in run.finished_cells() if "transfer" in stages and not run.transfer_done(c)]
-        units += [Unit("alignment", notebook_name("alignment", ck["checkpoint"]),
-                       stage_parameters(run, "alignment", ck["checkpoint"]))
-                  for ck in run.alignment_checkpoints() if "alignment" in stages and not run.alignment_done(ck)]
+        units = [Unit("transfer", notebook_name("transfer", c.cell_id), stage_parameters(run, "transfer", c.cell_id))
+                 for c in keys.finished_cells(run) if "transfer" in stages and not keys.transfer_done(run, c)]
+        units += [Unit("alignment", notebook_name("alignment", ck.checkpoint),
+                       stage_parameters(run, "alignment", ck.checkpoint))
+                  for ck in keys.alignment_checkpoints(run) if "alignment" in stages and not keys.alignment_done(run, ck)]
         total += len(units)
         executor.run(run.dir, units, record, position)
     for stage in ("transfer", "alignment", "analysis"):

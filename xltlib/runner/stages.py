@@ -1,24 +1,30 @@
 """The work of each stage notebook, as short functions over a :class:`~xltlib.runner.run_dir.Run` (the notebooks stay thin).
 
 data -> train (one call per checkpoint) -> transfer -> alignment; each artefact is written with its chained
-key (:mod:`xltlib.runner.run_dir`), and a stage skips an artefact whose key is unchanged.
+key (:mod:`xltlib.runner.keys`), and a stage skips an artefact whose key is unchanged.
 A cell is (model, task, method, seed); its checkpoint is named after the task it trains on, so XQuAD and
 MLQA cells (both trained on TyDiQA-GoldP English) share one checkpoint.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 import torch
 
+from xltlib.config.grid import Cell
 from xltlib.core.rows import write_json, write_rows
 from xltlib.data import tasks as T
 from xltlib.data.parallel import PARALLEL, load_parallel
 from xltlib.data.split import content_hash, eval_records, make_split, select_records, train_records
 from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers
+from xltlib.evaluation.predictions import write_predictions
 from xltlib.evaluation.robustness import robustness_rows
 from xltlib.evaluation.task_types import get_kind
 from xltlib.models.load import load_encoder, load_tokenizer
+from xltlib.runner import keys
+from xltlib.runner.keys import missing_cells  # noqa: F401 - the transfer notebook imports it from here
 from xltlib.runner.run_dir import Run  # noqa: F401 - notebooks import Run from here with the stage functions
 from xltlib.evaluation.task_types import load_checkpoint
 from xltlib.training.checkpoints import save_checkpoint
@@ -54,9 +60,8 @@ def stage_data(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_objective_for(run: Run, cell: dict):
-
-    return build_objective(cell["method_type"], cell["method_params"], data_dir=run.data_dir, entry=cell["method"])
+def build_objective_for(run: Run, cell: Cell):
+    return build_objective(cell.method_type, cell.method_params, data_dir=run.data_dir, entry=cell.method)
 
 
 # -------------------------------------------------------------------------- train
@@ -64,34 +69,34 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     """Fine-tune the checkpoint of one grid cell and save it; returns the per-step log."""
 
     cell = run.find_cell(cell_id)
-    task = T.get_task(T.get_task(cell["task"]).training_task)
-    split = run.split(cell["task"])
+    task = T.get_task(T.get_task(cell.task).training_task)
+    split = run.split(cell.task)
     records = train_records(split, run.data_dir)
-    t = run.cfg.train_for(task.name, cell["method"])
-    kind = T.get_task(cell["task"]).kind
+    t = run.cfg.train_for(task.name, cell.method)
+    kind = T.get_task(cell.task).kind
     model, tokenizer, log = train_model(
-        cell["model"], records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
-        objective=build_objective_for(run, cell), seed=cell["seed"], cfg=t, device=run.device,
+        cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
+        objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
         select_records=select_records(split, run.data_dir) or None)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
-    ck, key = cell["checkpoint"], run.checkpoint_key(cell)
-    drift = weight_drift(model, cell["model"])
-    meta = dict(cell)
+    ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
+    drift = weight_drift(model, cell.model)
+    meta = asdict(cell)
     if "selected_epoch" in log_df:  # checkpoint selection: the epoch whose weights were kept
         meta["selected_epoch"] = int(log_df["selected_epoch"].iloc[0])
     meta = dict(meta, key=key, train_examples=len(records), pooling=t.pooling, weight_drift=drift,
                 kind=kind, training_task=task.name, train_seconds=float(log_df["elapsed_s"].iloc[-1]), **run.prov())
     extra = [c for c in log_df.columns if c not in ("step", "loss")]
-    rows = [dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
+    rows = [dict(checkpoint=ck, model=cell.model, task=task.name, method=cell.method, seed=cell.seed,
                  language="en", language2="", layer=-1, metric="train_loss", value=r["loss"], n=r["step"], key=key,
                  **{c: r.get(c, np.nan) for c in extra}) for r in log]
     # how far training moved the encoder: separates "robust training aligns" from "moves the weights less"
-    rows.append(dict(checkpoint=ck, model=cell["model"], task=task.name, method=cell["method"], seed=cell["seed"],
+    rows.append(dict(checkpoint=ck, model=cell.model, task=task.name, method=cell.method, seed=cell.seed,
                      language="en", language2="", layer=-1, metric="weight_drift", value=drift, n=len(log), key=key))
-    write_rows(rows, run.path("results", "train", f"{ck}.parquet"), run.prov())
-    save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell["model"], meta=meta)
+    write_rows(rows, run.train_path(ck), run.prov())
+    save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
     return log_df
 
 
@@ -118,23 +123,24 @@ def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFra
     the live rows on disk."""
 
     loaded: dict[str, tuple] = {}
-    for cell in run.finished_cells() if compute else []:
-        if unit and cell["cell_id"] != unit:
+    for cell in keys.finished_cells(run) if compute else []:
+        if unit and cell.cell_id != unit:
             continue
-        out, key = run.transfer_path(cell), run.transfer_key(cell)
-        if run.transfer_done(cell):
+        out, key = run.transfer_path(cell.cell_id), keys.transfer_key(run, cell)
+        if keys.transfer_done(run, cell):
             continue
-        if cell["checkpoint"] not in loaded:
-            loaded = {cell["checkpoint"]: load_checkpoint(run.checkpoint_dir(cell["checkpoint"]), run.device)}
-        model, tokenizer, _ = loaded[cell["checkpoint"]]
-        task = T.get_task(cell["task"])
+        if cell.checkpoint not in loaded:
+            loaded = {cell.checkpoint: load_checkpoint(run.checkpoint_dir(cell.checkpoint), run.device)}
+        model, tokenizer, _ = loaded[cell.checkpoint]
+        task = T.get_task(cell.task)
         kind = get_kind(task.kind)
-        recs = eval_records(run.split(cell["task"]), run.data_dir)
+        recs = eval_records(run.split(cell.task), run.data_dir)
         kw = dict(objective=build_objective_for(run, cell), batch_size=run.cfg.evaluate.batch_size,
                   max_length=run.cfg.train.max_length, bf16=run.bf16)
-        rows = kind.evaluate(model, tokenizer, task, recs, **kw)
+        preds = kind.predict(model, tokenizer, task, recs, **kw)  # kept: `xlt rescore` scores them without the model
+        rows = kind.score(task, preds)
         if task.kind == "answer_retrieval":  # the pre-trained encoder's own score: the reference fine-tuning must beat
-            base = kind.load_model(cell["model"], task, kind.num_labels(task), "mean")
+            base = kind.load_model(cell.model, task, kind.num_labels(task), "mean")
             base = base.to(next(model.parameters()).device).eval()
             rows += [dict(r, metric=f"pretrained_{r['metric']}") for r in kind.evaluate(base, tokenizer, task, recs, **kw)]
         ev = run.cfg.evaluate
@@ -142,15 +148,19 @@ def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFra
             langs = [lang for lang in recs if ev.generalized_languages is None or lang in ev.generalized_languages]
             sub = {lang: recs[lang][: ev.generalized_max_rows] for lang in langs}
             pairs = [(a, b) for a in langs for b in langs if a != b]
-            rows += kind.evaluate(model, tokenizer, task, sub, pairs=pairs, **kw)
+            pair_preds = kind.predict(model, tokenizer, task, sub, pairs=pairs, **kw)
+            rows += kind.score(task, pair_preds)
+            preds.update(pair_preds)
         if ev.robustness and task.kind == "pair_classification":
 
             rows += robustness_rows(model, tokenizer, recs["en"], objective=kw["objective"], data_dir=run.data_dir,
                                     attack_steps=ev.robustness_attack_steps, max_examples=ev.robustness_max_examples,
-                                    max_length=run.cfg.train.max_length, seed=cell["seed"])
+                                    max_length=run.cfg.train.max_length, seed=cell.seed)
         for r in rows:
-            r.update(cell_id=cell["cell_id"], checkpoint=cell["checkpoint"], model=cell["model"], task=cell["task"],
-                     method=cell["method"], seed=cell["seed"], layer=-1, key=key)
+            r.update(cell_id=cell.cell_id, checkpoint=cell.checkpoint, model=cell.model, task=cell.task,
+                     method=cell.method, seed=cell.seed, layer=-1, key=key)
+        # predictions first: the rows mark the cell done
+        write_predictions(run.path("results", "predictions", cell.cell_id), cell.task, preds, key)
         write_rows(rows, out, run.prov())
     return run.load_results("transfer")
 
@@ -188,16 +198,16 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
     a = run.cfg.alignment
     data = {d: parallel_sentences(run, d) for d in a.datasets}
     write_json(dict(key=content_hash(data), datasets=list(data)), run.path("data", "parallel.json"))
-    for ck in run.alignment_checkpoints():
-        if unit and ck["checkpoint"] != unit:
+    for ck in keys.alignment_checkpoints(run):
+        if unit and ck.checkpoint != unit:
             continue
-        out, key = run.alignment_path(ck), run.alignment_key(ck)
-        if run.alignment_done(ck):
+        out, key = run.alignment_path(ck.checkpoint), keys.alignment_key(run, ck)
+        if keys.alignment_done(run, ck):
             continue
-        if ck["path"] is None:
-            model, tok = load_encoder(ck["model"]).to(run.device), load_tokenizer(ck["model"])
+        if ck.path is None:
+            model, tok = load_encoder(ck.model).to(run.device), load_tokenizer(ck.model)
         else:
-            model, tok, _ = load_checkpoint(ck["path"], run.device)
+            model, tok, _ = load_checkpoint(ck.path, run.device)
         rows = []
         kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.bf16)
         cache: dict[int, np.ndarray] = {}
@@ -218,23 +228,6 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
                 rows.append(dict(r, dataset=dataset))
             cache.clear()
         for r in rows:
-            r.update({k: ck[k] for k in ("checkpoint", "model", "task", "method", "seed")}, key=key)
+            r.update(checkpoint=ck.checkpoint, model=ck.model, task=ck.task, method=ck.method, seed=ck.seed, key=key)
         write_rows(rows, out, run.prov())
     return run.load_results("alignment")
-
-
-# Names the stage notebooks and the analysis use (thin wrappers over the run folder).
-def load_results(run: Run, kind: str) -> pd.DataFrame:
-    return run.load_results(kind)
-
-
-def majority_rates(run: Run) -> dict[str, float]:
-    return run.majority_rates()
-
-
-def missing_cells(run: Run) -> list[str]:
-    return run.missing_cells()
-
-
-def find_cell(run: Run, cell_id: str) -> dict:
-    return run.find_cell(cell_id)

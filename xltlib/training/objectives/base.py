@@ -65,6 +65,10 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in _PASSTHROUGH if batch.get(k) is not None}
 
 
+def hparam_error(entry: str, key: str, value, expected: str) -> ValueError:
+    return ValueError(f"methods.{entry}.{key} = {value!r}: expected {expected}")
+
+
 class Objective:
     """A training objective: optional text transform + loss/backward + prediction.
 
@@ -79,21 +83,30 @@ class Objective:
     def __init__(self, *, entry: str | None = None, data_dir: str | Path | None = None, **hparams):
         self.entry = entry or self.name
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        for key, value in hparams.items():
-            if key not in self.HPARAMS:
-                known = ", ".join(sorted(self.HPARAMS)) or "none"
-                raise self.hparam_error(key, value, f"a hyperparameter of objective '{self.name}' ({known})")
         self.last_stats = {}
-        self.hparams: dict[str, Any] = {}
-        for key, spec in self.HPARAMS.items():
+        self.hparams: dict[str, Any] = self.checked_hparams(hparams, self.entry)
+        for key, value in self.hparams.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def checked_hparams(cls, hparams: dict, entry: str | None = None) -> dict[str, Any]:
+        """``hparams`` checked against ``HPARAMS`` (unknown key, type, range), defaults filled in, converted.
+        Config validation calls it without building the objective (RS-DA's build reads its synonym table)."""
+        entry = entry or cls.name
+        for key, value in hparams.items():
+            if key not in cls.HPARAMS:
+                known = ", ".join(sorted(cls.HPARAMS)) or "none"
+                raise hparam_error(entry, key, value, f"a hyperparameter of objective '{cls.name}' ({known})")
+        out = {}
+        for key, spec in cls.HPARAMS.items():
             value = hparams.get(key, spec.default)
             if not spec.check(value):
-                raise self.hparam_error(key, value, spec.expected)
-            self.hparams[key] = spec.convert(value)
-            setattr(self, key, self.hparams[key])
+                raise hparam_error(entry, key, value, spec.expected)
+            out[key] = spec.convert(value)
+        return out
 
     def hparam_error(self, key: str, value, expected: str) -> ValueError:
-        return ValueError(f"methods.{self.entry}.{key} = {value!r}: expected {expected}")
+        return hparam_error(self.entry, key, value, expected)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
