@@ -81,8 +81,8 @@ if len(comparison.robustness):
 # What each method did in training (the kept epoch, mean over its steps then over seeds: the loss, the clean and
 # perturbed loss and their gap, the perturbation's norm per token, RS-DA's substitution rate, the weight drift
 # from the pre-trained encoder); the XTREME-R style suite (each task's score is the mean over its languages, the
-# suite average the mean over this run's tasks); what was scored; each task's score (%) per language. Mean ± sd
-# over seeds.
+# XTREME-R average the mean over this run's XTREME-R tasks: PAWS-X, an XTREME v1 task, is shown but not
+# averaged); what was scored; each task's score (%) per language. Mean ± sd over seeds.
 
 # %%
 show(train_diagnostics(run.load_results("train")), 4)

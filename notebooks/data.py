@@ -12,8 +12,9 @@ run_dir = ""  # absolute path of the run folder (set by `xlt run`)
 import pandas as pd
 from IPython.display import Markdown, display
 
-from xltlib.runner.stages import Run, stage_data
 from xltlib.data.trainsets import TRAIN_SETS
+from xltlib.reporting.tables import show
+from xltlib.runner.stages import Run, stage_data
 
 run = Run.open(run_dir)
 summary = stage_data(run)
@@ -26,13 +27,12 @@ display(Markdown(
     f"`{run.data_dir or 'Hugging Face hub'}`."))
 
 # %%
-pd.set_option("display.max_colwidth", None)
-summary
+show(summary)
 
 # %% [markdown]
 # **Training sets used** (registered in `xltlib.data.trainsets`; `xlt list train-sets` lists them all)
 
 # %%
 used = sorted({s for task in run.cfg.grid.task for s in run.split(task).train_rows if s in TRAIN_SETS})
-pd.DataFrame([dict(name=s, task=TRAIN_SETS[s].task, file=TRAIN_SETS[s].layout, notes=TRAIN_SETS[s].notes)
-              for s in used])
+show(pd.DataFrame([dict(name=s, task=TRAIN_SETS[s].task, file=TRAIN_SETS[s].layout, notes=TRAIN_SETS[s].notes)
+                   for s in used]))

@@ -9,6 +9,7 @@ cell_id = ""  # which grid cell (model__task__method__seed)
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from xltlib.reporting.tables import show
 from xltlib.runner.stages import Run, stage_train
 
 run = Run.open(run_dir)
@@ -43,7 +44,7 @@ if diag or extra:
     cols = [c for c in ("clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel",
                         "subst_rate") if c in log and log[c].notna().any()]
     display(Markdown("**Diagnostics, mean over training**"))
-    display(log[cols].mean().to_frame("mean").T.round(4))
+    show(log[cols].mean().to_frame("mean").T, 4)
 
 # %% [markdown]
 # Checkpoint selection (`protocol.selection`): the task score on English rows neither trained on nor scored,
@@ -53,4 +54,4 @@ if diag or extra:
 if "select_score" in log and log["select_score"].notna().any():
     sel = log.dropna(subset=["select_score"])[["epoch", "step", "select_score"]].assign(epoch=lambda d: d.epoch + 1)
     display(Markdown(f"Kept epoch **{int(log['selected_epoch'].iloc[0]) + 1}** of {int(log['epoch'].max()) + 1}."))
-    display(sel.round(4))
+    show(sel, 4)

@@ -23,7 +23,8 @@ from xltlib.reporting.tables import (
     suite_table,
     transfer_table,
 )
-from xltlib.runner.stages import Run, missing_cells, stage_transfer
+from xltlib.runner.keys import missing_cells
+from xltlib.runner.stages import Run, stage_transfer
 
 run = Run.open(run_dir)
 transfer = stage_transfer(run, unit=unit, compute=compute)

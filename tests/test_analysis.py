@@ -1,6 +1,7 @@
 """Tests for the analysis steps (xltlib.analysis), analyze_run and the export (xltlib.reporting) and
 xltlib.data.languages on synthetic data with known answers."""
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from xltlib.analysis.summary import AnalysisResult, _fmt, analyze_run  # noqa: E
 from xltlib.config.schema import ReportConfig  # noqa: E402
 from xltlib.data.languages import resource_table, to_iso1  # noqa: E402
 from xltlib.reporting import plots as P  # noqa: E402
-from xltlib.reporting.export import export_results  # noqa: E402
+from xltlib.reporting.export import DirtyTreeError, export_results  # noqa: E402
 from xltlib.reporting.tables import english_targets, flat, result_tables, train_diagnostics  # noqa: E402
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ar", "hi", "sw", "ur", "th", "tr", "vi", "bg", "el",
@@ -319,6 +320,18 @@ def test_export_writes_what_analyze_run_returns(tmp_path):
     assert primary.loc["xnli", "r"] == pytest.approx(res.rq1.primary.set_index("task").loc["xnli", "r"])
     for f in out.glob("*.csv"):  # no 0, 1, 2... column: every header cell is named
         assert "" not in f.read_text().splitlines()[0].split(","), f.name
+
+
+def test_export_refuses_rows_from_a_dirty_tree_unless_allowed(tmp_path):
+    run = small_run(tmp_path)
+    for kind in ("transfer", "alignment"):
+        run.rows[kind] = run.rows[kind].assign(git_commit="abc123-dirty", git_diff="0f0f0f0f0f0f")
+    with pytest.raises(DirtyTreeError, match="abc123-dirty.*--allow-dirty"):
+        export_results(run, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # nothing that looks exported
+    export_results(run, tmp_path / "allowed", allow_dirty=True)
+    prov = json.loads((tmp_path / "allowed" / "provenance.json").read_text())
+    assert prov["dirty"] is True and prov["git_commits"] == ["abc123-dirty"] and prov["git_diffs"] == ["0f0f0f0f0f0f"]
 
 
 def test_analysis_page_runs_the_steps_of_analyze_run(tmp_path, monkeypatch):

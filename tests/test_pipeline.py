@@ -294,7 +294,7 @@ def test_suite_runs_every_task_kind_end_to_end(suite_run):
     assert df.loc[df["task"].isin(["xquad", "mlqa"]), "checkpoint"].str.contains("__tydiqa__").all()
     assert df.loc[df["task"] == "lareqa", "checkpoint"].str.contains("__lareqa__").all()
     html = (suite_run / "report" / "index.html").read_text()
-    assert "The suite" in html and "suite avg" in html and "TyDiQA-GoldP English train" in html
+    assert "XTREME-R style suite" in html and "XTREME-R avg" in html and "TyDiQA-GoldP English train" in html
 
 
 def test_a_checkpoint_scores_the_same_under_a_fresh_model_cache(tmp_path, monkeypatch):

@@ -237,7 +237,16 @@ def test_suite_table_averages_languages_then_tasks():
     table = suite_table(pd.DataFrame(rows))
     # xnli 70.0, panx 30.0 -> suite 50.0; without English: xnli 60.0, panx 20.0 -> 40.0
     assert table.loc["baseline", "xnli"] == "70.0" and table.loc["baseline", "panx"] == "30.0"
-    assert table.loc["baseline", "suite avg"] == "50.0" and table.loc["baseline", "suite avg xx≠en"] == "40.0"
+    assert table.loc["baseline", "XTREME-R avg"] == "50.0" and table.loc["baseline", "XTREME-R avg xx≠en"] == "40.0"
+
+
+def test_suite_table_keeps_pawsx_out_of_the_xtreme_r_average():
+    rows = [dict(task=task, method="baseline", seed=1, language=lang, language2="", metric="score", value=v, n=10)
+            for task, vals in {"xnli": {"en": 0.8, "de": 0.6}, "pawsx": {"en": 0.9, "de": 0.7}}.items()
+            for lang, v in vals.items()]
+    table = suite_table(pd.DataFrame(rows))
+    assert table.loc["baseline", "pawsx (XTREME (v1))"] == "80.0"  # shown under its own benchmark
+    assert table.loc["baseline", "XTREME-R avg"] == "70.0"  # XNLI alone
 
 
 # ------------------------------------------------------------------------------------- the real folder

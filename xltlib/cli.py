@@ -14,7 +14,7 @@ from xltlib.data.tasks import TASKS
 from xltlib.data.trainsets import TRAIN_SETS
 from xltlib.evaluation.alignment import METRICS
 from xltlib.evaluation.task_types import KINDS
-from xltlib.reporting.export import export_results
+from xltlib.reporting.export import DirtyTreeError, export_results
 from xltlib.reporting.index import write_index
 from xltlib.runner.executors import EXECUTORS
 from xltlib.runner.lab import lab
@@ -65,7 +65,12 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
 
-    for path in export_results(Run.open(args.dir), args.dest):
+    try:
+        written = export_results(Run.open(args.dir), args.dest, allow_dirty=args.allow_dirty)
+    except DirtyTreeError as exc:
+        print(f"xlt export: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0
 
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="write a finished run's summary tables, figures and provenance (docs/results)")
     p.add_argument("dir")
     p.add_argument("dest")
+    p.add_argument("--allow-dirty", action="store_true", help="export rows computed from uncommitted code (refused "
+                   "by default); the diff hashes they were computed with are recorded in provenance.json")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("rescore", help="recompute a run's transfer rows from its prediction files (no model or "
                        "checkpoint needed); rows that need the model (robustness, pretrained_*) are kept as stored",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -35,6 +36,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def git_diff_hash() -> str:
+    """sha256 (12 hex) of the uncommitted change to tracked files, "" on a clean tree: a row made from a dirty
+    tree names the exact diff it ran with, so an export that allows it can say which."""
+    here = Path(__file__).resolve().parent
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=here, capture_output=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return hashlib.sha256(diff).hexdigest()[:12] if diff.strip() else ""
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for p in PACKAGES:
@@ -50,7 +63,7 @@ INTERACTIVE_ENV = "XLT_INTERACTIVE"  # set by `xlt lab` for its kernels
 
 def provenance(params_file: str | None = None) -> dict:
     """``interactive``: written from an `xlt lab` session, not by a batch run (such rows must not pass for one)."""
-    return dict(git_commit=git_commit(), created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    return dict(git_commit=git_commit(), git_diff=git_diff_hash(), created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 params_file=params_file or "", python=platform.python_version(),
                 interactive=os.environ.get(INTERACTIVE_ENV, "") not in ("", "0"),
                 **{f"v_{k}": v for k, v in package_versions().items()})

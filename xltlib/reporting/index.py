@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -58,8 +59,11 @@ def write_index(run, status: dict | None = None) -> Path:
     warn = (f'<p style="color:#a00"><b>{len(lab)} result file(s) hold rows written from an interactive session '
             f"(xlt lab), not by a batch run</b> (column <code>interactive</code>): "
             f"{html.escape(', '.join(lab))}</p>") if lab else ""
+    # the analysis page ends with its plain-words summary: the first thing a reader looks for
+    summary = re.search(r'<h2 id="([^"]*[Ss]ummary[^"]*)"', body)
+    jump = f' · <a href="#{html.escape(summary.group(1))}">the summary in plain words</a>' if summary else ""
     nav = (f'<nav style="font-family:sans-serif;margin:1em 2em;padding:0.5em 1em;border:1px solid #ccc">'
-           f"<b>Run {html.escape(run.cfg.name)}</b> — stage reports:<ul>{''.join(items)}</ul>{warn}</nav>")
+           f"<b>Run {html.escape(run.cfg.name)}</b>{jump} — stage reports:<ul>{''.join(items)}</ul>{warn}</nav>")
     page = body.replace("<body", "<body", 1)
     idx = page.find(">", page.find("<body")) + 1 if "<body" in page else 0
     out = run.path("report", "index.html")

@@ -3,6 +3,8 @@ statistics tables of an :class:`~xltlib.analysis.summary.AnalysisResult`, and :f
 of them the one way the report shows tables (no 0, 1, 2... row numbers)."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 from IPython.display import display
@@ -35,7 +37,10 @@ def flat(table: pd.DataFrame) -> pd.DataFrame:
 def show(table: pd.DataFrame, digits: int | None = None) -> None:
     """Display a table in a notebook as the report shows every table: :func:`flat`, floats to ``digits``."""
     t = flat(table)
-    display(t.style.hide(axis="index").format(precision=6 if digits is None else digits, na_rep="NaN"))
+    # the table's id from its content, not a random one: a rerun of a page gives the same HTML
+    uuid = hashlib.sha1(t.to_csv(index=False).encode()).hexdigest()[:10]
+    display(t.style.set_uuid(uuid).hide(axis="index").format(precision=6 if digits is None else digits,
+                                                             na_rep="NaN"))
 
 
 # ------------------------------------------------------------------------------------------- task scores
@@ -67,7 +72,8 @@ def transfer_table(transfer: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def suite_table(transfer: pd.DataFrame) -> pd.DataFrame:
     """XTREME-R style summary: per method, each task's score (mean over its languages, then over seeds) and
-    the suite average over the tasks in the run; plus the same without English ("xx≠en")."""
+    the XTREME-R average over the run's XTREME-R tasks; plus the same without English ("xx≠en"). A task of
+    another benchmark (PAWS-X: XTREME v1) is shown with its benchmark's name and left out of the average."""
     std = score_rows(transfer)
     if std.empty:
         return pd.DataFrame()
@@ -77,10 +83,12 @@ def suite_table(transfer: pd.DataFrame) -> pd.DataFrame:
                      include_groups=False)
               .reset_index())
     tasks = sorted(per["task"].unique())
+    xtreme_r = [t for t in tasks if T.get_task(t).benchmark == "XTREME-R"]
     out = {}
     for col, label in (("all", ""), ("xx", " xx≠en")):
         wide = per.pivot_table(index=["method", "seed"], columns="task", values=col)
-        wide["suite avg"] = wide[tasks].mean(axis=1)
+        wide["XTREME-R avg"] = wide[xtreme_r].mean(axis=1) if xtreme_r else np.nan
+        wide = wide.rename(columns={t: f"{t} ({T.get_task(t).benchmark})" for t in tasks if t not in xtreme_r})
         g = wide.groupby(level="method")
         mean, sd, n = g.mean(), g.std(), g.size()
         for c in mean.columns:

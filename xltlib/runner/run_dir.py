@@ -10,6 +10,8 @@ Layout of a run folder ``DIR``::
     results/train/<checkpoint>.parquet      per-step training log
     results/transfer/<cell_id>.parquet      task score (and its parts) per language (pair)
     results/alignment/<checkpoint>.parquet  alignment per dataset x metric x language x layer
+    results/predictions/<cell_id>/<task>-<lang>[-<lang2>].parquet  every prediction of a transfer cell, with its key
+    results/rescored/transfer/<cell_id>.parquet  rows recomputed from the predictions by `xlt rescore` (no --write)
     notebooks/, report/           executed notebooks and their HTML; status.json
 
 Every artefact is written with its chained cache key (:mod:`xltlib.runner.keys`); only rows under a live key are

@@ -21,12 +21,10 @@ from xltlib.data.split import content_hash, eval_records, make_split, select_rec
 from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers
 from xltlib.evaluation.predictions import write_predictions
 from xltlib.evaluation.robustness import robustness_rows
-from xltlib.evaluation.task_types import get_kind
+from xltlib.evaluation.task_types import get_kind, load_checkpoint
 from xltlib.models.load import load_encoder, load_tokenizer
 from xltlib.runner import keys
-from xltlib.runner.keys import missing_cells  # noqa: F401 - the transfer notebook imports it from here
 from xltlib.runner.run_dir import Run  # noqa: F401 - notebooks import Run from here with the stage functions
-from xltlib.evaluation.task_types import load_checkpoint
 from xltlib.training.checkpoints import save_checkpoint
 from xltlib.training.loop import train_model
 from xltlib.training.objectives import build_objective

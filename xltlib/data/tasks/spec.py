@@ -33,6 +33,9 @@ class Task:
     # (metric, value in [0, 1]); instead of a value, "pretrained" = the pre-trained encoder's own score on it,
     # "chance" = 1 / number of labels, to be cleared by the lower end of the score's CI
     english_target: tuple[str, float | str] | None = None
+    # the benchmark whose average the task counts in: XTREME-R (Ruder et al., 2021, EMNLP, its 10 tasks) dropped
+    # PAWS-X and BUCC, which are XTREME (Hu et al., 2020) tasks only
+    benchmark: str = "XTREME-R"
 
     @property
     def training_task(self) -> str:

@@ -103,4 +103,5 @@ PAWSX = Task(
     layout="pawsx/{dev,test}-{lang}.tsv", group_fn=pawsx_groups, splits=("dev", "test"),
     notes="PAWS-X dev and test, 2,000 rows each aligned across 7 languages (a few labels differ from English)",
     english_target=("accuracy", 0.85),
+    benchmark="XTREME (v1)",
 )
