@@ -77,12 +77,17 @@ def write_rows(rows: list[dict] | pd.DataFrame, path: str | Path, prov: dict) ->
             df[col] = pd.NA
     for k, v in prov.items():
         df[k] = v
+    write_parquet_atomic(df, path)
+    return df
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` via a temporary file and rename: a file that exists is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
-    return df
 
 
 def read_rows(folder: str | Path) -> pd.DataFrame:

@@ -11,12 +11,11 @@ or checkpoints are recognised as stale. Files are written atomically (a temporar
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 
+from xltlib.core.rows import write_parquet_atomic
 from xltlib.data import tasks as T
 from xltlib.evaluation.predict import Predictions
 from xltlib.evaluation.task_types import get_kind
@@ -45,9 +44,7 @@ def write_predictions(folder: str | Path, task: str, predictions: Predictions, k
         df = pd.concat([pd.DataFrame(dict(task=task, language=lang, language2=lang2, key=key), index=table.index),
                         table], axis=1)
         path = prediction_file(folder, task, lang, lang2)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        write_parquet_atomic(df, path)
         written.append(path)
     return written
 

@@ -15,14 +15,13 @@ rows instead (under the run folder's lock). Either way each file is written atom
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from xltlib.core.rows import write_parquet_atomic
 from xltlib.evaluation.predictions import read_predictions, score_predictions
 from xltlib.runner.run_dir import Run
 
@@ -114,13 +113,6 @@ def rescore_cell(stored: pd.DataFrame, predictions_dir: Path, prov: dict) -> Cel
     return out
 
 
-def _write(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def rescore_run(run: Run, *, write: bool = False) -> list[CellRescore]:
     """Rescore every transfer rows file of ``run`` (see the module); a cell that cannot be rescored is written
     nowhere (an earlier rescoring's rows of it are removed from ``results/rescored/``) and says why in its
@@ -136,7 +128,7 @@ def rescore_run(run: Run, *, write: bool = False) -> list[CellRescore]:
         res = rescore_cell(stored, run.path("results", "predictions", str(stored["cell_id"].iloc[0])), prov)
         if res.rows is not None:
             res.path = dest / path.name
-            _write(res.rows, res.path)
+            write_parquet_atomic(res.rows, res.path)
         elif not write:  # an earlier rescoring's rows must not pass for this one's
             (dest / path.name).unlink(missing_ok=True)
         done.append(res)
