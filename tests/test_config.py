@@ -394,3 +394,9 @@ def test_rs_da_reference_schedule_is_checked_against_the_grid_tasks(tmp_path):
     msg = config_error(None, ["grid.method=[rs_da]", "grid.task=[xnli, xcopa]", "methods.rs_da.copies=reference"],
                        data_dir=data)
     assert "methods.rs_da.copies = 'reference'" in msg and "'xcopa'" in msg
+
+
+def test_a_data_folder_that_does_not_exist_is_named_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLT_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="nowhere.*does not exist"):
+        load_config(PARAMS_DIR / "quick.yaml")

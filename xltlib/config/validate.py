@@ -69,7 +69,10 @@ def check_hyperparameters(kind: str, hparams: dict, entry: str, source: str) -> 
 
 def check_registries(cfg: RunConfig, source: str) -> None:
     """Names in the grid must exist in their registries; method hyperparameters must validate."""
-
+    data = cfg.resolved_data_dir()
+    if data is not None and not cfg.smoke and not data.is_dir():  # else every reader fails later, one at a time
+        raise ConfigError(f"{source}: the data folder {data} (data_dir, else $XLT_DATA_DIR, else ../shared/data for "
+                          "make) does not exist; point XLT_DATA_DIR at an XTREME-layout folder")
     for t in cfg.grid.task:
         if t not in TASKS:
             raise ConfigError(f"{source}: grid.task '{t}' is not a registered task; registered: {', '.join(TASKS)}")
