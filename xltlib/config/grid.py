@@ -29,7 +29,7 @@ def expand_grid(cfg: RunConfig) -> list[Cell]:
     the checkpoint it evaluates."""
 
     cells = []
-    for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid.method, cfg.grid.seed):
+    for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid_methods(), cfg.grid.seed):
         kind, hp = cfg.method_spec(method)
         # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
         checkpoint = cell_id(model, get_task(task).training_task, method, seed)

@@ -5,6 +5,7 @@ keys and values of the wrong type are errors that name the file, the key, the
 value and what is allowed."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -150,6 +151,13 @@ class RunConfig(_Strict):
     evaluate: EvalConfig = EvalConfig()
     languages: dict[str, list[str]] = {}  # per task, the evaluation languages (default: all of the task's)
     task_train: dict[str, dict[str, Any]] = {}  # per training task, TrainConfig overrides, e.g. {pawsx: {epochs: 3}}
+    # recipe search: every method of grid.method trains at every combination of these train settings (the same
+    # budget for each method), as method entries named '<method>@lr=2e-05'; `xlt recipes RUN` picks the best on
+    # English selection data (protocol.selection), e.g. {lr: [2.0e-5, 5.0e-5, 1.0e-4]}
+    search: dict[str, list[Any]] = {}
+    # the recipe chosen per (training task, method entry), TrainConfig overrides applied after task_train and the
+    # method's own `train`, e.g. {pawsx: {pgd: {lr: 5.0e-5}}} (written from `xlt recipes RUN --yaml`)
+    recipes: dict[str, dict[str, dict[str, Any]]] = {}
     alignment: AlignmentConfig = AlignmentConfig()
     report: ReportConfig = ReportConfig()
     smoke: bool = False  # tiny random model + tiny data made on the fly (tests)
@@ -170,19 +178,46 @@ class RunConfig(_Strict):
 
     def train_for(self, task: str, method: str | None = None) -> "TrainConfig":
         """The training settings of a checkpoint: ``train``, then the task's ``task_train`` overrides, then the
-        method entry's ``train`` overrides."""
-        over = {**self.task_train.get(task, {}), **(self.method_train(method) if method else {})}
+        method entry's ``train`` overrides, then the (task, method) ``recipes`` entry, then a search entry's values."""
+        over = dict(self.task_train.get(task, {}))
+        if method:
+            base, searched = self.split_entry(method)
+            over.update(self.method_train(base))
+            over.update(self.recipes.get(task, {}).get(base, {}))
+            over.update(searched)
         return TrainConfig.model_validate({**self.train.model_dump(), **over}) if over else self.train
+
+    def grid_methods(self) -> list[str]:
+        """The method entries of the grid's cells: ``grid.method``, or with a ``search`` every method at every
+        combination of its values ('pgd@lr=2e-05'), the settings outermost so each one's methods run together."""
+        if not self.search:
+            return list(self.grid.method)
+        keys = list(self.search)
+        return [f"{m}@" + ",".join(f"{k}={_setting_text(v)}" for k, v in zip(keys, combo))
+                for combo in itertools.product(*self.search.values()) for m in self.grid.method]
+
+    def split_entry(self, entry: str) -> tuple[str, dict[str, Any]]:
+        """(method entry, searched train settings) of a grid entry: 'pgd@lr=2e-05' -> ('pgd', {'lr': 2e-05})."""
+        if "@" not in entry:
+            return entry, {}
+        base, settings = entry.split("@", 1)
+        return base, {k: yaml_load(v) for k, v in (part.split("=", 1) for part in settings.split(","))}
 
     def method_spec(self, entry: str) -> tuple[str, dict]:
         """(objective type, hyperparameters) of a grid method entry (its ``train`` overrides are not the objective's)."""
+        entry = self.split_entry(entry)[0]
         spec = dict(self.methods.get(entry, {}))
         spec.pop("train", None)
         return spec.pop("type", entry), spec
 
     def method_train(self, entry: str) -> dict:
         """The train-setting overrides of a method entry (``methods.<entry>.train``), or {}."""
-        return dict(self.methods.get(entry, {}).get("train") or {})
+        return dict(self.methods.get(self.split_entry(entry)[0], {}).get("train") or {})
+
+
+def _setting_text(value) -> str:
+    """A searched value as it appears in an entry name: 2e-05, 3, true."""
+    return f"{value:g}" if isinstance(value, float) else yaml.safe_dump(value, default_flow_style=True).strip().strip(".").strip()
 
 
 def _format_validation(err: ValidationError, source: str, model: type[BaseModel]) -> str:

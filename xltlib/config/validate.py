@@ -151,6 +151,7 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             cfg.train_for(task)
         except ValidationError as exc:
             raise ConfigError(_format_validation(exc, f"{source}: task_train.{task}", TrainConfig)) from None
+    check_search_and_recipes(cfg, source)
     for task, langs in cfg.languages.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")
@@ -158,3 +159,36 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             if lang not in TASKS[task].languages:
                 raise ConfigError(f"{source}: languages.{task} has '{lang}', which task '{task}' lacks; "
                                   f"its languages: {', '.join(TASKS[task].languages)}")
+
+
+def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
+    """``search``: train settings with a non-empty list of values each; ``recipes``: per training task of the grid
+    and method of grid.method, train settings that validate."""
+    for key, values in cfg.search.items():
+        if key not in TrainConfig.model_fields:
+            raise ConfigError(f"{source}: search.{key}: not a train setting; train settings: "
+                              f"{', '.join(TrainConfig.model_fields)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: search.{key} = {values!r}: expected a non-empty list of values to try")
+        for value in values:
+            try:
+                TrainConfig.model_validate({**cfg.train.model_dump(), key: value})
+            except ValidationError as exc:
+                raise ConfigError(_format_validation(exc, f"{source}: search.{key}", TrainConfig)) from None
+    training_tasks = {TASKS[t].training_task for t in cfg.grid.task if t in TASKS}
+    for task, by_method in cfg.recipes.items():
+        if task not in training_tasks:
+            raise ConfigError(f"{source}: recipes.{task}: not a training task of grid.task "
+                              f"({', '.join(sorted(training_tasks))})")
+        if not isinstance(by_method, dict):
+            raise ConfigError(f"{source}: recipes.{task} must map method entries to train settings, got {by_method!r}")
+        for method, over in by_method.items():
+            if method not in cfg.grid.method:
+                raise ConfigError(f"{source}: recipes.{task}.{method}: not a method of grid.method "
+                                  f"({', '.join(cfg.grid.method)})")
+            if not isinstance(over, dict):
+                raise ConfigError(f"{source}: recipes.{task}.{method} must be a mapping of train settings, got {over!r}")
+            try:
+                cfg.train_for(task, method)
+            except ValidationError as exc:
+                raise ConfigError(_format_validation(exc, f"{source}: recipes.{task}.{method}", TrainConfig)) from None

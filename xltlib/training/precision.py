@@ -37,7 +37,16 @@ class MasterWeights:
         trained = {id(p) for p in self.params}
         # .data of the frozen parameters before the cast: restore() needs them at full precision
         self._fp32_frozen = [(p, p.data) for p in model.parameters() if id(p) not in trained]
+        embeddings = embedding_block(model)
+        kept = [(p, p.data) for p in embeddings.parameters()] if embeddings is not None else []
         model.to(dtype)
+        # The embedding block stays fp32 and casts its output: a perturbation of the input embeddings (PGD,
+        # FreeLB, RS-RP) is added, normed and stepped in fp32 (in bf16, 11-35% of a small delta's coordinates
+        # round to zero), as in the references' fp32 runs. It is a lookup, a few adds and one LayerNorm.
+        for p, data in kept:
+            p.data = data
+        self._cast_hook = (embeddings.register_forward_hook(lambda module, args, out: out.to(dtype))
+                           if embeddings is not None else None)
 
     def grads_to_master(self) -> None:
         """Move the bf16 gradients into the masters' fp32 ``.grad`` (kept between steps: no fresh 84 MB per step).
@@ -75,7 +84,19 @@ class MasterWeights:
             p.data = m.data
         for p, original in self._fp32_frozen:
             p.data = original
+        if self._cast_hook is not None:
+            self._cast_hook.remove()
         return self.model.float()  # buffers
+
+
+def embedding_block(model: nn.Module) -> nn.Module | None:
+    """The module that turns token ids into the encoder's first hidden states (word + position embeddings and
+    their LayerNorm: ``model.base_model.embeddings`` in BERT-family models), or None for a model without one."""
+    block = getattr(getattr(model, "base_model", model), "embeddings", None)
+    words = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if isinstance(block, nn.Module) and words is not None and any(m is words for m in block.modules()):
+        return block
+    return None
 
 
 class Precision:

@@ -47,6 +47,12 @@ def real(default: float, lo: float | None = None, hi: float | None = None, *, lo
     return HParam(default, expected, check, float)
 
 
+def optional_real(lo: float) -> HParam:
+    """A finite float >= lo, or null (None: the objective derives it, e.g. from another hyperparameter)."""
+    return HParam(None, f"a finite number >= {lo:g}, or null", lambda v: v is None or (_is_real(v) and v >= lo),
+                  lambda v: v if v is None else float(v))
+
+
 def integer(default: int, lo: int) -> HParam:
     return HParam(default, f"an integer >= {lo}",
                   lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo, int)

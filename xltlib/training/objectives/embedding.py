@@ -28,7 +28,16 @@ from __future__ import annotations
 import torch
 
 from xltlib.training.dropout import shared_dropout_masks
-from xltlib.training.objectives.base import Objective, boolean, choice, integer, model_inputs, real, register
+from xltlib.training.objectives.base import (
+    Objective,
+    boolean,
+    choice,
+    integer,
+    model_inputs,
+    optional_real,
+    real,
+    register,
+)
 
 __all__ = ["Baseline", "PGD", "FreeLB", "RSRP", "median_token_norm", "SCALES"]
 
@@ -67,7 +76,8 @@ def _repeat(t: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _forward(model, embeds, batch, labels=True):
-    """The model on ``embeds`` (perturbations are fp32; a bf16-weight model takes bf16 inputs)."""
+    """The model on ``embeds``, in the embedding table's dtype: fp32 in training, where the embedding block stays
+    fp32 in a bf16-weight model (xltlib.training.precision); bf16 under ``bf16_inference``."""
     embeds = embeds.to(model.get_input_embeddings().weight.dtype)
     kw = model_inputs(batch)
     if labels:
@@ -81,10 +91,25 @@ def token_norm(delta: torch.Tensor, mask: torch.Tensor) -> float:
     return float(per_token.sum() / mask.sum().clamp_min(1))
 
 
+def uniform_start(ref: torch.Tensor, mask: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """The FreeLB repository's random start: uniform in [-1, 1] per real-token coordinate, scaled per example
+    by ``mag / sqrt(n * H)`` (n real tokens, H hidden size), fp32 (zhuchen03/FreeLB @ eb23701,
+    fairseq-RoBERTa/fairseq/tasks/sentence_prediction.py lines 108-111 for FreeLB, 212-215 for vanilla PGD)."""
+    u = (torch.rand_like(ref, dtype=torch.float32) * 2 - 1) * mask
+    dims = mask.sum(dim=(1, 2)).clamp_min(1) * ref.shape[-1]
+    return u * (mag / dims.sqrt().view(-1, 1, 1))
+
+
 class _EmbeddingObjective(Objective):
-    """Shared pieces: the strength unit of ``scale`` and the diagnostics."""
+    """Shared pieces: the strength unit of ``scale``, the adversarial phase and the diagnostics."""
 
     diagnose = True  # compute clean_loss etc. for last_stats (train_model sets it from TrainConfig)
+    updates = 0  # loss_and_backward calls so far: one per optimizer update
+
+    def before_adversarial_phase(self) -> bool:
+        """Counts this update; True while it comes before ``adv_begin_iter`` (a plain cross-entropy step)."""
+        self.updates += 1
+        return self.updates <= self.hparams.get("adv_begin_iter", 0)
 
     def prepare(self, model) -> None:
         """Measure the reference norm on the model as loaded (fp32), before any precision cast."""
@@ -138,10 +163,16 @@ class PGD(_EmbeddingObjective):
 
     Defaults (l2, eps=0.2, alpha=0.1, steps=2, random start, absolute scale) are the vanilla-PGD
     MNLI setting of the same repository (fairseq-RoBERTa/launch/VanillaPGD/stdadv-mnli-fp32-clip.sh,
-    line 61: adv-lr 1e-1, adv-steps 2, rand-init-mag 2e-1, max-norm 2e-1). The reference's random start
-    is uniform per coordinate scaled by ``rand-init-mag / sqrt(n * H)``; here it is uniform in the eps
-    ball (Madry et al.). ``clean_weight=0`` is Madry et al.'s pure adversarial risk. The final delta is
-    kept in ``self.last_delta``.
+    line 61: adv-lr 1e-1, adv-steps 2, rand-init-mag 2e-1, max-norm 2e-1).
+
+    ``start`` (with ``random_start``): ``reference`` draws delta_0 as the reference does, uniform in [-1, 1]
+    per real-token coordinate times ``init_mag / sqrt(n * H)`` (n real tokens, H hidden size;
+    sentence_prediction.py lines 212-215), so its norm is about ``init_mag / sqrt(3)``; ``init_mag``
+    defaults to ``eps`` (the MNLI script sets rand-init-mag = max-norm = 0.2). ``ball``: uniform in the eps
+    ball (Madry et al.), which in n * H dimensions sits on the ball's surface. ``adv_begin_iter``: updates
+    before it are plain cross-entropy steps (``--adv-begin-iter``, checked at line 209; 0 = adversarial from the
+    first update). ``clean_weight=0`` is Madry et al.'s pure adversarial risk. The final delta is kept in
+    ``self.last_delta``.
     """
 
     HPARAMS = {
@@ -150,6 +181,9 @@ class PGD(_EmbeddingObjective):
         "alpha": real(0.1, 0.0, lo_open=True),
         "steps": integer(2, 1),
         "random_start": boolean(True),
+        "start": choice("reference", "reference", "ball"),
+        "init_mag": optional_real(0.0),
+        "adv_begin_iter": integer(0, 0),
         "clean_weight": real(0.0, 0.0, 1.0),
         "scale": choice("absolute", *SCALES),
         "share_dropout": boolean(True),
@@ -160,6 +194,9 @@ class PGD(_EmbeddingObjective):
             return torch.zeros_like(ref, dtype=torch.float32)
         if self.norm == "linf":
             return (torch.rand_like(ref, dtype=torch.float32) * 2 - 1) * eps * mask
+        if self.start == "reference":
+            mag = eps if self.init_mag is None else eps * (self.init_mag / self.eps)  # init_mag in eps's units
+            return uniform_start(ref, mask, mag)
         # uniform in the L2 ball over the n = tokens * hidden unmasked coordinates
         direction = torch.randn_like(ref, dtype=torch.float32) * mask
         direction = direction / _norm(direction).clamp_min(1e-12)
@@ -190,7 +227,7 @@ class PGD(_EmbeddingObjective):
         return delta
 
     def loss_and_backward(self, model, batch):
-        if self.clean_weight == 1.0:
+        if self.clean_weight == 1.0 or self.before_adversarial_phase():
             return super().loss_and_backward(model, batch)
         with shared_dropout_masks(self.share_dropout):
             embeds = model.get_input_embeddings()(batch["input_ids"])
@@ -232,7 +269,9 @@ class FreeLB(_EmbeddingObjective):
 
     Defaults (l2, adv_lr=0.1, adv_steps=2, adv_init_mag=0.1, adv_max_norm=0.3, absolute scale) are
     the FreeLB MNLI setting (fairseq-RoBERTa/launch/FreeLB/mnli-fp32-clip.sh, line 63: ADV_LR 1e-1,
-    ADV_STEP 2, INIT_MAG 1e-1, MNORM 3e-1), MNLI being the English source of XNLI. The last delta is
+    ADV_STEP 2, INIT_MAG 1e-1, MNORM 3e-1), MNLI being the English source of XNLI. ``adv_begin_iter``:
+    updates before it are plain cross-entropy steps (``--adv-begin-iter``, sentence_prediction.py line 59,
+    checked at line 103 of its training step; 0 = adversarial from the first update, the scripts' -1). The last delta is
     kept in ``self.last_delta``.
     """
 
@@ -242,6 +281,7 @@ class FreeLB(_EmbeddingObjective):
         "adv_steps": integer(2, 1),
         "adv_init_mag": real(0.1, 0.0),
         "adv_max_norm": real(0.3, 0.0),
+        "adv_begin_iter": integer(0, 0),
         "scale": choice("absolute", *SCALES),
         "share_dropout": boolean(True),
     }
@@ -253,12 +293,10 @@ class FreeLB(_EmbeddingObjective):
     def _init_delta(self, embeds, mask, unit):
         if self.adv_init_mag == 0:
             return torch.zeros_like(embeds, dtype=torch.float32)
-        u = torch.rand_like(embeds, dtype=torch.float32) * 2 - 1
         mag = self.adv_init_mag * unit
         if self.norm == "linf":
-            return u * mag * mask
-        dims = mask.sum(dim=(1, 2)).clamp_min(1) * embeds.shape[-1]
-        return u * mask * (mag / dims.sqrt().view(-1, 1, 1))
+            return (torch.rand_like(embeds, dtype=torch.float32) * 2 - 1) * mag * mask
+        return uniform_start(embeds, mask, mag)
 
     def _ascend(self, delta, grad, mask, unit):
         p = 2.0 if self.norm == "l2" else float("inf")
@@ -272,6 +310,8 @@ class FreeLB(_EmbeddingObjective):
         return delta
 
     def loss_and_backward(self, model, batch):
+        if self.before_adversarial_phase():
+            return Objective.loss_and_backward(self, model, batch)
         embedding = model.get_input_embeddings()
         passes = self.passes()
         with shared_dropout_masks(self.share_dropout):
