@@ -13,6 +13,12 @@ Same model (the offline ``me5-small`` checkpoint) and the same N German + N Engl
 4. the similarity step: ``compute_alignment_pairs`` with the ``retrieval`` metric on one language pair at all
    13 layers vs a bare ``torch.mm`` of the same shapes (13 x [N,d]@[d,N] fp32).
 
+``--probe`` times the language-ID probe instead: ``langid_probe`` (metric version 3: every fold at once, bf16
+products, :mod:`xltlib.evaluation.probe`) against version 2's ``StandardScaler`` + ``LogisticRegression``
+(scikit-learn, ``cross_val_score``) on the same rows and folds, per layer of the bf16 ``encode_layers`` states of
+``--probe-langs`` Tatoeba languages (the xx sides, as the alignment stage feeds it), with both clocks (wall and
+this process's CPU seconds, which other jobs on a shared core do not inflate) and the accuracy of each.
+
 Every path is warmed up once on the full input before timing; times are ``time.perf_counter`` wall clock,
 each variant is timed ``--repeats`` times (variants interleaved) and the median is reported.
 This is a report, not a test.
@@ -26,10 +32,15 @@ import time
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
 from xltlib.data import tasks as T
-from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers
+from xltlib.core.peak import cpu_peaks
+from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, langid_probe
 from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
 
 quiet_reports()
@@ -83,6 +94,63 @@ def row_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+PROBE_LANGS = "ar,bg,de,el,es,fr,hi,ja,ko,ru,sw,th,tr,ur,vi,zh"  # the quick run's alignment languages
+
+
+def sklearn_probe(reps: dict[str, np.ndarray], max_per_lang: int = 200, folds: int = 5, seed: int = 0,
+                  C: float = 1.0) -> float:
+    """``langid_probe`` of metric version 2, verbatim: the same rows, folds and scikit-learn classifier."""
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for i, (_, a) in enumerate(sorted(reps.items())):
+        sel = rng.choice(len(a), size=min(max_per_lang, len(a)), replace=False)
+        feats.append(np.asarray(a, np.float32)[np.sort(sel)])
+        labels.append(np.full(len(sel), i))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(clf, np.concatenate(feats), np.concatenate(labels), cv=cv).mean())
+
+
+def bench_probe(args, data_dir: str) -> None:
+    langs = args.probe_langs.split(",")
+    cache = args.probe_cache
+    if cache and os.path.exists(cache):
+        reps = dict(np.load(cache))
+        print(f"encodings read from {cache}")
+    else:
+        tok, model = load_tokenizer(MODEL), load_encoder(MODEL).eval()
+        t = time.perf_counter()
+        reps = {lang: encode_layers(model, tok, [r["text_a"] for r in T.load_records("tatoeba", lang, data_dir)]
+                                    [: args.probe_n], batch_size=args.batch_size, max_length=MAX_LEN, bf16=True)
+                for lang in langs}
+        print(f"encoded {len(langs)} x {args.probe_n} sentences in {time.perf_counter() - t:.0f} s")
+        if cache:
+            np.savez(cache, **reps)
+    depth = next(iter(reps.values())).shape[0]
+    print(f"language-ID probe: {len(reps)} languages x {min(len(a[0]) for a in reps.values())} sentences "
+          f"(200 per language sampled, as the stage does), {depth} layers, 5 folds, C=1")
+    print(f"{'layer':>5s} {'v2 sklearn s':>12s} {'cpu s':>6s} {'acc':>7s} {'v3 ours s':>9s} {'cpu s':>6s} {'acc':>7s} "
+          f"{'|diff|':>7s} {'x wall':>6s} {'x cpu':>6s}")
+    tot = np.zeros(4)
+    diffs = []
+    for layer in range(depth):
+        layer_reps = {lang: a[layer] for lang, a in reps.items()}
+        t, c = time.perf_counter(), time.process_time()
+        old = sklearn_probe(layer_reps)
+        t1, c1 = time.perf_counter(), time.process_time()
+        new = langid_probe(layer_reps)["langid_acc"]
+        t2, c2 = time.perf_counter(), time.process_time()
+        row = np.array([t1 - t, c1 - c, t2 - t1, c2 - c1])
+        tot += row
+        diffs.append(abs(new - old))
+        print(f"{layer:5d} {row[0]:12.3f} {row[1]:6.3f} {old:7.4f} {row[2]:9.3f} {row[3]:6.3f} {new:7.4f} "
+              f"{abs(new - old):7.4f} {row[0] / row[2]:6.1f} {row[1] / row[3]:6.1f}")
+    print(f"{'all':>5s} {tot[0]:12.2f} {tot[1]:6.2f} {'':7s} {tot[2]:9.2f} {tot[3]:6.2f} {'':7s} {max(diffs):7.4f} "
+          f"{tot[0] / tot[2]:6.1f} {tot[1] / tot[3]:6.1f}")
+    print(f"per checkpoint (all {depth} layers): v2 {tot[1]:.2f} CPU s, v3 {tot[3]:.2f} CPU s -> {tot[1] / tot[3]:.1f}x; "
+          f"largest accuracy difference {max(diffs):.4f} (target <= 0.01)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="sentences per language (German and English)")
@@ -91,12 +159,23 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     ap.add_argument("--sim-repeats", type=int, default=5, help="timed runs of the similarity step")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--probe", action="store_true", help="time the language-ID probe (v2 scikit-learn vs v3) only")
+    ap.add_argument("--probe-langs", default=PROBE_LANGS, help="--probe: Tatoeba languages, comma-separated")
+    ap.add_argument("--probe-n", type=int, default=250, help="--probe: sentences per language encoded")
+    ap.add_argument("--probe-cache", default="", help="--probe: .npz to keep the encodings in (read when present)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data_dir = os.environ.get("XLT_DATA_DIR")
     if not data_dir:
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
+    pk = cpu_peaks()
+    print(f"bf16 2048^2 matmul peak (xltlib.core.peak): {pk['bf16_gflops_1_thread']:.0f} GFLOP/s on 1 thread (per "
+          f"CPU second), {pk['bf16_gflops_all_threads']:.0f} GFLOP/s on {pk['threads']} usable core(s); torch threads "
+          f"{torch.get_num_threads()}")
+    if args.probe:
+        bench_probe(args, data_dir)
+        return
 
     recs = T.load_records("tatoeba", args.lang, data_dir)[: args.n]
     n = len(recs)

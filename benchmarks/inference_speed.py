@@ -40,13 +40,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 
 from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
 from xltlib.data import tasks as T
 from xltlib.evaluation.alignment import encode_layers
 from xltlib.training.batching import collate, tokenize_pairs
 from xltlib.core.devices import describe, resolve_device
-from xltlib.evaluation.predict import predict
+from xltlib.core.peak import cpu_peaks, matmul_peak
+from xltlib.evaluation.predict import classify
 from xltlib.models.heads import load_classifier
 from xltlib.evaluation.task_types import get_kind
 from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
@@ -61,42 +63,78 @@ MAX_LEN = 128
 BF16 = torch.bfloat16
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (one thread: immune to other jobs on the core)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, trials: int = 5, reps: int = 10, warmup_s: float = 1.0) -> tuple[float, int]:
-    """Best bf16 FLOP/s of an n x n matmul on ``device`` (n = 2048 on a CPU, 8192 on a GPU) and n."""
-    n = 8192 if device.type == "cuda" else 2048
-    a, b = torch.randn(n, n, dtype=BF16, device=device), torch.randn(n, n, dtype=BF16, device=device)
-    t_end = time.perf_counter() + warmup_s
-    while time.perf_counter() < t_end:
-        a @ b
+class ForwardClock:
+    """Time spent inside the forward passes of the Hugging Face encoder(s) in ``owner`` (hooks), and the tokens
+    they ran on (padding included): what is left of a variant's time is its own overhead around the model."""
+
+    def __init__(self, owner: torch.nn.Module):
+        self.encoders = [m for m in owner.modules() if isinstance(m, transformers.PreTrainedModel)
+                         and getattr(m, "base_model", None) is m]
+        self.seconds, self.tokens, self._t = 0.0, 0, 0.0
+
+    def __enter__(self) -> "ForwardClock":
+        # the instance's forward is wrapped, not hooked: sentence-transformers calls model.forward directly
+        def wrap(forward):
+            def timed_forward(*args, **kwargs):
+                ids = kwargs.get("input_ids", args[0] if args else None)
+                self.tokens += ids.numel() if ids is not None else 0
+                t = CLOCK()
+                try:
+                    return forward(*args, **kwargs)
+                finally:
+                    self.seconds += CLOCK() - t
+
+            return timed_forward
+
+        for m in self.encoders:
+            m.forward = wrap(m.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.encoders:
+            del m.forward  # the class's forward again
+
+
+def forward_share(name: str, fn, owner: torch.nn.Module, device: torch.device) -> dict:
+    """One extra call of ``fn`` with the encoder's forward timed: total, forward and overhead seconds, tokens."""
+    with ForwardClock(owner) as fc:
+        t = CLOCK()
+        fn()
         sync(device)
-    best = 0.0
-    for _ in range(trials):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
-    return best, n
+        total = CLOCK() - t
+    print(f"  {name:42s} total {total:6.2f}s  encoder forward {fc.seconds:6.2f}s ({fc.seconds / total:4.0%})  "
+          f"overhead {total - fc.seconds:5.2f}s  padded tokens {fc.tokens:,}")
+    return dict(total=total, forward=fc.seconds, tokens=fc.tokens)
+
+
+def physics_bound(shares: dict[str, dict], ours: str, ref: str) -> None:
+    """How fast ours could be against ``ref`` if everything but its encoder forward were free."""
+    o, r = shares[ours], shares[ref]
+    print(f"  bound: {ref} total / ours' encoder forward alone = {r['total'] / o['forward']:.2f}x "
+          f"(ours' forward runs {o['tokens'] / max(r['tokens'], 1):.2f}x the reference's padded tokens)")
 
 
 def run_variants(variants: dict[str, dict], repeats: int, device: torch.device) -> None:
     """Warm up each variant once (its one-time costs go to ``first_s``), then time them interleaved."""
     for v in variants.values():
-        t = time.perf_counter()
+        t = CLOCK()
         v["out"] = v["fn"]()
         sync(device)
-        v["first_s"], v["times"] = time.perf_counter() - t, []
+        v["first_s"], v["times"] = CLOCK() - t, []
     for _ in range(repeats):  # interleaved, so slow drift of a shared host hits every variant alike
         for v in variants.values():
-            t = time.perf_counter()
+            t = CLOCK()
             v["out"] = v["fn"]()
             sync(device)
-            v["times"].append(time.perf_counter() - t)
+            v["times"].append(CLOCK() - t)
     for v in variants.values():
         med = statistics.median(v["times"])
         v["med"], v["best"], v["spread"] = med, min(v["times"]), (max(v["times"]) - min(v["times"])) / med
@@ -162,9 +200,10 @@ def bench_encode(args, device, tok, path: str) -> float:
                        for s in (xs, ys)]
             return torch.cat(out).float().cpu().numpy()
 
+        run.owner = m  # the module whose encoder forward ForwardClock times
         return run
 
-    variants = {f"ours encode_layers bf16 ({depth} layers)": dict(fn=ours(True)),
+    variants = {f"ours encode_layers bf16 ({depth} layers)": dict(fn=ours(True), owner=model),
                 "ST encode bf16 autocast (last layer)": dict(fn=st(False)),
                 "ST encode bf16 weights (last layer)": dict(fn=st(True))}
     run_variants(variants, args.repeats, device)
@@ -178,6 +217,10 @@ def bench_encode(args, device, tok, path: str) -> float:
         c_ref, c32 = row_cos(last, ref_out), row_cos(last, fp32)
         agree[name] = f"min cos vs best ST {c_ref.min():.5f}, vs ours fp32 {c32.min():.5f}"
     table(f"extraction ({2 * n} sentences)", "sent", 2 * n, variants, best, agree)
+    print("where the time goes (one more call each):")
+    shares = {name: forward_share(name, v["fn"], v.get("owner") or v["fn"].owner, device)
+              for name, v in variants.items()}
+    physics_bound(shares, next(iter(variants)), best)
     return report_ratio(variants, best, "sentences/s")
 
 
@@ -268,18 +311,19 @@ def bench_predict(args, device, tok) -> float:
                     s = ce.predict(texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_tensor=True)
                 return s.float().cpu().numpy()
 
+            run.owner = ce  # the module whose encoder forward ForwardClock times
             return run
 
         folder = Path(tmp, "hf")
         ce32, ce16 = (cross_encoder(model, tok, folder, args.pooling, device, bf) for bf in (False, True))
-        variants = {"ours kind.evaluate bf16 (the stage's path)": dict(fn=ours),
+        variants = {"ours kind.evaluate bf16 (the stage's path)": dict(fn=ours, owner=model),
                     "CrossEncoder.predict bf16 autocast": dict(fn=ce_run(ce32, True)),
                     "CrossEncoder.predict bf16 weights": dict(fn=ce_run(ce16, False))}
         run_variants(variants, args.repeats, device)
 
         def preds(bf16: bool) -> np.ndarray:  # evaluate_languages' own prediction call, per language
-            return np.concatenate([predict(model, tok, [r["text_a"] for r in recs[lang]], [r["text_b"] for r in recs[lang]],
-                                           bf16=bf16, **kw) for lang in langs])
+            return np.concatenate([classify(model, tok, [r["text_a"] for r in recs[lang]],
+                                            [r["text_b"] for r in recs[lang]], bf16=bf16, **kw)[0] for lang in langs])
 
         ours_bf, ours32 = preds(True), preds(False)
         ce_names = [k for k in variants if k.startswith("CrossEncoder")]
@@ -290,6 +334,10 @@ def bench_predict(args, device, tok) -> float:
                  for name, p in agree.items()}
         gold = np.array([r["label"] for lang in langs for r in recs[lang]])
         table(f"pair classification ({n} pairs)", "pair", n, variants, best, agree)
+        print("where the time goes (one more call each):")
+        shares = {name: forward_share(name, v["fn"], v.get("owner") or v["fn"].owner, device)
+                  for name, v in variants.items()}
+        physics_bound(shares, next(iter(variants)), best)
         print(f"accuracy (fitted head): ours bf16 {np.mean(ours_bf == gold):.3f}, ours fp32 {np.mean(ours32 == gold):.3f}")
         return report_ratio(variants, best, "pairs/s")
 
@@ -307,22 +355,31 @@ def main():
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--only", choices=["a", "b"], default=None, help="run one part only")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: time.process_time, this "
+                    "process's CPU seconds (with --threads 1: the ratio other jobs on a shared core do not move)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        global CLOCK
+        CLOCK = time.process_time
     args.data_dir = os.environ.get("XLT_DATA_DIR")
     if not args.data_dir:
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
     device = resolve_device(args.device)
     path = resolve_model(MODEL)
     tok = load_tokenizer(MODEL)
-    peak, n = matmul_peak(device)
     import sentence_transformers
-    import transformers
 
     print(f"device: {describe(device)}; torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"sentence-transformers {sentence_transformers.__version__}")
-    print(f"bf16 matmul peak ({n}^2, best of 5 trials after a 1 s warm-up): {peak / 1e12:.2f} TFLOP/s")
+          f"sentence-transformers {sentence_transformers.__version__}; clock: {args.clock}")
+    if device.type == "cuda":
+        print(f"bf16 8192^2 matmul peak (xltlib.core.peak): {matmul_peak(device) / 1e12:.2f} TFLOP/s")
+    else:
+        pk = cpu_peaks()
+        print(f"bf16 2048^2 matmul peak (xltlib.core.peak): {pk['bf16_gflops_1_thread']:.0f} GFLOP/s on 1 thread, "
+              f"{pk['bf16_gflops_all_threads']:.0f} GFLOP/s on {pk['threads']} usable core(s); this run uses "
+              f"{torch.get_num_threads()} thread(s)")
     ratios = {}
     if args.only in (None, "a"):
         ratios["(a) encode_layers / best ST encode"] = bench_encode(args, device, tok, path)

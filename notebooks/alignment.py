@@ -5,8 +5,10 @@
 # Layer 0 is the embedding output. Every metric of every checkpoint is in `results/alignment/`.
 # `retrieval.acc1_en2xx` queries with English and searches the xx sentences: XTREME's Tatoeba direction.
 # Pair metrics use one pool size per dataset (the smallest language's, a seeded subsample of the others), so
-# retrieval accuracy compares across languages; `cka.cka_debiased` (unbiased HSIC) is near 0 for unrelated
-# representations at any pool size, where linear `cka.cka` is not.
+# retrieval accuracy compares across languages; `cka.cka` is debiased CKA (unbiased HSIC), near 0 for unrelated
+# representations at any pool size, where linear CKA (`cka.cka_linear_biased`, its n and d in the row) is not.
+# Retrieval also keeps each sentence pair's top-1 outcome (`results/alignment_outcomes/`) for the item-level
+# comparison of checkpoints in the analysis.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder

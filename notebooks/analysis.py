@@ -12,10 +12,13 @@ run_dir = ""  # absolute path of the run folder
 import warnings
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
+from xltlib.analysis.alignment_compare import alignment_target, compare_alignment
 from xltlib.analysis.compare import compare_methods
-from xltlib.analysis.gate import apply_gate
+from xltlib.analysis.gate import apply_gate, scored_splits, selection_rows
+from xltlib.analysis.literature import check_claims
 from xltlib.analysis.merge import merge_points
 from xltlib.analysis.rq1 import answer_rq1
 from xltlib.analysis.rq2 import answer_rq2
@@ -30,6 +33,7 @@ from xltlib.reporting.plots import (
 )
 from xltlib.reporting.tables import (
     english_targets,
+    rq1_checkpoints,
     rq1_correlations,
     rq1_regressions,
     rq2_slopes,
@@ -49,12 +53,15 @@ notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
 
 # %% [markdown]
 # ## Step 1: do the models learn their tasks? The model-quality gate
-# `apply_gate`: English score per task and checkpoint with its Wilson 95% CI (F1, QA and mAP: their bootstrap
-# CI), beside the majority-label rate. A checkpoint whose lower bound does not clear the majority rate has no
-# transfer to explain: its rows are left out of every later step.
+# `apply_gate`: English score per task and checkpoint with its Wilson CI (F1, QA and mAP: their bootstrap CI), beside
+# the majority-label rate, decided on the English *selection* rows (`protocol.selection`: the selected epoch's score
+# in the train log; `split` names the rows; a run without them falls back to test and says so). A checkpoint whose
+# lower bound does not clear the majority rate has no transfer to explain: its rows are left out of every later
+# step. The note names a run whose training loss never left the majority plateau.
 
 # %%
-gate = apply_gate(transfer, run.majority_rates())
+gate = apply_gate(transfer, run.majority_rates(), train=run.load_results("train"), selection=selection_rows(run),
+                  scored=scored_splits(run))
 show(gate.table, 3)
 targets = english_targets(transfer)
 if len(targets):
@@ -64,10 +71,13 @@ if len(targets):
 
 # %% [markdown]
 # ## Step 2: robust methods vs the baseline
-# `compare_methods`: the mean over target languages of each method's score minus the baseline's at the same
-# seeds, with a paired bootstrap 95% CI (test examples when the rows carry per-example values, else languages)
-# plus the seed variance; and the same for English accuracy under each attack (points), where robustness was
-# scored. A method is more robust than the baseline where that CI lies above 0.
+# `compare_methods`: the mean over target languages of each method's score minus the baseline's (each averaged over
+# its checkpoints), shown two ways (`checkpoints`): the checkpoints passing the gate, and every trained checkpoint (a
+# collapsed run counts with what it scored). 95% CI: a bootstrap over test item ids, one draw per replicate shared by
+# every language, seed and method (`se_items`; rows without per-item values: languages), plus the seed variance
+# pooled over the baseline and every method of the task (`se_seeds`, `seed_df`), t with Satterthwaite's df; a side
+# with fewer than 3 seeds gets its difference and "too few seeds for an interval". The same for English accuracy
+# under each attack (points), where robustness was scored: more robust than the baseline where that CI lies above 0.
 
 # %%
 comparison = compare_methods(transfer, gate, n_boot=report.n_boot, seed=report.seed)
@@ -104,21 +114,43 @@ show(points.merged.head(10), 4)
 show(points.pools)
 
 # %% [markdown]
-# ## Step 4: RQ1, does alignment track transfer?
-# `answer_rq1`: the primary test (declared in `report.primary`) relates languages' mean alignment to their mean
-# task score: the language is the unit, so languages are permuted (one permutation for every checkpoint) and
-# resampled. Within languages, a regression with checkpoint and language fixed effects and SEs clustered by
-# both. Every other metric × layer is exploratory, Holm-adjusted within its family. Last, the within-language
-# slope with and without each checkpoint's weight drift: a slope that shrinks once drift enters means part of
-# "robust training aligns" is "robust training moves the weights less".
+# ### Alignment: robust methods vs the baseline, and "less drift"?
+# `compare_alignment`, on the checkpoints that pass the gate, at the primary alignment measure (`report.primary`):
+# per task, the mean over languages of each method's alignment minus the baseline's at the same seeds, its 95% CI
+# from the parallel sentence pairs (items; one per English sentence, shared by the languages that have it) crossed
+# with the checkpoints, the seed variance pooled over the task's arms (fewer than 3 matched seeds: the difference
+# and "too few seeds for an interval"). Then OLS over checkpoints: alignment ~ method, and + each checkpoint's weight
+# drift over its trained parameters (the frozen word-embedding table is not drift): a method effect that shrinks
+# once drift enters is "moves the weights less", not "aligns more".
+
+# %%
+drift = run.weight_drift()
+metric, layer = alignment_target(alignment, report.primary)
+outcomes = run.alignment_outcomes(metric, layer) if layer is not None else pd.DataFrame()
+alignment_cmp = compare_alignment(alignment, outcomes, gate.table, report.primary, drift=drift)
+show(alignment_cmp.table, 4)
+show(alignment_cmp.drift, 4)
+
+# %% [markdown]
+# ## Step 4: RQ1, does the alignment a checkpoint reaches track the transfer it gets?
+# `answer_rq1`, at the measure declared in `report.primary`, per task: across checkpoints within each language
+# (unit: the checkpoint, the default primary `unit`; language fixed effects; checkpoint labels permuted, each
+# checkpoint's alignment over all its languages moving as one block; CI by inverting that test); across languages
+# (unit: the language; languages permuted and resampled; mostly what pre-training gave each language); and with
+# checkpoint and language fixed effects (SEs clustered by both). Every other metric × layer is exploratory,
+# Holm-adjusted within its family. Last, the within-language slope with and without each checkpoint's weight drift:
+# a slope that shrinks once drift enters means part of "robust training aligns" is "robust training moves the
+# weights less".
 
 # %%
 rq1 = answer_rq1(points, report.primary, n_boot=report.n_boot, n_perm=report.n_perm, seed=report.seed,
-                 drift=run.weight_drift())
+                 drift=drift)
 if len(rq1.headline):
     plot_language_means(rq1.headline); plt.show()
     plot_alignment_vs_transfer(rq1.headline); plt.show()
-display(Markdown("**Primary test and the exploratory ones** (across languages)"))
+display(Markdown(f"**Across checkpoints within languages** (unit: checkpoint; declared primary unit: {rq1.unit})"))
+show(rq1_checkpoints(rq1).head(40), 4)
+display(Markdown("**Across languages** (unit: language), then the exploratory tests"))
 show(rq1_correlations(rq1).head(40), 3)
 display(Markdown("**Within languages** (checkpoint + language fixed effects, two-way clustered SEs)"))
 show(rq1_regressions(rq1).head(40), 4)
@@ -132,13 +164,18 @@ if len(rq1.drift_fits):
     show(rq1.drift_fits, 4)
 
 # %% [markdown]
-# ## Step 5: RQ2, do robust objectives help low-resource languages most?
-# `answer_rq2`: seed-matched gains over the baseline, one point per language (a language in two tasks counts
-# once), regressed on log10 CC-100 size; Holm across methods. Negative slope = larger gains for lower-resource
-# languages.
+# ## Step 5: RQ2, does robust training improve alignment, most for low-resource languages?
+# `answer_rq2`, primary: at the primary measure, each checkpoint's alignment on every Tatoeba language with a
+# CC-100 size (common pool) minus the baseline's at the same seed, and minus the pre-trained encoder's: the mean
+# gain and its slope on log10 CC-100 size, intervals from the seed and language strata, Holm within each reference.
+# Secondary: the task score's seed-matched gains over the baseline, one point per language (a language in two
+# tasks counts once), regressed on log10 CC-100 size; Holm across methods. Negative slope = larger gains for
+# lower-resource languages.
 
 # %%
-rq2 = answer_rq2(points, gate, rq1)
+rq2 = answer_rq2(points, gate, alignment, report.primary)
+display(Markdown("**Alignment gains on Tatoeba** (primary; points = alignment × 100 in the summary)"))
+show(rq2.alignment, 4)
 if len(rq2.delta):
     plot_deltas(rq2.delta, metric=rq1.metric, layer=next(iter(rq1.layers.values()), None)); plt.show()
 show(rq2_slopes(rq2), 4)
@@ -147,11 +184,16 @@ if len(rq2.frame):
 
 # %% [markdown]
 # ## Step 6: the summary
-# `summarize`: every step's result in one `AnalysisResult`, and the claims it supports in plain words.
+# `check_claims`: each claim of the source paper (Huang et al. 2021) beside this study's estimate from step 2, with
+# its interval and the verdict; then `summarize`: every step's result in one `AnalysisResult`, and the claims it
+# supports in plain words.
 
 # %%
+literature = check_claims(comparison.scores, transfer, run.load_results("train"))
+show(literature, 2)
 res = summarize(report.primary, gate, comparison, points, rq1, rq2, alignment=alignment,
-                headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes)
+                headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes,
+                literature=literature, alignment_comparison=alignment_cmp)
 display(Markdown(res.summary))
 
 # %% [markdown]

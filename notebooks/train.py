@@ -11,6 +11,7 @@ from IPython.display import Markdown, display
 
 from xltlib.reporting.tables import show
 from xltlib.runner.stages import Run, stage_train
+from xltlib.training.plateau import FLAGGED, plateau_note
 
 run = Run.open(run_dir)
 cell = run.find_cell(cell_id)
@@ -33,6 +34,8 @@ extra = [c for c in ("loss_gap", "delta_token_norm_rel", "subst_rate") if c in l
 fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5 * (1 + len(extra)), 3), squeeze=False)
 ax = axes[0, 0]
 ax.plot(log["step"], log["loss"].rolling(10, min_periods=1).mean(), label="training loss (moving mean, 10)")
+if "prior_entropy" in log and log["prior_entropy"].notna().any():  # where a majority-class collapse sits
+    ax.axhline(log["prior_entropy"].iloc[0], color="grey", ls=":", label="entropy of the label prior")
 for c in diag:
     ax.plot(log["step"], log[c].rolling(10, min_periods=1).mean(), label=c.replace("_", " "))
 ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(fontsize=8)
@@ -45,6 +48,17 @@ if diag or extra:
                         "subst_rate") if c in log and log[c].notna().any()]
     display(Markdown("**Diagnostics, mean over training**"))
     show(log[cols].mean().to_frame("mean").T, 4)
+
+# %% [markdown]
+# Did training leave the majority plateau? (`xltlib.training.plateau`) A classifier that predicts the training labels'
+# prior whatever its input has a loss equal to the prior's entropy; a run whose loss over the last quarter of its steps
+# is still within a small share of it (`MARGIN`) learned (almost) nothing, and the model-quality gate's note says so.
+
+# %%
+if "plateau" in log:
+    first = log.iloc[0]
+    text = plateau_note(first["plateau"], first["plateau_tail_loss"], first["prior_entropy"])
+    display(Markdown(f"**{text}**" if first["plateau"] in FLAGGED else text))
 
 # %% [markdown]
 # Checkpoint selection (`protocol.selection`): the task score on English rows neither trained on nor scored,

@@ -68,11 +68,14 @@ for task in sorted({t for t, _ in generalized}):
 
 # %% [markdown]
 # ### Did robust training make the model robust?
-# English test accuracy (%) clean and under (a) a PGD attack on the input embeddings at the trained strength
-# and twice it, (b) RS-DA synonym substitution of both sentences, (c) Gaussian noise at RS-RP's sigma
-# (`xltlib.evaluation.robustness`; shown when `evaluate.robustness` is on). `attack_loss_gain_pgd_eps` is the mean loss
-# increase the attack causes (positive: the adversary works); `synonym_subst_rate` is the share of tokens
-# replaced. Each method against the baseline under each attack (seed-matched, paired bootstrap, checkpoints that
+# English test accuracy (%) clean and under the same attacks for every checkpoint of a task, at the strengths of
+# `evaluate.robustness_*` (relative to the median token-embedding norm): (a) PGD on the input embeddings,
+# `robust_acc_pgd_<eps>`, with `attack_loss_gain_pgd_<eps>` the mean loss increase it causes (positive: the adversary
+# works); (b) Gaussian noise, `robust_acc_noise_<sigma>` (a random draw, not an attack); (c) a greedy synonym-swap
+# attack within a query budget, logged as TextAttack logs it: accuracy under attack, success rate, share of words
+# perturbed, queries; (d) a random synonym draw (not an attack; RS-DA's training distribution),
+# `synonym_subst_rate` the share of tokens replaced (`xltlib.evaluation.robustness`; shown when
+# `evaluate.robustness` is on). Each method against the baseline under each attack (seed-matched, paired bootstrap, checkpoints that
 # fail the model-quality gate left out) is on the analysis page, step 2.
 
 # %%

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from xltlib.evaluation.alignment import METRICS, cka, compute_alignment, compute_alignment_pairs, cosine_gap, encode_layers, langid_probe, read_parallel, retrieval
+from xltlib.evaluation.alignment import (
+    METRICS,
+    METRICS_VERSION,
+    cka,
+    compute_alignment,
+    compute_alignment_pairs,
+    cosine_gap,
+    encode_layers,
+    item_ids,
+    langid_probe,
+    read_parallel,
+    retrieval,
+    retrieval_outcomes,
+)
+from xltlib.evaluation.probe import cv_logistic_accuracy
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -82,14 +102,14 @@ def _cka_hsic(x: np.ndarray, y: np.ndarray) -> float:
     return hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
 
 
-def test_cka_known_values():
+def test_linear_cka_known_values():
     g = rng(5)
     x = g.standard_normal((40, 10))
-    assert cka(x, x)["cka"] == pytest.approx(1.0, abs=1e-9)
+    assert cka(x, x)["cka_linear_biased"] == pytest.approx(1.0, abs=1e-9)
     y = x[:, :6] @ g.standard_normal((6, 7)) + 0.5 * g.standard_normal((40, 7))
-    assert cka(x, y)["cka"] == pytest.approx(_cka_hsic(x, y), abs=1e-5)
+    assert cka(x, y)["cka_linear_biased"] == pytest.approx(_cka_hsic(x, y), abs=1e-5)
     z = g.standard_normal((40, 12))
-    assert cka(x, z)["cka"] == pytest.approx(_cka_hsic(x, z), abs=1e-5)
+    assert cka(x, z)["cka_linear_biased"] == pytest.approx(_cka_hsic(x, z), abs=1e-5)
 
 
 def _unbiased_hsic_explicit(x, y):
@@ -103,18 +123,39 @@ def _unbiased_hsic_explicit(x, y):
             - 2 / (n - 2) * one @ k @ l_ @ one) / (n * (n - 3))
 
 
-def test_debiased_cka_matches_explicit_and_removes_small_n_bias():
+def _unbiased_hsic_brute_force(x, y):
+    """Song et al. (2012)'s unbiased HSIC as the U-statistic it is, summed over every tuple of distinct rows:
+    mean k_ij l_ij + mean k_ij l_qr - 2 mean k_ij l_iq (linear kernels)."""
+    k, l_ = x @ x.T, y @ y.T
+    n = len(x)
+    t1 = np.mean([k[i, j] * l_[i, j] for i, j in itertools.permutations(range(n), 2)])
+    t2 = np.mean([k[i, j] * l_[q, r] for i, j, q, r in itertools.permutations(range(n), 4)])
+    t3 = np.mean([k[i, j] * l_[i, q] for i, j, q in itertools.permutations(range(n), 3)])
+    return t1 + t2 - 2 * t3
+
+
+def test_unbiased_hsic_matches_brute_force_u_statistic():
+    g = rng(15)
+    x, y = g.standard_normal((8, 3)), g.standard_normal((8, 4))
+    y[:, :2] += x[:, :2]
+    brute = {(a, b): _unbiased_hsic_brute_force(u, v) for a, u in (("x", x), ("y", y)) for b, v in (("x", x), ("y", y))}
+    assert _unbiased_hsic_explicit(x, y) == pytest.approx(brute[("x", "y")], abs=1e-10)
+    want = brute[("x", "y")] / np.sqrt(brute[("x", "x")] * brute[("y", "y")])
+    assert cka(x, y)["cka"] == pytest.approx(want, abs=1e-10)
+
+
+def test_headline_cka_is_debiased_and_removes_small_n_bias():
     g = rng(14)
     x, y = g.standard_normal((30, 7)), g.standard_normal((30, 5))
     y[:, :3] += x[:, :3]
     want = _unbiased_hsic_explicit(x, y) / np.sqrt(_unbiased_hsic_explicit(x, x) * _unbiased_hsic_explicit(y, y))
-    assert cka(x, y)["cka_debiased"] == pytest.approx(want, abs=1e-9)
-    assert cka(x, x)["cka_debiased"] == pytest.approx(1.0, abs=1e-9)
-    # independent data, n < d: linear CKA is far from 0, debiased CKA is not
-    a, b = g.standard_normal((250, 384)), g.standard_normal((250, 384))
+    assert cka(x, y)["cka"] == pytest.approx(want, abs=1e-9)
+    assert cka(x, x)["cka"] == pytest.approx(1.0, abs=1e-9)
+    # independent data at the issue's size (n = 205, d = 384): linear CKA is mostly bias, debiased CKA is ~0
+    a, b = g.standard_normal((205, 384)), g.standard_normal((205, 384))
     res = cka(a, b)
-    assert res["cka"] > 0.5 and abs(res["cka_debiased"]) < 0.02
-    assert np.isnan(cka(a[:3], b[:3])["cka_debiased"])
+    assert res["cka_linear_biased"] > 0.6 and abs(res["cka"]) < 0.02
+    assert np.isnan(cka(a[:3], b[:3])["cka"]) and np.isfinite(cka(a[:3], b[:3])["cka_linear_biased"])
 
 
 def test_retrieval_direction_labels():
@@ -129,11 +170,12 @@ def test_cka_matches_hsic_and_invariances():
     g = rng(6)
     x, y = g.standard_normal((50, 12)), g.standard_normal((50, 9))
     y[:, :5] += x[:, :5]
-    base = cka(x, y)["cka"]
-    assert base == pytest.approx(_cka_hsic(x, y), abs=1e-5)
+    base = cka(x, y)
+    assert base["cka_linear_biased"] == pytest.approx(_cka_hsic(x, y), abs=1e-5)
     q, _ = np.linalg.qr(g.standard_normal((12, 12)))
-    assert cka(x @ q * 3.7, y)["cka"] == pytest.approx(base, abs=1e-6)
-    assert cka(x, y * 0.01 + 5.0)["cka"] == pytest.approx(base, abs=1e-6)
+    for name in ("cka", "cka_linear_biased"):  # orthogonal transforms, isotropic scaling, shifts
+        assert cka(x @ q * 3.7, y)[name] == pytest.approx(base[name], abs=1e-6)
+        assert cka(x, y * 0.01 + 5.0)[name] == pytest.approx(base[name], abs=1e-6)
 
 
 # ------------------------------------------------------------------ language-ID probe
@@ -145,6 +187,35 @@ def test_langid_probe_separated_and_independent():
     same = {lang: g.standard_normal((150, 4)) for lang in ["en", "de"]}
     assert abs(langid_probe(same)["langid_acc"] - 0.5) < 0.12
     assert langid_probe(same, max_per_lang=40)["langid_acc"] <= 1.0
+
+
+def _clustered(g: np.random.Generator, k: int, per: int, d: int, sep: float) -> tuple[np.ndarray, np.ndarray]:
+    """k language clusters ``sep`` apart in correlated features around a large shared offset, as encoders are."""
+    common, mix = g.normal(0, 3, d), g.normal(0, 1, (d, d)) / np.sqrt(d)
+    centers = g.normal(0, 1, (k, d)) * sep
+    x = np.concatenate([common + (g.normal(0, 1, (per, d)) + centers[i]) @ mix for i in range(k)])
+    return x.astype(np.float32), np.repeat(np.arange(k), per)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_probe_matches_sklearn_logistic_regression(bf16):
+    """The probe's classifier (every fold at once, bf16 products) has scikit-learn's accuracy to +-0.01, on the
+    same folds, from chance to perfect separation."""
+    seen = []
+    for sep, seed in itertools.product([0.0, 0.1, 0.2, 0.3, 0.5, 1.0], [0, 1]):
+        x, y = _clustered(rng(seed), k=6, per=60, d=96, sep=sep)
+        folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(x, y))
+        ref = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)), x, y,
+                              cv=folds).mean()
+        ours = cv_logistic_accuracy(x, y, folds, C=1.0, bf16=bf16)
+        assert ours.shape == (5,) and abs(ours.mean() - ref) <= 0.01, (sep, seed, ours.mean(), ref)
+        seen.append(ref)
+    assert min(seen) < 0.25 and max(seen) == 1.0  # the regimes span chance (1/6) to perfect
+
+
+def test_probe_rejects_mismatched_input():
+    with pytest.raises(ValueError, match="rows"):
+        cv_logistic_accuracy(np.zeros((10, 3)), np.zeros(9, int), [(np.arange(5), np.arange(5, 10))])
 
 
 # ------------------------------------------------------------------ driver
@@ -160,7 +231,9 @@ def test_compute_alignment_rows():
     pair = [r for r in rows if r["language"] != "all"]
     multi = [r for r in rows if r["language"] == "all"]
     assert len(pair) == 2 * 2 * (4 + 2) and len(multi) == 2 * 2
-    assert set(rows[0]) == {"metric", "language", "language2", "layer", "value", "n", "n_available"}
+    assert set(rows[0]) == {"metric", "language", "language2", "layer", "value", "n", "n_available", "d",
+                            "metrics_version"}
+    assert all(r["metrics_version"] == METRICS_VERSION for r in rows) and all(r["d"] == 8 for r in pair)
     assert {r["language"] for r in pair} == {"de", "fr"} and {r["language2"] for r in pair} == {"en"}
     assert {r["layer"] for r in rows} == {0, 2} and all(r["n"] == 40 for r in pair)
     assert {r["metric"] for r in multi} == {"langid_probe.langid_acc", "langid_probe.langid_chance"}
@@ -193,6 +266,30 @@ def test_common_pool_subsamples_to_the_smallest_language():
     assert sw["retrieval.acc1_en2xx"] == 1.0 and sw["cka.cka"] > 0.9
     with pytest.raises(ValueError, match="pool"):
         compute_alignment_pairs(x, y, metrics=["cka"], pool="smallest")
+
+
+def test_retrieval_outcomes_are_kept_per_pair_in_pool_order():
+    """The per-pair outcomes average to the rows' values, and position i of a language's mask is pair i."""
+    g = rng(16)
+    y = {"de": g.standard_normal((2, 30, 16)), "sw": g.standard_normal((2, 50, 16))}
+    x = {lang: v + 1.2 * g.standard_normal(v.shape) for lang, v in y.items()}  # noisy: some pairs are missed
+    outcomes: list[dict] = []
+    rows = compute_alignment_pairs(x, y, metrics=["retrieval", "cka"], outcomes=outcomes)
+    assert {o["metric"] for o in outcomes} == {f"retrieval.{k}" for k in retrieval(x["de"][0], y["de"][0])}
+    assert len(outcomes) == 2 * 2 * 4  # languages x layers x retrieval values; CKA has no per-pair outcome
+    value = {(r["metric"], r["language"], r["layer"]): r["value"] for r in rows}
+    for o in outcomes:
+        assert o["correct"].mean() == pytest.approx(value[(o["metric"], o["language"], o["layer"])])
+        assert o["in_pool"].sum() == o["n"] == len(o["correct"]) == 30 and len(o["in_pool"]) == o["n_available"]
+    sw = next(o for o in outcomes if o["language"] == "sw" and o["layer"] == 1 and o["metric"] == "retrieval.acc1_en2xx")
+    kept = np.flatnonzero(sw["in_pool"])
+    assert np.array_equal(sw["correct"], retrieval_outcomes(x["sw"][1][kept], y["sw"][1][kept])["acc1_en2xx"])
+    assert 0 < sw["correct"].mean() < 1
+
+
+def test_item_ids_name_the_english_sentence():
+    a, b = item_ids(["I love you.", "Hello."]), item_ids(["Hello.", "Bye."])
+    assert a.dtype == np.int64 and a[1] == b[0] and len({*a, *b}) == 3
 
 
 def test_retrieval_accuracy_depends_on_pool_size():

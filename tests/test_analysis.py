@@ -122,7 +122,7 @@ class FakeRun:
         # model_construct: the test's small bootstrap counts are below the config's floor of 100
         report = ReportConfig.model_construct(primary=primary, correlation_metric="retrieval.acc1_en2xx",
                                               n_boot=n_boot, n_perm=n_perm, seed=seed)
-        self.cfg = SimpleNamespace(report=report, protocol=SimpleNamespace(name=protocol),
+        self.cfg = SimpleNamespace(report=report, protocol=SimpleNamespace(name=protocol, selection=False),
                                    grid=SimpleNamespace(seed=[1, 2, 3], task=["xnli", "pawsx"]),
                                    model_dump=lambda mode=None: {"name": "fake"})
         self.rows = {"transfer": transfer, "alignment": alignment,
@@ -136,8 +136,14 @@ class FakeRun:
     def majority_rates(self):
         return self.majority
 
+    def split(self, task):  # as xltlib.data.split.Split: test rows scored, no selection rows (protocol.selection off)
+        return SimpleNamespace(task=task, eval_split="test", select_rows={})
+
     def weight_drift(self):
         return self.drift
+
+    def alignment_outcomes(self, metric, layer):  # no per-pair outcomes: the comparison gives differences only
+        return pd.DataFrame()
 
     def cells(self):
         return [SimpleNamespace(cell_id=c) for c in self.cell_ids]  # as xltlib.config.grid.Cell
@@ -183,7 +189,10 @@ def run_frames(*, relation=True, langs=LANGS[:10], chance_checkpoint=None, pawsx
 def test_analyze_returns_typed_result_with_primary_and_families():
     res = analyze(*run_frames(), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=100, n_perm=100)
     assert isinstance(res, AnalysisResult)
-    pr = res.rq1.primary.set_index("task")
+    assert res.rq1.unit == "checkpoint" and res.rq1.primary is res.rq1.by_checkpoint  # the declared default
+    ck = res.rq1.by_checkpoint.set_index("task")
+    assert ck.loc["xnli", "n_checkpoints"] == 6 and ck.loc["xnli", "n_languages"] == 10 and np.isfinite(ck.loc["xnli", "p"])
+    pr = res.rq1.across.set_index("task")
     assert pr.loc["xnli", "metric"] == "retrieval.acc1_en2xx" and pr.loc["xnli", "layer"] == 2
     assert pr.loc["xnli", "n_languages"] == 10 and pr.loc["xnli", "n_checkpoints"] == 6
     assert pr.loc["xnli", "r"] > 0.9 and pr.loc["xnli", "p_holm"] <= 0.05
@@ -193,11 +202,13 @@ def test_analyze_returns_typed_result_with_primary_and_families():
     assert not ((ex["task"] == "xnli") & (ex["metric"] == "retrieval.acc1_en2xx") & (ex["layer"] == 2)).any()
     assert len(ex) == 2 * 2 * 3 - 2 and (ex["p_holm"].dropna() >= ex["p"].dropna()).all()
     assert "Relation found" in res.summary and "Unit: the language" in res.summary
+    assert "Primary analysis (declared in `report.primary`, unit: checkpoint)" in res.summary
     assert "n = 10 languages × 6 checkpoints" in res.summary
     assert {"xnli", "pawsx"} <= set(res.comparison.scores["task"])
     assert set(res.rq2.slopes["method"]) == {"pgd"} and res.rq2.slopes.iloc[0]["n_languages"] == 10
     names = [n for n, _, _ in result_tables(res)]
     assert names[:2] == ["quality_gate", "method_vs_baseline"] and "correlations" in names
+    assert {"rq1_checkpoints", "alignment_gain", "literature"} <= set(names)
 
 
 def test_analyze_null_relation_is_not_found():
@@ -215,6 +226,10 @@ def test_gate_excludes_failing_checkpoints_from_rq1_and_rq2():
     assert "xnli-pgd-3" in set(res.points.merged["checkpoint"])
     assert res.rq1.primary.set_index("task").loc["xnli", "n_checkpoints"] == 5
     assert "1 of 6 checkpoint(s) do not clear it" in res.summary and "xnli/xnli-pgd-3" in res.summary
+    # the summary opens with each method's collapses; no selection rows: decided on test, and the notes say so loudly
+    opening = res.summary.split("\n")[2]
+    assert "pgd: 0 of 3 pawsx seeds, 1 of 3 xnli seeds did not learn" in opening and opening.index("baseline") < opening.index("pgd")
+    assert "decided on English TEST rows" in res.summary and set(res.gate.table["split"]) == {"test"}
     # every xnli checkpoint at chance: rows say why, nothing is computed from them
     tr2 = tr.copy()
     tr2.loc[(tr2["task"] == "xnli") & (tr2["language"] == "en"), "value"] = 0.3
@@ -253,21 +268,23 @@ def test_english_targets_fixed_bar_chance_and_pretrained_reference():
     assert t.loc["xquad", "target"] == pytest.approx(55.0) and not t.loc["xquad", "clears"]
 
 
-def test_robustness_vs_baseline_pairs_examples_and_flags_other_strengths():
+def test_robustness_vs_baseline_pairs_items_per_attack_and_strength():
     rng = np.random.default_rng(0)
     rows = []
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         truth = rng.random(400)
-        for method, p_ok, eps in (("baseline", 0.5, 0.2), ("pgd", 0.7, 0.2), ("freelb", 0.5, 0.3)):
-            for metric in ("robust_acc_clean", "robust_acc_pgd_eps"):
-                ok = (truth < (0.8 if metric.endswith("clean") else p_ok)).astype(float)
+        for method, p_ok in (("baseline", 0.5), ("pgd", 0.7), ("freelb", 0.5)):
+            for metric, attack, strength in (("robust_acc_clean", "clean", 0.0), ("robust_acc_pgd_0.02", "pgd", 0.02)):
+                ok = (truth < (0.8 if attack == "clean" else p_ok)).astype(float)
                 rows.append(dict(task="xnli", method=method, seed=seed, language="en", language2="", metric=metric,
-                                 value=ok.mean(), n=400, strength=eps, per_example=ok.tolist(), checkpoint=method))
-    t = robustness_vs_baseline(pd.DataFrame(rows), n_boot=200).set_index(["attack", "method"])
-    assert t.loc[("pgd_eps", "pgd"), "diff"] == pytest.approx(20.0, abs=3)
-    assert t.loc[("pgd_eps", "pgd"), "ci_lo"] > 0 and t.loc[("pgd_eps", "pgd"), "resampled"].startswith("test examples")
-    assert t.loc[("clean", "pgd"), "diff"] == pytest.approx(0.0)
-    assert "own strength" in t.loc[("pgd_eps", "freelb"), "note"] and "own strength" not in t.loc[("pgd_eps", "pgd"), "note"]
+                                 value=ok.mean(), n=400, attack=attack, strength=strength, scale="relative",
+                                 per_example=ok.tolist(), checkpoint=f"{method}{seed}"))
+    t = robustness_vs_baseline(pd.DataFrame(rows), n_boot=200).set_index(["metric", "method"])
+    pgd = t.loc[("robust_acc_pgd_0.02", "pgd")]
+    assert pgd["diff"] == pytest.approx(20.0, abs=3) and pgd["ci_lo"] > 0 and pgd["strength"] == 0.02
+    assert pgd["attack"] == "pgd" and pgd["scale"] == "relative"
+    assert t.loc[("robust_acc_clean", "pgd"), "diff"] == pytest.approx(0.0)
+    assert t.loc[("robust_acc_pgd_0.02", "freelb"), "diff"] == pytest.approx(0.0)
 
 
 def test_train_diagnostics_last_epoch_per_method():
@@ -278,11 +295,14 @@ def test_train_diagnostics_last_epoch_per_method():
                 rows.append(dict(task="xnli", method=method, seed=seed, checkpoint=f"{method}{seed}",
                                  metric="train_loss", value=1.0 / step, epoch=epoch, loss_gap=gap * epoch))
             rows.append(dict(task="xnli", method=method, seed=seed, checkpoint=f"{method}{seed}",
-                             metric="weight_drift", value=0.01, epoch=np.nan, loss_gap=np.nan))
+                             metric="weight_drift_trained", value=0.01, epoch=np.nan, loss_gap=np.nan))
+            # an older run's measure (frozen table included) is another quantity: not shown as this one
+            rows.append(dict(task="xnli", method=method, seed=seed, checkpoint=f"{method}{seed}",
+                             metric="weight_drift", value=0.004, epoch=np.nan, loss_gap=np.nan))
     t = train_diagnostics(pd.DataFrame(rows)).set_index("method")
     assert t.loc["pgd", "seeds"] == 2 and t.loc["pgd", "loss"] == pytest.approx((1 / 3 + 1 / 4) / 2)
     assert t.loc["pgd", "loss_gap"] == pytest.approx(0.2) and np.isnan(t.loc["baseline", "loss_gap"])
-    assert t.loc["baseline", "weight_drift"] == pytest.approx(0.01)
+    assert t.loc["baseline", "weight_drift_trained"] == pytest.approx(0.01) and "weight_drift" not in t
 
 
 def test_summary_without_alignment_rows_says_so_and_sizes_nothing():
@@ -316,8 +336,8 @@ def test_export_writes_what_analyze_run_returns(tmp_path):
     for name, table, _ in result_tables(res):
         assert len(table), name
         assert (out / f"{name}.csv").read_text() == table.to_csv(index=False), name
-    primary = pd.read_csv(out / "correlations.csv").query("family == 'primary'").set_index("task")
-    assert primary.loc["xnli", "r"] == pytest.approx(res.rq1.primary.set_index("task").loc["xnli", "r"])
+    primary = pd.read_csv(out / "rq1_checkpoints.csv").query("family == 'primary'").set_index("task")
+    assert primary.loc["xnli", "coef"] == pytest.approx(res.rq1.primary.set_index("task").loc["xnli", "coef"])
     for f in out.glob("*.csv"):  # no 0, 1, 2... column: every header cell is named
         assert "" not in f.read_text().splitlines()[0].split(","), f.name
 

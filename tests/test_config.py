@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -284,7 +285,43 @@ def test_shipped_params_validate(path, monkeypatch):
     cfg = load_config(path)
     assert cfg.name == path.stem
     cells = expand_grid(cfg)
-    assert len(cells) == (len(cfg.grid.model) * len(cfg.grid.task) * len(cfg.grid.method) * len(cfg.grid.seed))
+    settings = int(np.prod([len(v) for v in cfg.search.values()])) if cfg.search else 1
+    assert len(cells) == (len(cfg.grid.model) * len(cfg.grid.task) * len(cfg.grid.method) * len(cfg.grid.seed)
+                          * settings)
+
+
+def test_search_expands_every_method_at_every_setting(tmp_path):
+    p = write_yaml(tmp_path, "grid: {task: [pawsx], method: [baseline, pgd]}\n"
+                             "search: {lr: [1.0e-4, 2.0e-5]}\n")
+    cfg = load_config(p)
+    cells = expand_grid(cfg)
+    assert [c.method for c in cells] == ["baseline@lr=0.0001", "pgd@lr=0.0001", "baseline@lr=2e-05", "pgd@lr=2e-05"]
+    assert [c.method_type for c in cells] == ["baseline", "pgd"] * 2
+    assert cfg.train_for("pawsx", "pgd@lr=2e-05").lr == 2e-05
+    assert cfg.split_entry("pgd@lr=2e-05") == ("pgd", {"lr": 2e-05})
+
+
+def test_recipes_apply_per_task_and_method(tmp_path):
+    p = write_yaml(tmp_path, "grid: {task: [pawsx, xnli], method: [baseline, pgd]}\ntrain: {lr: 1.0e-4}\n"
+                             "task_train: {pawsx: {epochs: 3}}\nrecipes: {pawsx: {pgd: {lr: 5.0e-5}}}\n")
+    cfg = load_config(p)
+    assert cfg.train_for("pawsx", "pgd").lr == 5e-05 and cfg.train_for("pawsx", "pgd").epochs == 3
+    assert cfg.train_for("pawsx", "baseline").lr == 1e-4 and cfg.train_for("xnli", "pgd").lr == 1e-4
+
+
+@pytest.mark.parametrize("text,match", [
+    ("grid: {method: [baseline]}\nsearch: {lr: []}\n", "search.lr"),
+    ("grid: {method: [baseline]}\nsearch: {learning_rate: [1.0e-4]}\n", "search.learning_rate: not a train setting"),
+    ("grid: {method: [baseline]}\nsearch: {lr: [-1]}\n", "search.lr"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {xnli: {pgd: {lr: 5.0e-5}}}\n",
+     "recipes.xnli.pgd: not a method of grid.method"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {pawsx: {baseline: {lr: 5.0e-5}}}\n",
+     "recipes.pawsx: not a training task"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {xnli: {baseline: {lr: 0}}}\n", "recipes.xnli.baseline"),
+])
+def test_bad_search_or_recipes_name_the_key(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write_yaml(tmp_path, text))
 
 
 def test_exponent_without_dot_in_method_hyperparameter(tmp_path):

@@ -136,7 +136,7 @@ def test_rescore_reads_the_predictions_not_the_rows(pair_run, tmp_path, capsys):
     assert main(["rescore", str(run_dir), "--write"]) == 0
     out = capsys.readouterr().out
     assert f"{cell}: 32 rows rescored, 2 differ from the stored rows" in out  # de accuracy and de score
-    assert "kept as stored, they need the model" in out and "robust_acc_pgd_eps" in out
+    assert "kept as stored, they need the model" in out and "robust_acc_synonym_attack" in out
     after = pd.read_parquet(run_dir / "results" / "transfer" / f"{cell}.parquet")
     new = after[(after["language"] == "de") & (after["language2"] == "") & (after["metric"] == "accuracy")]
     assert abs(new["value"].iloc[0] - old["value"].iloc[0]) == pytest.approx(1 / old["n"].iloc[0])

@@ -293,18 +293,18 @@ def test_method_vs_baseline_known_difference_and_per_example():
     tr = transfer_rows(rng, diff=0.05, methods=["baseline", "pgd"], tasks=("xnli",))
     row = method_vs_baseline(tr, n_boot=300).iloc[0]
     assert row["diff"] == pytest.approx(0.05, abs=0.01) and row["ci_lo"] > 0
-    assert row["resampled"] == "languages (paired) + seeds" and row["n_languages"] == len(LANGS)
+    assert row["resampled"].startswith("languages (no per-item values") and row["n_languages"] == len(LANGS)
     # per-example values: 0/1 correctness on shared examples
     rows = []
     for m, acc in (("baseline", 0.6), ("pgd", 0.7)):
-        for s in (1, 2):
+        for s in (1, 2, 3):
             for lg in ("en", "de", "sw", "hi"):
                 v = (rng.random(400) < acc).astype(float)
                 rows.append(dict(checkpoint=f"{m}{s}", task="xnli", method=m, seed=s, language=lg, language2="",
                                  metric="score", value=v.mean(), n=400, per_example=v))
     out = method_vs_baseline(pd.DataFrame(rows), n_boot=100).iloc[0]
-    assert out["resampled"] == "test examples (paired) + seeds" and out["ci_lo"] < out["diff"] < out["ci_hi"]
-    assert "2 matched seeds" in out["note"]
+    assert out["resampled"].startswith("test examples (item ids shared") and out["ci_lo"] < out["diff"] < out["ci_hi"]
+    assert out["n_seeds"] == out["n_baseline_seeds"] == 3 and out["seed_df"] == 2 + 2 and out["n_items"] == 400
 
 
 def test_quality_gate():

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from xltlib.analysis.gate import selection_rows
+from xltlib.analysis.recipes import choose_recipes, recipe_table, recipes_yaml, setting_text
 from xltlib.config.schema import ConfigError
 from xltlib.config.validate import load_config
 from xltlib.data.parallel import PARALLEL
@@ -16,6 +18,7 @@ from xltlib.evaluation.alignment import METRICS
 from xltlib.evaluation.task_types import KINDS
 from xltlib.reporting.export import DirtyTreeError, export_results
 from xltlib.reporting.index import write_index
+from xltlib.runner.cost import cost_table, format_report, machine_peak
 from xltlib.runner.executors import EXECUTORS
 from xltlib.runner.lab import lab
 from xltlib.runner.pipeline import STAGES, StageFailed, execute_stage, run_pipeline
@@ -105,6 +108,46 @@ def cmd_rescore(args) -> int:
     return 1 if failed or not cells else 0
 
 
+def cmd_cost(args) -> int:
+
+    run = Run.open(args.dir)
+    costs = cost_table(run)
+    print(format_report(run, costs, machine_peak(run.dir, remeasure=args.remeasure), cells=args.cells))
+    if args.csv:
+        costs.to_csv(args.csv, index=False)
+        print(f"every part: {args.csv}")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    run = Run.open(args.dir)
+    selection = selection_rows(run)
+    if selection is None:
+        print(f"xlt: error: {run.dir}: protocol.selection is off; a recipe is chosen on English selection rows "
+              "(set protocol.selection: true and re-run the data and train stages)", file=sys.stderr)
+        return 2
+    table = recipe_table(run.load_results("train"), selection, run.cfg.split_entry)
+    if not len(table):
+        print(f"xlt: error: {run.path('results', 'train')} holds no finished training cell", file=sys.stderr)
+        return 1
+    order = list(dict.fromkeys(setting_text(run.cfg.split_entry(m)[1]) for m in run.cfg.grid_methods()))
+    choice = choose_recipes(table, order)
+    done, total = table["checkpoint"].nunique(), len({c.checkpoint for c in run.training_cells()})
+    print(f"Recipe search {run.dir.name}: {done} of {total} training cells finished; verdicts on English selection "
+          "rows (score of the selected epoch, Wilson CI vs the selection rows' majority rate)\n")
+    show = table.assign(select_score=lambda d: (100 * d.select_score).round(1), ci_lo=lambda d: (100 * d.ci_lo).round(1),
+                        ci_hi=lambda d: (100 * d.ci_hi).round(1), majority=lambda d: (100 * d.majority).round(1),
+                        train_seconds=lambda d: d.train_seconds.round(0))
+    print(show.drop(columns=["checkpoint"]).to_string(index=False))
+    print("\nChosen per (task, method): the best mean selection score among settings that learned at every seed\n")
+    print(choice.assign(select_score=lambda d: (100 * d.select_score).round(1)).to_string(index=False))
+    if args.yaml:
+        print("\n" + recipes_yaml(choice, run.cfg.split_entry))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
 def cmd_list(args) -> int:
 
     if args.what in ("tasks", "all"):
@@ -176,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="replace DIR/results/transfer/<cell_id>.parquet with the "
                    "rescored rows (default: write them to DIR/results/rescored/transfer/)")
     p.set_defaults(func=cmd_rescore)
+    p = sub.add_parser("cost", help="where a run's wall time went: per stage, notebook and part (training loop, "
+                       "loading, scoring, encoding, each metric, kernel start, imports, HTML export), beside the "
+                       "machine's bf16 matmul peak")
+    p.add_argument("dir", help="run folder, e.g. outputs/quick")
+    p.add_argument("--cells", action="store_true", help="also print every notebook and grid cell part by part")
+    p.add_argument("--csv", help="write every part (stage, notebook, cell, component, seconds) to this CSV file")
+    p.add_argument("--remeasure", action="store_true", help="measure the matmul peak again (it is kept in "
+                   "DIR/timings/machine.json per host)")
+    p.set_defaults(func=cmd_cost)
+    p = sub.add_parser("recipes", help="a recipe search's verdicts (params `search`): per method and setting, the "
+                       "English selection score and whether it learned; the setting each (task, method) keeps")
+    p.add_argument("dir", help="run folder, e.g. outputs/recipe-search")
+    p.add_argument("--yaml", action="store_true", help="also print the `recipes:` block for a params file")
+    p.add_argument("--csv", help="write the per-checkpoint table to this CSV file")
+    p.set_defaults(func=cmd_recipes)
     p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds, executors")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "executors", "all"])
     p.set_defaults(func=cmd_list)

@@ -1,181 +1,165 @@
 """Step 2 of the analysis: each robust method against the baseline, on the task score of the target languages
-and on English accuracy under attack.
+(standard setting, and generalized language pairs where scored) and on English accuracy under attack.
 
-The estimate is the mean over target languages (or ordered language pairs, generalized setting) of the method's
-score minus the baseline's at the same seed, with a paired bootstrap CI over test examples and seeds when rows
-carry per-example values (``per_example``), else over languages and seeds (:func:`paired_diff_ci`).
+The estimate is the mean over target languages (pairs) of a method's score, averaged over its checkpoints
+(seeds), minus the baseline's, on the test items scored in every language. Its interval is item-level
+(:mod:`xltlib.analysis.item_inference`): a bootstrap over item ids drawn once per replicate and shared by every
+language, seed and method of the task (the items come from the rows' ``per_example`` values,
+:mod:`xltlib.analysis.items`; rows without them: the languages), plus the seed-to-seed variance pooled over the
+baseline and every method of the task, with Welch-Satterthwaite df. A method or baseline with fewer than
+:data:`~xltlib.analysis.item_inference.MIN_SEEDS` checkpoints gets its difference and "too few seeds for an
+interval".
+
+Method vs baseline is shown two ways (column ``checkpoints``): every trained checkpoint, a collapsed run counted
+with what it scored, and only the checkpoints that pass the model-quality gate (:mod:`xltlib.analysis.gate`).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from xltlib.analysis.gate import Gate, drop_failed
+from xltlib.analysis.gate import Gate, drop_failed, gate_failures
+from xltlib.analysis.item_inference import arm_differences
+from xltlib.analysis.items import item_table
 from xltlib.analysis.score import SCORE, SOURCE, score_rows, standard_rows
 
-MVB_ESTIMAND = "mean over target languages of the method's score minus the baseline's (seed-matched)"
-MVB_COLS = ["task", "setting", "method", "n_languages", "n_seeds", "baseline", "score", "diff", "ci_lo", "ci_hi",
-            "df", "resampled", "note"]
-ROBUST_ACCURACIES = ("robust_acc_clean", "robust_acc_pgd_eps", "robust_acc_pgd_2eps", "robust_acc_synonym",
-                     "robust_acc_noise_sigma")
+MVB_ESTIMAND = ("mean over target languages of the method's score minus the baseline's, each averaged over its "
+                "checkpoints (seeds), on the test items scored in every language")
+ALL_CHECKPOINTS = "every trained checkpoint"
+PASSING = "passing the gate"
+MVB_COLS = ["task", "setting", "checkpoints", "method", "n_languages", "n_items", "n_seeds", "n_baseline_seeds",
+            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "resampled", "note"]
+MVB_COLUMNS = {  # what each column of the comparison tables means
+    "checkpoints": f"which checkpoints count: '{ALL_CHECKPOINTS}' (a collapsed run with what it scored) or "
+                   f"'{PASSING}' (the model-quality gate)",
+    "n_languages": "target languages (generalized: ordered language pairs) scored by every checkpoint",
+    "n_items": "test items in the estimate: those scored by every checkpoint in every language (no per-item values: "
+               "the languages)",
+    "n_seeds": "the method's checkpoints", "n_baseline_seeds": "the baseline's checkpoints",
+    "baseline": "the baseline's score (mean over its checkpoints, the languages and the items)",
+    "score": "the method's score, likewise", "diff": "score - baseline",
+    "ci_lo": "95% CI: diff +- t(df) sqrt(se_items^2 + se_seeds^2); empty with 'too few seeds for an interval'",
+    "ci_hi": "see ci_lo", "df": "Welch-Satterthwaite degrees of freedom of that t interval",
+    "se_items": "the item bootstrap's part (item ids resampled once per replicate, shared by every language, seed "
+                "and method): item sampling alone, not an interval",
+    "se_seeds": "the seed part: the checkpoints' spread pooled over the baseline and every method of the task",
+    "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's arms of (checkpoints - 1)",
+    "resampled": "what the interval resamples", "note": "why a row has no interval, and what it leaves out",
+}
+ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (xltlib.evaluation.robustness)
 
 
-def _paired_values(g: pd.DataFrame, method: str, baseline: str, unit: str):
-    """(units, seeds, method matrix [unit, seed], baseline matrix)."""
-    pm = g[g["method"] == method].groupby([unit, "seed"])["value"].mean().unstack("seed")
-    pb = g[g["method"] == baseline].groupby([unit, "seed"])["value"].mean().unstack("seed")
-    units = sorted(set(pm.index) & set(pb.index))
-    seeds = sorted(set(pm.columns) & set(pb.columns))
-    return units, seeds, pm.reindex(index=units, columns=seeds), pb.reindex(index=units, columns=seeds)
-
-
-def _per_example(g: pd.DataFrame, method: str, baseline: str, unit: str, units, seeds):
-    """{(unit, seed): (method values, baseline values)} when every cell carries equally long arrays."""
-    if "per_example" not in g:
-        return None
-    out = {}
-    for u in units:
-        for s in seeds:
-            cell = []
-            for m in (method, baseline):
-                v = g[(g[unit] == u) & (g["seed"] == s) & (g["method"] == m)]["per_example"]
-                if len(v) != 1 or v.iloc[0] is None or not hasattr(v.iloc[0], "__len__"):
-                    return None
-                cell.append(np.asarray(v.iloc[0], dtype=float))
-            if len(cell[0]) != len(cell[1]) or len(cell[0]) == 0:
-                return None
-            out[(u, s)] = tuple(cell)
+def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: str, baseline: str, n_boot: int,
+                     rng: np.random.Generator, level: float) -> list[dict]:
+    """The rows of one task and setting (``g``: its rows, ``unit`` the language or ordered language pair): every
+    method against the baseline on the checkpoint x item table of :func:`~xltlib.analysis.items.item_table`, with
+    the interval of :func:`~xltlib.analysis.item_inference.arm_differences` (one item draw per replicate for every
+    method of the task, the seed variance pooled over all of them)."""
+    base = dict(task=task, setting=setting, checkpoints=checkpoints)
+    methods = sorted(set(g["method"].astype(str)) - {baseline})
+    if baseline not in set(g["method"].astype(str)):
+        return [dict(base, method=m, note=f"empty: no {baseline} rows") for m in methods]
+    if not methods:
+        return []
+    where = f"{task} ({setting} setting, {checkpoints})"
+    try:
+        tab = item_table(g, unit="unit")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    units = "ordered language pairs" if setting == "generalized" else "languages"
+    notes = []
+    if tab.per_item and tab.n_items < tab.n_items_max:
+        notes.append(f"{tab.n_items} of {tab.n_items_max} items: those scored in every language")
+    if tab.dropped_units:
+        notes.append(f"{len(tab.dropped_units)} {units} not scored by every checkpoint left out "
+                     f"({', '.join(map(str, tab.dropped_units))})")
+    if setting == "generalized":
+        notes.append("units are ordered language pairs (first sentence's language - second's)")
+    if tab.per_item:  # generalized: an item is the row id of the pair, scored in every pair
+        unit = "language pair" if setting == "generalized" else "language"
+        resampled = (f"test examples (item ids shared by every {unit}, seed and method) + seeds (variance pooled "
+                     "over the task's methods)")
+    else:
+        resampled = (f"{units} (no per-item values: the {units} are the items) + seeds (variance pooled over the "
+                     "task's methods)")
+    info = dict(base, n_languages=len(tab.units), n_items=tab.n_items, resampled=resampled)
+    arms = np.asarray(tab.arms)
+    if tab.n_items < 2:  # one language without per-item values: nothing to resample
+        b = float(tab.values[arms == baseline].mean())
+        return [dict(info, method=m, n_seeds=int((arms == m).sum()), n_baseline_seeds=int((arms == baseline).sum()),
+                     baseline=b, score=float(tab.values[arms == m].mean()),
+                     diff=float(tab.values[arms == m].mean()) - b, ci_lo=math.nan, ci_hi=math.nan, resampled="",
+                     note="; ".join([f"1 of the {units} and no per-item values: no interval", *notes]))
+                for m in methods]
+    try:
+        diffs = arm_differences(tab.values, arms, baseline=baseline, n_boot=n_boot, rng=rng, level=level)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    out = []
+    for d in diffs:
+        out.append(dict(info, method=d.method, n_seeds=d.n_seeds, n_baseline_seeds=d.n_baseline_seeds,
+                        baseline=d.baseline, score=d.score, diff=d.diff, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df,
+                        se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df,
+                        note="; ".join(n for n in (d.note, *notes) if n)))
     return out
 
 
-def paired_diff_ci(dm: np.ndarray, db: np.ndarray, *, n_boot: int, rng: np.random.Generator,
-                   level: float = 0.95, per_example: dict | None = None, units=None, seeds=None):
-    """Mean over units (languages) of the seed-matched difference, and its CI: (est, lo, hi, df).
-
-    The variance has two parts. Within seeds, a paired bootstrap: test examples are resampled (the same
-    indices for method and baseline) when per-example values exist, else languages. Across seeds, the
-    variance of the seed-level differences / S (seeds are the training replicates; bootstrapping 2-3 of
-    them undercovers). CI: est +- t(nu) SE with Welch-Satterthwaite nu."""
-    d = dm - db  # [unit, seed]
-    est = float(np.nanmean(d))
-    L, S = d.shape
-    boots = np.empty(n_boot)
-    if per_example is not None:
-        boots[:] = 0.0
-        for u in units:
-            for s in seeds:
-                vm, vb = per_example[(u, s)]
-                dv = vm - vb  # paired: the same resampled rows for method and baseline
-                for c in range(0, n_boot, 100):  # chunks keep the index array small (100 x n rows)
-                    m = min(100, n_boot - c)
-                    boots[c : c + m] += dv[rng.integers(0, len(dv), size=(m, len(dv)))].mean(1)
-        boots /= L * S
-        df_unit = math.inf
-    else:
-        dl = np.nanmean(d, axis=1)  # per-language difference, seeds averaged
-        boots = dl[rng.integers(0, L, size=(n_boot, L))].mean(1)
-        df_unit = L - 1
-    v_unit = float(np.var(boots, ddof=1)) * (L / (L - 1) if per_example is None and L > 1 else 1.0)
-    v_seed = float(np.var(np.nanmean(d, axis=0), ddof=1)) / S if S > 1 else 0.0
-    var = v_unit + v_seed
-    if not var > 0:
-        return est, math.nan, math.nan, math.nan
-    parts = [(v_unit, df_unit), (v_seed, S - 1)]
-    den = sum(v * v / k for v, k in parts if v > 0 and k > 0 and np.isfinite(k))
-    nu = var * var / den if den > 0 else math.inf
-    nu = max(nu, 1.0)
-    t = float(stats.t.ppf(0.5 + level / 2, nu)) if np.isfinite(nu) else float(stats.norm.ppf(0.5 + level / 2))
-    se = math.sqrt(var)
-    return est, est - t * se, est + t * se, nu
-
-
 def method_vs_baseline(transfer: pd.DataFrame, *, baseline: str = "baseline", metric: str = SCORE,
-                       n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                       exclude: Sequence[str] = (SOURCE,)) -> pd.DataFrame:
-    """Per task (and for generalized mixed-language pairs where present) and method: the mean over target
-    languages of the method's ``metric`` (the task score unless told), the baseline's, their seed-matched
-    difference and a paired bootstrap CI (see :func:`paired_diff_ci`)."""
+                       n_boot: int = 2000, seed: int = 0, level: float = 0.95, exclude: Sequence[str] = (SOURCE,),
+                       checkpoints: str = ALL_CHECKPOINTS) -> pd.DataFrame:
+    """Per task, setting (standard: the target languages, ``exclude`` left out; generalized: ordered pairs of two
+    languages, where scored) and method: the mean over the languages (pairs) of the method's ``metric`` (the task
+    score unless told), averaged over its checkpoints, minus the baseline's, on the items scored in every language,
+    with the item-level interval of the module docstring. ``checkpoints`` labels which checkpoints ``transfer``
+    holds (:data:`ALL_CHECKPOINTS` or :data:`PASSING`). Columns: :data:`MVB_COLS`.
+
+    Raises ValueError naming the task, setting and checkpoints when two checkpoints share no scored item or
+    per-example values cannot be matched (:func:`~xltlib.analysis.items.item_table`)."""
     std = standard_rows(transfer, metric)
-    std = std[~std["language"].isin(exclude)].assign(unit=lambda d: d["language"])
+    std = std[~std["language"].isin(exclude)].assign(unit=lambda d: d["language"].astype(str))
     tr = transfer.copy()
     if "language2" not in tr:
         tr["language2"] = ""
     tr["language2"] = tr["language2"].fillna("").astype(str)
-    gen = tr[(tr["language2"] != "") & (tr["language2"] != tr["language"])]
+    gen = tr[(tr["language2"].str.strip() != "") & (tr["language2"] != tr["language"])]
     # generalized pairs may carry only their accuracy (the task score of the pair tasks)
     gen = gen[gen["metric"] == (metric if (gen["metric"] == metric).any() else "accuracy")]
-    gen = gen.assign(unit=gen["language"] + "-" + gen["language2"])
-    rng_root = np.random.SeedSequence(seed)
+    gen = gen.assign(unit=gen["language"].astype(str) + "-" + gen["language2"])
+    groups = [(setting, task, g) for setting, frame in (("standard", std), ("generalized", gen))
+              for task, g in frame.groupby("task", sort=True)]
+    streams = np.random.SeedSequence(seed).spawn(len(groups))  # one stream per (setting, task): shared by its methods
     rows = []
-    for setting, frame in (("standard", std), ("generalized", gen)):
-        for task, g in frame.groupby("task", sort=True):
-            for method in sorted(set(g["method"]) - {baseline}):
-                row = dict(task=task, setting=setting, method=method, n_languages=0, n_seeds=0,
-                           baseline=math.nan, score=math.nan, diff=math.nan, ci_lo=math.nan, ci_hi=math.nan,
-                           df=math.nan, resampled="", note="")
-                if baseline not in set(g["method"]):
-                    row["note"] = f"empty: no {baseline} rows"
-                    rows.append(row)
-                    continue
-                units, seeds, pm, pb = _paired_values(g, method, baseline, "unit")
-                row.update(n_languages=len(units), n_seeds=len(seeds))
-                if not units or not seeds:
-                    row["note"] = "empty: no language scored at a seed shared with the baseline"
-                    rows.append(row)
-                    continue
-                pe = _per_example(g, method, baseline, "unit", units, seeds)
-                rng = np.random.default_rng(rng_root.spawn(1)[0])
-                est, lo, hi, nu = paired_diff_ci(pm.to_numpy(float), pb.to_numpy(float), n_boot=n_boot, rng=rng,
-                                                 level=level, per_example=pe, units=units, seeds=seeds)
-                row.update(baseline=float(np.nanmean(pb.to_numpy(float))),
-                           score=float(np.nanmean(pm.to_numpy(float))), diff=est, ci_lo=lo, ci_hi=hi, df=nu,
-                           resampled=("test examples (paired) + seeds" if pe is not None
-                                      else "languages (paired) + seeds"))
-                notes = []
-                if len(seeds) == 1:
-                    notes.append("1 matched seed: seed-to-seed variance is not in the CI")
-                elif len(seeds) < 3:
-                    notes.append(f"{len(seeds)} matched seeds: seed variance is poorly estimated (wide CI)")
-                if setting == "generalized":
-                    notes.append("units are ordered language pairs")
-                row["note"] = "; ".join(notes)
-                rows.append(row)
+    for (setting, task, g), ss in zip(groups, streams):
+        rows += _comparison_rows(g, task=task, setting=setting, checkpoints=checkpoints, baseline=baseline,
+                                 n_boot=n_boot, rng=np.random.default_rng(ss), level=level)
     return pd.DataFrame(rows, columns=MVB_COLS)
 
 
 def robustness_vs_baseline(transfer: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0,
                            failed: set[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """Did a method make the model more robust than the baseline? Per task, method and attack: English accuracy
-    under attack minus the baseline's at the same seeds (points), with the paired bootstrap over the same English
-    rows plus the seed variance of :func:`method_vs_baseline`. Each checkpoint is attacked at its
-    own trained strength (the baseline at the documented defaults), so ``strength`` / ``baseline_strength`` say
-    when the two attacks differ. ``failed``: (task, checkpoint) pairs that fail the model-quality gate, left out
-    (a checkpoint that predicts the majority label is "robust" to every attack)."""
-    rows = drop_failed(transfer[transfer["metric"].isin(ROBUST_ACCURACIES)], failed or set())
+    """Did a method make the model more robust than the baseline? Per task, method, attack and strength: English
+    accuracy under attack minus the baseline's (points), with the interval of :func:`method_vs_baseline` over the
+    attacked English rows. Every checkpoint of a task faces the same attacks at the same strengths on the same rows
+    (``evaluate.robustness_*``), so each row differences one attack. ``failed``: (task, checkpoint) pairs that fail
+    the model-quality gate, left out (a checkpoint that predicts the majority label is "robust" to every attack)."""
+    rows = drop_failed(transfer[transfer["metric"].astype(str).str.startswith(ROBUST_ACCURACY)], failed or set())
     if not len(rows):
         return pd.DataFrame()
+    label = PASSING if failed is not None else ALL_CHECKPOINTS
     out = []
-    for metric in ROBUST_ACCURACIES:
-        sub = rows[rows["metric"] == metric]
-        if not len(sub):
-            continue
-        t = method_vs_baseline(sub, metric=metric, n_boot=n_boot, seed=seed, exclude=())
+    for metric, sub in rows.groupby("metric", sort=True):
+        t = method_vs_baseline(sub, metric=metric, n_boot=n_boot, seed=seed, exclude=(), checkpoints=label)
         t = t[t["setting"] == "standard"].drop(columns=["setting", "n_languages"])
-        strength = sub.groupby(["task", "method"])["strength"].mean() if "strength" in sub else None
+        first = sub.iloc[0]
         for r in t.to_dict("records"):
-            r = dict(attack=metric.removeprefix("robust_acc_"), **r)
-            for col in ("baseline", "score", "diff", "ci_lo", "ci_hi"):
+            r = dict(attack=first.get("attack", metric.removeprefix(ROBUST_ACCURACY)),
+                     strength=first.get("strength", np.nan), scale=first.get("scale", ""), metric=metric, **r)
+            for col in ("baseline", "score", "diff", "ci_lo", "ci_hi", "se_items", "se_seeds"):
                 r[col] = 100 * r[col]
-            if strength is not None:
-                r["strength"] = strength.get((r["task"], r["method"]), np.nan)
-                r["baseline_strength"] = strength.get((r["task"], "baseline"), np.nan)
-                if metric.startswith("robust_acc_pgd") and not np.isclose(r["strength"], r["baseline_strength"]):
-                    r["note"] = (r["note"] + "; " if r["note"] else "") + "attacked at its own strength, not the baseline's"
             out.append(r)
     return pd.DataFrame(out)
 
@@ -188,16 +172,52 @@ class Comparison:
     robustness: pd.DataFrame = field(default_factory=pd.DataFrame)  # English accuracy under attack (points)
 
 
+def _failures_note(mvb: pd.DataFrame, transfer: pd.DataFrame, failed: set[tuple[str, str]]) -> pd.DataFrame:
+    """The rows over every trained checkpoint, with how many of the method's (and baseline's) checkpoints fail."""
+    if not failed or mvb.empty:
+        return mvb
+    ck = score_rows(transfer).drop_duplicates(["task", "checkpoint"])
+    ck = ck.assign(fails=[(t, c) in failed for t, c in zip(ck["task"], ck["checkpoint"])])
+    counts = ck.groupby(["task", "method"])["fails"].agg(["sum", "size"])
+    mvb = mvb.copy()
+    for i, r in mvb.iterrows():
+        parts = [f"{int(counts.loc[(r['task'], m), 'sum'])} of {int(counts.loc[(r['task'], m), 'size'])} {m} "
+                 "checkpoint(s) fail the gate" for m in (r["method"], "baseline")
+                 if (r["task"], m) in counts.index and counts.loc[(r["task"], m), "sum"] > 0]
+        if parts:
+            text = "; ".join(parts) + " (counted with what they scored)"
+            mvb.at[i, "note"] = f"{r['note']}; {text}" if r["note"] else text
+    return mvb
+
+
 def compare_methods(transfer: pd.DataFrame, gate: Gate, *, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """Step 2: every method against the baseline on the checkpoints that pass the gate: the task score of the
-    target languages (a task whose checkpoints all fail gets a row saying so) and English accuracy under attack."""
+    """Step 2: every method against the baseline on the task score of the target languages, shown two ways (column
+    ``checkpoints``): the checkpoints that pass the gate (``gate.table``'s ``passes``; a task whose checkpoints all
+    fail gets a row saying so) and every trained checkpoint; and English accuracy under attack, passing
+    checkpoints only."""
     if not len(transfer):
         return Comparison()
-    mvb = method_vs_baseline(gate.kept, n_boot=n_boot, seed=seed)
-    lost = sorted(set(score_rows(transfer)["task"]) - set(score_rows(gate.kept)["task"]))
-    extra = [dict(task=t, setting="standard", method="(all)", note="empty: every checkpoint fails the model-quality gate")
-             for t in lost]
+    failed = gate_failures(gate.table)
+    passing = drop_failed(transfer, failed)
+    mvb_pass = method_vs_baseline(passing, n_boot=n_boot, seed=seed, checkpoints=PASSING)
+    lost = sorted(set(score_rows(transfer)["task"]) - set(score_rows(passing)["task"]))
+    extra = [dict(task=t, setting="standard", checkpoints=PASSING, method="(all)",
+                  note="empty: every checkpoint fails the model-quality gate") for t in lost]
+    mvb_all = _failures_note(method_vs_baseline(transfer, n_boot=n_boot, seed=seed, checkpoints=ALL_CHECKPOINTS),
+                             transfer, failed)
+    shown = set(zip(mvb_pass["task"], mvb_pass["setting"], mvb_pass["method"]))
+    extra += [dict(task=t, setting=s, checkpoints=PASSING, method=m,
+                   note=f"empty: every {m} checkpoint fails the model-quality gate")
+              for t, s, m in zip(mvb_all["task"], mvb_all["setting"], mvb_all["method"])
+              if t not in lost and (t, s, m) not in shown]
     if extra:
-        mvb = pd.concat([mvb, pd.DataFrame(extra, columns=mvb.columns)], ignore_index=True)
+        mvb_pass = pd.concat([mvb_pass, pd.DataFrame(extra, columns=MVB_COLS)], ignore_index=True)
+    mvb = pd.concat([t for t in (mvb_pass, mvb_all) if len(t)], ignore_index=True) if len(mvb_pass) or len(mvb_all) \
+        else mvb_pass
+    if len(mvb):  # per task: passing checkpoints first, then every trained one
+        order = mvb["checkpoints"].map({PASSING: 0, ALL_CHECKPOINTS: 1})
+        setting = mvb["setting"].map({"standard": 0, "generalized": 1})
+        mvb = (mvb.assign(_v=order, _s=setting).sort_values(["task", "_v", "_s"], kind="stable")
+               .drop(columns=["_v", "_s"]).reset_index(drop=True))
     return Comparison(scores=mvb, robustness=robustness_vs_baseline(transfer, n_boot=n_boot, seed=seed,
-                                                                    failed=gate.failed))
+                                                                    failed=failed))

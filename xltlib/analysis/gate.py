@@ -1,8 +1,15 @@
 """Step 1 of the analysis, the model-quality gate: did each checkpoint learn its task in English?
 
-Per (task, checkpoint): the English score with its Wilson 95% CI (F1, QA, mAP: the score row's bootstrap CI)
-against the majority-label rate. A checkpoint whose CI does not clear the majority rate has no transfer to
-explain, so its rows are left out of every later step (:func:`apply_gate`).
+Per (task, checkpoint) of a classification task: the English score with its Wilson CI against the majority-label
+rate, decided on the English *selection* rows (``protocol.selection``: PAWS-X English dev, XNLI held-out premise
+blocks; rows neither trained on nor scored): the selected epoch's ``select_score`` from the train log, its n the
+number of selection rows, the majority rate that of their labels. Only a run without selection rows falls back to
+the English *test* rows (the translations of the items scored in every language), and the table and the notes say
+so. Other task kinds (F1, QA, mAP) are not gated: their test score's bootstrap CI is shown.
+
+A checkpoint whose CI does not clear the majority rate has no transfer to explain, so its rows are left out of every
+later step (:func:`apply_gate`). The note names a run whose training loss never left the majority plateau
+(:mod:`xltlib.training.plateau`, recorded in the train log).
 """
 from __future__ import annotations
 
@@ -14,8 +21,77 @@ import pandas as pd
 from scipy import stats
 
 from xltlib.analysis.score import SOURCE, score_rows
+from xltlib.data import tasks as T
+from xltlib.data.split import SELECTION, select_records
+from xltlib.training.plateau import FLAGGED, PRIOR_KINDS, plateau_note
 
-GATE_COLS = ["task", "checkpoint", "method", "seed", "english", "ci_lo", "ci_hi", "n", "majority", "passes", "note"]
+GATE_COLS = ["task", "checkpoint", "method", "seed", "split", "english", "ci_lo", "ci_hi", "ci_level", "n", "majority",
+             "passes", "plateau", "note"]
+TEST_FALLBACK = ("DECIDED ON ENGLISH TEST ROWS: the run has no selection rows (protocol.selection: false), and "
+                 "test rows are the translations of the items scored in every language")
+
+
+@dataclass(frozen=True)
+class SelectionRows:
+    """A task's English checkpoint-selection rows, as the gate uses them."""
+
+    task: str
+    n: int  # rows scored after every epoch (xltlib.training.loop.selection_score)
+    majority: float  # share of the most frequent label among them
+    source: str  # where they come from, in words
+
+    @property
+    def label(self) -> str:
+        """The gate table's ``split``: e.g. "selection (pawsx English dev, 500 rows)"."""
+        return f"selection ({self.source}, {self.n} rows)"
+
+
+def selection_rows(run) -> dict[str, SelectionRows] | None:
+    """Per classification task of ``run`` (``cfg``, ``split(task)``, ``data_dir``, ``path``: a run folder), its
+    English selection rows; None when the run has none (``protocol.selection: false``: the gate falls back to test).
+
+    A task without selection rows in a run that asked for them is an error naming the task: the gate needs them."""
+    if not run.cfg.protocol.selection:
+        return None
+    out = {}
+    for task in run.cfg.grid.task:
+        if T.get_task(task).kind not in PRIOR_KINDS:
+            continue
+        split = run.split(task)
+        recs = select_records(split, run.data_dir) if split.select_rows else []
+        if not recs:
+            raise ValueError(f"task {task}: no English selection rows (select_rows in "
+                             f"{run.path('data', f'{task}.json')}) although protocol.selection is on; selection is "
+                             "required for the model-quality gate: re-run the data and train stages")
+        counts = np.bincount([int(r["label"]) for r in recs])
+        where = ("English dev" if split.protocol == "zero_shot" and SELECTION.get(task) == "dev" else
+                 "held-out groups of the English training rows: " + ", ".join(split.select_rows))
+        out[task] = SelectionRows(task, len(recs), float(counts.max() / len(recs)), f"{task} {where}")
+    return out
+
+
+def scored_splits(run) -> dict[str, str]:
+    """Per task of ``run``, the split its transfer rows score ("test", or "dev" where the data have no test)."""
+    return {task: run.split(task).eval_split for task in run.cfg.grid.task}
+
+
+def train_verdicts(train: pd.DataFrame | None) -> pd.DataFrame:
+    """Per checkpoint of the train logs (``results/train``): the selected epoch's English selection score (the best
+    ``select_score``: checkpoint selection keeps the best epoch), how many epochs were scored, and the plateau check's
+    verdict (``plateau``, ``prior_entropy``, ``plateau_tail_loss``; "" and NaN in logs written before it existed)."""
+    cols = ["select_score", "epochs_scored", "plateau", "prior_entropy", "plateau_tail_loss"]
+    if train is None or not len(train) or "checkpoint" not in train:
+        return pd.DataFrame(columns=cols)
+    log = train[train["metric"] == "train_loss"] if "metric" in train else train
+    numbers = ("select_score", "prior_entropy", "plateau_tail_loss")
+    log = log.assign(**{c: log[c] if c in log else np.nan for c in numbers},
+                     plateau=log["plateau"].where(log["plateau"].map(lambda v: isinstance(v, str)), "")
+                     if "plateau" in log else "")
+    by = log.groupby("checkpoint")
+    out = pd.DataFrame(dict(select_score=by["select_score"].max(), epochs_scored=by["select_score"].count(),
+                            plateau=by["plateau"].first(), prior_entropy=by["prior_entropy"].first(),
+                            plateau_tail_loss=by["plateau_tail_loss"].first()))
+    return out[cols]
 
 
 def wilson_ci(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -29,39 +105,79 @@ def wilson_ci(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
     return c - h, c + h
 
 
-def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, level: float = 0.95) -> pd.DataFrame:
-    """Per (task, checkpoint): the English score with its Wilson CI beside the majority-label rate (tasks without
-    one: the score's own bootstrap CI).
+def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, train: pd.DataFrame | None = None,
+                 selection: dict[str, SelectionRows] | None = None, scored: dict[str, str] | None = None,
+                 level: float = 0.95) -> pd.DataFrame:
+    """Per (task, checkpoint) of ``transfer``: the English score the gate decides on, its CI and the majority rate.
 
-    ``passes`` is False when the CI's lower bound does not exceed the majority rate (the model has not
-    shown that it learned the task) or when there is no English score; tasks without a majority rate
-    (tagging, QA, retrieval) are not gated and say so."""
-    majority = majority or {}
+    ``majority``: the test rows' majority rate per classification task (the tasks gated); ``train``: the train logs;
+    ``selection``: :func:`selection_rows` (None: the run has none, every gated task falls back to its test rows,
+    and the note says so); ``scored``: the split the transfer rows score per task (:func:`scored_splits`).
+    With selection rows the score is the selected epoch's ``select_score`` and its Wilson CI is taken at
+    ``1 - (1 - level) / E`` over the E epochs selection chose among (the best of E scores on the same rows is an
+    optimistic estimate; Bonferroni bounds the chance that a model at the majority rate passes by luck).
+    ``passes`` is False when the CI's lower bound does not exceed the majority rate or there is no English score;
+    tasks without a majority rate (tagging, QA, retrieval) are not gated and say so. A gated task of a run with
+    selection rows whose rows or scores are missing is an error naming the task."""
+    majority, scored = majority or {}, scored or {}
+    logs = train_verdicts(train)
     rows = []
     for (task, ck), g in score_rows(transfer).groupby(["task", "checkpoint"], sort=True):
-        en = g[g["language"] == SOURCE]
+        log = logs.loc[ck] if ck in logs.index else None
         row = dict(task=task, checkpoint=ck, method=g["method"].iloc[0] if "method" in g else "",
-                   seed=g["seed"].iloc[0] if "seed" in g else -1, english=math.nan, ci_lo=math.nan,
-                   ci_hi=math.nan, n=0, majority=majority.get(task, math.nan), passes=True, note="")
-        if en.empty:
-            row.update(passes=False, note="no English score")
-            rows.append(row)
-            continue
-        n = int(en["n"].sum()) if "n" in en else 0
-        val = float(np.average(en["value"], weights=en["n"])) if n else float(en["value"].mean())
+                   seed=g["seed"].iloc[0] if "seed" in g else -1, split=scored.get(task, "test"), english=math.nan,
+                   ci_lo=math.nan, ci_hi=math.nan, ci_level=level, n=0, majority=majority.get(task, math.nan),
+                   passes=True, plateau=log["plateau"] if log is not None else "", note="")
         gated = task in majority and np.isfinite(majority[task])
-        if gated:  # accuracy: a proportion
-            lo, hi = wilson_ci(val, n, level)
-        else:  # F1, QA, mAP are not proportions: the row's own bootstrap CI over examples
-            one = len(en) == 1 and {"ci_low", "ci_high"} <= set(en)
-            lo, hi = (float(en["ci_low"].iloc[0]), float(en["ci_high"].iloc[0])) if one else (math.nan, math.nan)
-        row.update(english=val, ci_lo=lo, ci_hi=hi, n=n)
-        if not gated:
-            row["note"] = "no majority rate for this task kind: not gated (bootstrap CI; see the English-vs-target table)"
-        elif not lo > majority[task]:
-            row.update(passes=False, note="English score does not clear the majority rate: excluded from RQ1/RQ2")
+        if gated and selection is not None:
+            row = selection_verdict(row, selection.get(task), log, level)
+        else:
+            row = _scored_row(row, g[g["language"] == SOURCE], gated, level)
+        if row["plateau"] in FLAGGED:
+            row["note"] = "; ".join(filter(None, [row["note"], plateau_note(row["plateau"], log["plateau_tail_loss"],
+                                                                            log["prior_entropy"])]))
         rows.append(row)
     return pd.DataFrame(rows, columns=GATE_COLS)
+
+
+def selection_verdict(row: dict, sel: SelectionRows | None, log: pd.Series | None, level: float) -> dict:
+    """``row`` decided on its task's English selection rows and the selection scores in its train log."""
+    task, ck = row["task"], row["checkpoint"]
+    if sel is None:
+        raise ValueError(f"task {task}: the run has no English selection rows for it, though it has them for other "
+                         "tasks; selection is required for the model-quality gate")
+    if log is None or not log["epochs_scored"]:
+        raise ValueError(f"task {task}: checkpoint {ck} has no English selection score (select_score) in its train log "
+                         f"(results/train/{ck}.parquet); selection is required for the model-quality gate: re-run its "
+                         "train stage")
+    lvl = 1 - (1 - level) / int(log["epochs_scored"])
+    score = float(log["select_score"])
+    lo, hi = wilson_ci(score, sel.n, lvl)
+    passes = bool(lo > sel.majority)
+    note = "" if passes else "English selection score does not clear the selection rows' majority rate: excluded " \
+                             "from RQ1/RQ2"
+    return dict(row, split=sel.label, english=score, ci_lo=lo, ci_hi=hi, ci_level=lvl, n=sel.n, majority=sel.majority,
+                passes=passes, note=note)
+
+
+def _scored_row(row: dict, en: pd.DataFrame, gated: bool, level: float) -> dict:
+    """``row`` decided on the English rows the transfer stage scored (test): a run without selection rows, or a task
+    kind that is not gated."""
+    if en.empty:
+        return dict(row, passes=False, note="no English score")
+    n = int(en["n"].sum()) if "n" in en else 0
+    val = float(np.average(en["value"], weights=en["n"])) if n else float(en["value"].mean())
+    if not gated:  # F1, QA, mAP are not proportions: the row's own bootstrap CI over examples
+        one = len(en) == 1 and {"ci_low", "ci_high"} <= set(en)
+        lo, hi = (float(en["ci_low"].iloc[0]), float(en["ci_high"].iloc[0])) if one else (math.nan, math.nan)
+        return dict(row, english=val, ci_lo=lo, ci_hi=hi, n=n, ci_level=row["ci_level"] if one else math.nan,
+                    note="no majority rate for this task kind: not gated (bootstrap CI; see the English-vs-target "
+                         "table)")
+    lo, hi = wilson_ci(val, n, level)  # accuracy: a proportion
+    passes = bool(lo > row["majority"])
+    notes = [TEST_FALLBACK] + ([] if passes else ["English score does not clear the majority rate: excluded from "
+                                                   "RQ1/RQ2"])
+    return dict(row, english=val, ci_lo=lo, ci_hi=hi, n=n, passes=passes, note="; ".join(notes))
 
 
 def gate_failures(gate: pd.DataFrame) -> set[tuple[str, str]]:
@@ -94,16 +210,66 @@ class Gate:
         return sorted(self.failed)
 
 
-def apply_gate(transfer: pd.DataFrame, majority: dict[str, float] | None) -> Gate:
-    """Step 1: gate every (task, checkpoint) on its English score; the rows of those that fail are left out of
-    the method comparison, RQ1 and RQ2."""
+def apply_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, train: pd.DataFrame | None = None,
+               selection: dict[str, SelectionRows] | None = None, scored: dict[str, str] | None = None) -> Gate:
+    """Step 1: gate every (task, checkpoint) (:func:`quality_gate`: on the English selection rows where the run has
+    them); the rows of those that fail are left out of the method comparison, RQ1 and RQ2."""
     if not len(transfer):
         return Gate(kept=transfer)
-    table = quality_gate(transfer, majority)
+    table = quality_gate(transfer, majority, train=train, selection=selection, scored=scored)
     failed = gate_failures(table)
     gate = Gate(table=table, failed=failed, kept=drop_failed(transfer, failed))
+    on_test = sorted(set(table.loc[_gated(table) & ~table["split"].str.startswith("selection"), "task"]))
+    if on_test:
+        gate.notes.append(f"**The model-quality gate of {', '.join(on_test)} is decided on English TEST rows**: this "
+                          "run has no selection rows (protocol.selection: false). The test rows are the translations "
+                          "of the items scored in every language, so the gate picks checkpoints on the evaluation "
+                          "items themselves; run with `protocol.selection: true` to gate on held-out English rows.")
     if failed:
         gate.notes.append(f"{len(failed)} (task, checkpoint) pair(s) fail the model-quality gate and are left out "
                           f"of RQ1, RQ2 and the method comparison: "
                           + ", ".join(f"{t}/{c}" for t, c in gate.excluded))
+    stuck = table[table["plateau"].isin(FLAGGED)]
+    if len(stuck):
+        gate.notes.append(f"{len(stuck)} checkpoint(s) did not leave the majority plateau (training loss at the "
+                          "entropy of the label prior after warm-up; xltlib.training.plateau): "
+                          + ", ".join(f"{t}/{c}" for t, c in zip(stuck["task"], stuck["checkpoint"])))
     return gate
+
+
+def _gated(table: pd.DataFrame) -> pd.Series:
+    return pd.to_numeric(table["majority"], errors="coerce").notna()
+
+
+def collapse_text(table: pd.DataFrame) -> str:
+    """The summary's opening line: per method, how many checkpoints of each gated task did not learn ("pgd: 2 of 2
+    pawsx seeds did not learn"), how many of those sat on the majority plateau, and the rows that decided it."""
+    if table is None or table.empty:
+        return ""
+    g = table[_gated(table)]
+    if g.empty:
+        return ""
+    methods = list(dict.fromkeys(["baseline", *g["method"]]))
+    parts = []
+    for method in [m for m in methods if m in set(g["method"])]:
+        clauses = []
+        for task, t in g[g["method"] == method].groupby("task", sort=True):
+            failed = ~t["passes"].astype(bool)
+            unit = "seeds" if t["seed"].nunique() == len(t) else "checkpoints"
+            stuck = int((failed & t["plateau"].isin(FLAGGED)).sum())
+            clauses.append(f"{int(failed.sum())} of {len(t)} {task} {unit}"
+                           + (f" ({stuck} on the majority plateau)" if stuck else ""))
+        parts.append(f"{method}: " + ", ".join(clauses) + " did not learn")
+    on = ("the English selection rows" if g["split"].str.startswith("selection").all() else
+          "English TEST rows: the run has no selection rows")
+    return f"**Which checkpoints learned** (model-quality gate, decided on {on}): " + "; ".join(parts) + "."
+
+
+def decided_on(t: pd.DataFrame) -> str:
+    """The rows and the CI one task's gate was decided on, in words (its rows of the gate table)."""
+    split = t["split"].iloc[0]
+    levels = sorted(set(t["ci_level"].round(4)))
+    level = " or ".join(f"{100 * v:.1f}%" for v in levels)
+    if split.startswith("selection"):
+        return f"{split}, Wilson CI at {level} (95% over the epochs checkpoint selection chose among, Bonferroni)"
+    return f"{int(t['n'].max())} English {split} rows, Wilson {level} CI"

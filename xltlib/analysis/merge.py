@@ -18,7 +18,7 @@ from xltlib.data.languages import to_iso1
 PRETRAINED_PREFIX = "pretrained:"
 
 
-def _norm_languages(s: pd.Series) -> pd.Series:
+def norm_languages(s: pd.Series) -> pd.Series:
     """Apply :func:`to_iso1` to a column; unknown codes are lower-cased and
     kept (with one warning listing them)."""
     mapping, unknown = {}, []
@@ -47,7 +47,7 @@ def merge_alignment_transfer(alignment: pd.DataFrame, transfer: pd.DataFrame) ->
     tr = score_rows(transfer).copy()
     if tr.empty:
         raise ValueError("no standard-setting 'score' transfer rows")
-    tr["language"] = _norm_languages(tr["language"])
+    tr["language"] = norm_languages(tr["language"])
     meta_cols = [c for c in ("model", "method", "seed") if c in tr]
     meta = tr.groupby("checkpoint", sort=False)[meta_cols].first()
     acc = (tr.groupby(["checkpoint", "task", "language"], as_index=False)
@@ -63,7 +63,7 @@ def merge_alignment_transfer(alignment: pd.DataFrame, transfer: pd.DataFrame) ->
     al = al[~al["checkpoint"].astype(str).str.startswith(PRETRAINED_PREFIX)]
     if "method" in al:
         al = al[al["method"] != "pretrained"]
-    al["language"] = _norm_languages(al["language"])
+    al["language"] = norm_languages(al["language"])
     al = al[al["language"] != SOURCE]
     if "dataset" in al and al["dataset"].nunique(dropna=True) > 1:
         al["metric"] = al["dataset"].astype(str) + "/" + al["metric"].astype(str)

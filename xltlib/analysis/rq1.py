@@ -1,25 +1,36 @@
-"""Step 4 of the analysis, RQ1: does alignment track zero-shot transfer?
+"""Step 4 of the analysis, RQ1: does the alignment a checkpoint reaches track the transfer it gets?
 
-* **Across languages** (the primary test; unit: language). Statistic: Pearson r between the per-language means
-  of alignment and of the task score, each value first centred within its checkpoint (so checkpoint-level
-  shifts cancel even when a checkpoint lacks a language). Its permutation null permutes *languages*; permuting
-  the per-language means is the same as applying one language permutation jointly to every checkpoint.
-  Exact enumeration when k! is small, else Monte Carlo with enough draws that Holm over the family cannot
-  be decided by the permutation floor. CI: language-cluster bootstrap on Fisher's z, its SE scaled by
-  sqrt(k / (k - 1)) and t(k - 2) quantiles (a small-cluster correction; a percentile interval from
-  10-20 clusters is too narrow).
-* **Within languages** (units: checkpoints and languages). ``score ~ alignment + C(checkpoint) +
-  C(language)``; the slope is identified only by checkpoint x language variation: *within a language and
-  net of each checkpoint's overall level, the change in the score per unit of alignment*. SEs are two-way
-  cluster-robust (Cameron, Gelbach & Miller 2011) with CR1 factors, t(min(G) - 1); the partial R^2 is
-  that of alignment alone (the fixed effects explain most of the total).
+* **Across checkpoints, within languages** (unit: the checkpoint; the primary test when ``report.primary.unit`` is
+  ``checkpoint``, the default). Checkpoints (methods x strengths x seeds of one task, those that pass the gate) are
+  where robust training varies alignment. ``score ~ alignment + C(language)``: the slope is the change in a
+  language's zero-shot score per unit of alignment across checkpoints, net of what pre-training gave the language
+  (:data:`CHECKPOINT_ESTIMAND`). A checkpoint's languages are repeated measures of one unit, so the test permutes
+  *checkpoint labels*: each checkpoint's alignment over all its languages moves as a block to another checkpoint's
+  scores (:func:`checkpoint_permutation`); exact over all C! orders when that is at most ``n_perm``, else Monte
+  Carlo. The CI inverts that test (the slopes b0 whose permutation p exceeds alpha on ``score - b0 * alignment``).
+  It holds its level with 10-30 checkpoints x 6-40 languages where a one-way cluster-robust t by checkpoint rejects
+  too often (``tests/test_rq1.py``).
+* **Across languages** (unit: the language; secondary, or the primary test when ``report.primary.unit`` is
+  ``language``). Statistic: Pearson r between the per-language means of alignment and of the task score, each value
+  first centred within its checkpoint (so checkpoint-level shifts cancel even when a checkpoint lacks a language).
+  Mostly what pre-training gave each language. Its permutation null permutes *languages*; permuting the
+  per-language means is the same as applying one language permutation jointly to every checkpoint. Exact
+  enumeration when k! is small, else Monte Carlo with enough draws that Holm over the family cannot be decided by
+  the permutation floor. CI: language-cluster bootstrap on Fisher's z, its SE scaled by sqrt(k / (k - 1)) and
+  t(k - 2) quantiles (a small-cluster correction; a percentile interval from 10-20 clusters is too narrow).
+* **Within checkpoints and languages** (exploratory). ``score ~ alignment + C(checkpoint) + C(language)``; the
+  slope is identified only by checkpoint x language variation. SEs are two-way cluster-robust (Cameron, Gelbach &
+  Miller 2011) with CR1 factors, t(min(G) - 1); the partial R^2 is that of alignment alone.
 * **Less drift?** The within-language slope with and without each checkpoint's weight drift as a covariate.
 
-The primary test is the one declared in ``report.primary`` (:class:`xltlib.config.schema.ReportConfig.Primary`),
-tested alone (Holm over tasks); every other alignment metric x layer is exploratory, Holm within its family.
+A task is any task with transfer rows: PAN-X's 46 target languages meet Tatoeba's on the ISO 639-1 codes of
+:func:`xltlib.data.languages.to_iso1` (41 of them; gu, my, pa, qu and yo have no Tatoeba rows). The primary test is
+the one declared in ``report.primary`` (:class:`xltlib.config.schema.ReportConfig.Primary`), tested alone (Holm over
+tasks); every other alignment metric x layer is exploratory, Holm within its family.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -43,12 +54,131 @@ ACROSS_ESTIMAND = ("Pearson r between languages' mean alignment to English and t
                    "(values centred within each checkpoint, then averaged over checkpoints)")
 WITHIN_ESTIMAND = ("change in zero-shot score per unit of alignment within a language, net of each "
                    "checkpoint's overall level (checkpoint and language fixed effects)")
+CHECKPOINT_ESTIMAND = ("change in zero-shot score per unit of alignment across checkpoints (methods x strengths x "
+                       "seeds) within a language (language fixed effects)")
+CHECKPOINT_COLS = ["n_checkpoints", "n_languages", "n", "coef", "ci_lo", "ci_hi", "p", "n_perm", "exact",
+                   "p_at_floor", "r_within", "note"]
+MIN_CHECKPOINTS_PERM = 4  # 4! = 24 orders: the smallest exact p, 1/24, is below 0.05
 ACROSS_COLS = ["n_languages", "n_checkpoints", "n_points", "r", "r_lo", "r_hi", "p", "n_perm", "exact",
                "p_at_floor", "note"]
 WITHIN_COLS = ["n_languages", "n_checkpoints", "n", "coef", "se", "ci_lo", "ci_hi", "p", "df", "partial_r2",
                "note"]
 DRIFT_COLS = ["model", "n_languages", "n_checkpoints", "n", "coef", "se", "ci_lo", "ci_hi", "p", "df",
               "partial_r2", "note"]
+
+
+# ------------------------------------------------------------------------ across checkpoints, within languages
+def checkpoint_matrices(frame: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, list, list, int]:
+    """[checkpoint, language] matrices of x and y over the languages every checkpoint has (a permutation moves
+    whole rows): (X, Y, checkpoints, languages, languages dropped)."""
+    g = frame.dropna(subset=[x, y])
+    xs = g.pivot_table(index="checkpoint", columns="language", values=x, aggfunc="mean")
+    ys = g.pivot_table(index="checkpoint", columns="language", values=y, aggfunc="mean")  # same cells as xs
+    keep = xs.columns[xs.notna().all(axis=0)]
+    return xs[keep].to_numpy(float), ys[keep].to_numpy(float), list(xs.index), list(keep), len(xs.columns) - len(keep)
+
+
+def _permutations(c: int, n_perm: int, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Every ordering of c rows (identity first) when c! <= n_perm, else n_perm random ones: (orders, exact)."""
+    if math.factorial(c) <= n_perm:
+        return np.array(list(itertools.permutations(range(c))), dtype=np.int64), True
+    return np.argsort(rng.random((n_perm, c)), axis=1), False
+
+
+def checkpoint_permutation(X: np.ndarray, Y: np.ndarray, *, n_perm: int = 10_000, rng: np.random.Generator,
+                           alpha: float = ALPHA, ci: bool = True, orders: tuple[np.ndarray, bool] | None = None
+                           ) -> dict:
+    """Slope of Y on X with language (column) fixed effects, its permutation p over checkpoint (row) labels and the
+    CI that inverts the test.
+
+    Rows of the language-centred X move as blocks: the slope under ordering pi is sum_c M[pi(c), c] with
+    M = X~ Y~' / sum X~^2. Testing slope b0 permutes X against Y - b0 X, whose slope under pi is m_pi - b0 k_pi
+    (K = X~ X~' / sum X~^2, k_identity = 1), so one set of orderings serves every b0; the CI's ends are where the
+    two-sided p crosses ``alpha`` (bisection from the estimate outwards); ``ci=False`` skips it. ``orders``:
+    (orderings, exact) to reuse, e.g. one set for a family of tests on the same checkpoints."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    sxx, syy = float(np.sum(Xc * Xc)), float(np.sum(Yc * Yc))
+    out = dict(coef=math.nan, ci_lo=math.nan, ci_hi=math.nan, p=math.nan, n_perm=0, exact=False, p_at_floor=False,
+               r_within=math.nan, note="")
+    if sxx <= 1e-12 or syy <= 1e-12:
+        out["note"] = "empty: alignment or transfer does not vary across checkpoints within a language"
+        return out
+    M, K = Xc @ Yc.T / sxx, Xc @ Xc.T / sxx
+    orders, exact = orders if orders is not None else _permutations(len(X), n_perm, rng)
+    cols = np.arange(len(X))
+    m, k = M[orders, cols].sum(1), K[orders, cols].sum(1)
+    b = float(np.trace(M))
+    tol = 1e-10 * max(1.0, abs(b))
+
+    def p_at(b0: float) -> float:
+        hits = int(np.sum(np.abs(m - b0 * k) >= abs(b - b0) - tol))
+        return hits / len(m) if exact else (1 + hits) / (1 + len(m))
+
+    p = p_at(0.0)
+    out.update(coef=b, p=p, n_perm=len(m), exact=exact, r_within=b * math.sqrt(sxx / syy),
+               p_at_floor=(not exact) and p <= 1.0 / (len(m) + 1) + 1e-15)
+    if not ci:
+        return out
+    step = float(np.std(m)) or abs(b) or 1.0
+    ends = []
+    for sign in (-1.0, 1.0):
+        inside, j = 0.0, 0
+        while p_at(b + sign * step * 2 ** j) > alpha and j < 40:
+            inside, j = step * 2 ** j, j + 1
+        if j == 40:  # p never falls below alpha: the data cannot bound the slope on this side
+            ends.append(sign * math.inf)
+            continue
+        outside = step * 2 ** j
+        for _ in range(50):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if p_at(b + sign * mid) > alpha else (inside, mid)
+        ends.append(b + sign * (inside + outside) / 2)
+    out["ci_lo"], out["ci_hi"] = ends
+    return out
+
+
+def across_checkpoints(frame: pd.DataFrame, *, x: str = "alignment", y: str = "score", n_perm: int = 10_000,
+                       rng: np.random.Generator | None = None, alpha: float = ALPHA, ci: bool = True,
+                       orders: dict[int, tuple[np.ndarray, bool]] | None = None) -> dict:
+    """RQ1 across checkpoints within languages for one group (one task x metric x layer); see the module
+    docstring. The CI's level is 1 - ``alpha``; ``orders``: a cache of orderings per checkpoint count, shared by
+    the tests of a family."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    X, Y, cks, langs, dropped = checkpoint_matrices(frame, x, y)
+    row = dict(n_checkpoints=len(cks), n_languages=len(langs), n=int(X.size), note="")
+    note = [f"{dropped} language(s) not scored by every checkpoint left out"] if dropped else []
+    if len(cks) < MIN_CHECKPOINTS_PERM:
+        note.insert(0, f"empty: {len(cks)} checkpoint(s), at least {MIN_CHECKPOINTS_PERM} needed for a permutation "
+                       f"p below {alpha}")
+    elif not langs:
+        note.insert(0, "empty: no language scored by every checkpoint")
+    else:
+        if orders is not None and len(cks) not in orders:
+            orders[len(cks)] = _permutations(len(cks), n_perm, rng)
+        fit = checkpoint_permutation(X, Y, n_perm=n_perm, rng=rng, alpha=alpha, ci=ci,
+                                     orders=orders.get(len(cks)) if orders is not None else None)
+        if fit.pop("note"):
+            note.insert(0, "empty: alignment or transfer does not vary across checkpoints within a language")
+        row.update(fit)
+    row["note"] = "; ".join(note)
+    return {c: row.get(c, math.nan) for c in CHECKPOINT_COLS}
+
+
+def across_checkpoints_table(merged: pd.DataFrame, *, by: Sequence[str] = ("task", "metric", "layer"),
+                             x: str = "alignment", y: str = "score", n_perm: int = 10_000, seed: int = 0,
+                             alpha: float = ALPHA) -> pd.DataFrame:
+    """:func:`across_checkpoints` for every group (p only, no CI: an exploratory family), with Holm over the table's
+    tests (``p_holm``). One set of orderings per checkpoint count serves the family."""
+    keys = [k for k in by if k in merged]
+    groups = list(merged.groupby(keys, sort=True, dropna=False)) if keys else [((), merged)]
+    n_draws = n_perm_for(len(groups), n_perm, alpha)
+    rng, orders = np.random.default_rng(seed), {}
+    rows = [{**dict(zip(keys, gk if isinstance(gk, tuple) else (gk,))),
+             **across_checkpoints(g, x=x, y=y, n_perm=n_draws, rng=rng, alpha=alpha, ci=False, orders=orders)}
+            for gk, g in groups]
+    out = pd.DataFrame(rows, columns=keys + CHECKPOINT_COLS)
+    out["p_holm"] = holm(out["p"]) if len(out) else []
+    return out
 
 
 # ------------------------------------------------------------------------------------ across languages
@@ -181,18 +311,27 @@ def resolve_layer(primary: ReportConfig.Primary, layers: Sequence[int]) -> int |
 
 @dataclass
 class RQ1:
-    """What step 4 hands on. Tables are DataFrames whose empty groups carry a ``note`` saying why."""
+    """What step 4 hands on. Tables are DataFrames whose empty groups carry a ``note`` saying why; each of the three
+    tables at the primary measure has one row per task and Holm over tasks (``p_holm``)."""
 
+    unit: str = "checkpoint"  # the declared primary unit (report.primary.unit): checkpoint or language
     metric: str = ""  # the primary metric's row name as merged (dataset-prefixed when several datasets)
     layers: dict[str, int] = field(default_factory=dict)  # task -> the primary layer
-    primary: pd.DataFrame = field(default_factory=pd.DataFrame)  # across languages, one row per task
-    primary_within: pd.DataFrame = field(default_factory=pd.DataFrame)  # within languages at the primary
+    by_checkpoint: pd.DataFrame = field(default_factory=pd.DataFrame)  # across checkpoints within languages
+    across: pd.DataFrame = field(default_factory=pd.DataFrame)  # across languages
+    within: pd.DataFrame = field(default_factory=pd.DataFrame)  # checkpoint and language fixed effects
+    exploratory_by_checkpoint: pd.DataFrame = field(default_factory=pd.DataFrame)  # every other metric x layer
     exploratory: pd.DataFrame = field(default_factory=pd.DataFrame)  # across languages, every other metric x layer
     exploratory_within: pd.DataFrame = field(default_factory=pd.DataFrame)
     headline: pd.DataFrame = field(default_factory=pd.DataFrame)  # the points at the primary metric and layer
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # weight drift per checkpoint (relative L2)
     drift_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # within languages, with and without drift
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> pd.DataFrame:
+        """The declared primary test's table: :attr:`by_checkpoint` or :attr:`across`."""
+        return self.by_checkpoint if self.unit == "checkpoint" else self.across
 
 
 def _empty_row(base: dict, cols: list[str], note: str) -> dict:
@@ -201,15 +340,17 @@ def _empty_row(base: dict, cols: list[str], note: str) -> dict:
 
 def answer_rq1(points: Points, primary: ReportConfig.Primary, *, n_boot: int = 2000, n_perm: int = 10_000,
                seed: int = 0, alpha: float = ALPHA, drift: dict[str, float] | None = None) -> RQ1:
-    """Step 4: the primary test per task (across and within languages at the declared metric and layer; Holm over
-    tasks), the weight-drift check there, then every other metric x layer as an exploratory family."""
+    """Step 4: at the declared metric and layer, per task, the test across checkpoints within languages, across
+    languages and within both (Holm over tasks in each); the weight-drift check there; then every other metric x
+    layer as an exploratory family."""
     merged, analysed = points.merged, points.analysed
+    unit = getattr(primary, "unit", "checkpoint")
     if not points.relatable:
-        return RQ1()
+        return RQ1(unit=unit)
     pm, why = resolve_metric(merged["metric"], primary.metric)
-    rq = RQ1(metric=pm or primary.metric, notes=[why] if why else [])
+    rq = RQ1(unit=unit, metric=pm or primary.metric, notes=[why] if why else [])
     tasks = sorted(merged["task"].unique())
-    rows, rows_w = [], []
+    rows_c, rows, rows_w = [], [], []
     n_draws = n_perm_for(len(tasks), n_perm, alpha)
     for i, task in enumerate(tasks):
         layers = merged.loc[(merged["task"] == task) & (merged["metric"] == pm), "layer"].unique() if pm else []
@@ -217,24 +358,24 @@ def answer_rq1(points: Points, primary: ReportConfig.Primary, *, n_boot: int = 2
         if layer is not None:
             rq.layers[task] = layer
         base = dict(task=task, metric=rq.metric, layer=layer)
-        if pm is None or layer is None:
-            note = why if pm is None else f"empty: layer {primary.layer} not measured"
-            rows.append(_empty_row(base, ACROSS_COLS, note))
-            rows_w.append(_empty_row(base, WITHIN_COLS, note))
-            continue
-        g = analysed[(analysed["task"] == task) & (analysed["metric"] == pm) & (analysed["layer"] == layer)]
+        g = analysed[(analysed["task"] == task) & (analysed["metric"] == pm) & (analysed["layer"] == layer)] \
+            if pm is not None and layer is not None else analysed.iloc[0:0]
         if g.empty:
-            note = "empty: every checkpoint of this task fails the model-quality gate"
+            note = (why if pm is None else f"empty: layer {primary.layer} not measured" if layer is None
+                    else "empty: every checkpoint of this task fails the model-quality gate")
+            rows_c.append(_empty_row(base, CHECKPOINT_COLS, note))
             rows.append(_empty_row(base, ACROSS_COLS, note))
             rows_w.append(_empty_row(base, WITHIN_COLS, note))
             continue
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        rows_c.append({**base, **across_checkpoints(g, n_perm=n_draws, rng=rng, alpha=alpha)})
         rows.append({**base, **across_languages(g, n_perm=n_draws, n_boot=n_boot, rng=rng)})
         rows_w.append({**base, **within_languages(g)})
-    rq.primary = pd.DataFrame(rows, columns=["task", "metric", "layer", *ACROSS_COLS])
-    rq.primary["p_holm"] = holm(rq.primary["p"]) if len(rows) else []
-    rq.primary_within = pd.DataFrame(rows_w, columns=["task", "metric", "layer", *WITHIN_COLS])
-    rq.primary_within["p_holm"] = holm(rq.primary_within["p"]) if len(rows_w) else []
+    for name, data, cols in (("by_checkpoint", rows_c, CHECKPOINT_COLS), ("across", rows, ACROSS_COLS),
+                             ("within", rows_w, WITHIN_COLS)):
+        table = pd.DataFrame(data, columns=["task", "metric", "layer", *cols])
+        table["p_holm"] = holm(table["p"]) if len(data) else []
+        setattr(rq, name, table)
 
     if drift:  # "less drift": robust methods may align better only because they move the weights less
         meta = [c for c in ("checkpoint", "method", "seed") if c in merged]
@@ -256,6 +397,7 @@ def answer_rq1(points: Points, primary: ReportConfig.Primary, *, n_boot: int = 2
                         index=analysed.index, dtype=bool)
     explo = analysed[~is_prim]
     if len(explo):
+        rq.exploratory_by_checkpoint = across_checkpoints_table(explo, n_perm=n_perm, seed=seed + 2, alpha=alpha)
         rq.exploratory = across_languages_table(explo, n_perm=n_perm, n_boot=n_boot, seed=seed + 1, alpha=alpha)
         rq.exploratory_within = within_languages_table(explo)
     return rq

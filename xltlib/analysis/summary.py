@@ -6,8 +6,9 @@ calls, one per cell; ``xlt export`` writes what :func:`analyze_run` returns).
 2. :func:`~xltlib.analysis.compare.compare_methods` - each robust method against the baseline
 3. :func:`~xltlib.analysis.merge.merge_points` - alignment beside the task score, per checkpoint and language
 4. :func:`~xltlib.analysis.rq1.answer_rq1` - does alignment track transfer?
-5. :func:`~xltlib.analysis.rq2.answer_rq2` - do robust objectives help low-resource languages most?
-6. :func:`summarize` - the result and its summary
+5. :func:`~xltlib.analysis.rq2.answer_rq2` - does robust training improve alignment, most for low-resource languages?
+6. :func:`summarize` - the result and its summary, with the source paper's claims checked
+   (:func:`~xltlib.analysis.literature.check_claims`)
 """
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from xltlib.analysis.alignment_compare import AlignmentComparison, alignment_target, compare_alignment
+from xltlib.analysis.alignment_compare import summary_lines as alignment_comparison_lines
 from xltlib.analysis.compare import MVB_ESTIMAND, Comparison, compare_methods
-from xltlib.analysis.gate import Gate, apply_gate
+from xltlib.analysis.gate import Gate, apply_gate, collapse_text, decided_on, scored_splits, selection_rows
 from xltlib.analysis.inference import ALPHA
+from xltlib.analysis.literature import check_claims
 from xltlib.analysis.merge import Points, merge_points
-from xltlib.analysis.rq1 import ACROSS_ESTIMAND, RQ1, WITHIN_ESTIMAND, answer_rq1
-from xltlib.analysis.rq2 import RQ2, RQ2_ESTIMAND, answer_rq2
+from xltlib.analysis.rq1 import ACROSS_ESTIMAND, CHECKPOINT_ESTIMAND, RQ1, WITHIN_ESTIMAND, answer_rq1
+from xltlib.analysis.rq2 import ALIGN_RQ2_ESTIMAND, RQ2, RQ2_ESTIMAND, answer_rq2
 from xltlib.config.schema import ReportConfig
 
 
@@ -39,6 +43,9 @@ class AnalysisResult:
     points: Points = field(default_factory=Points)  # step 3
     rq1: RQ1 = field(default_factory=RQ1)  # step 4
     rq2: RQ2 = field(default_factory=RQ2)  # step 5
+    literature: pd.DataFrame = field(default_factory=pd.DataFrame)  # the source paper's claims beside the estimates
+    # method - baseline on the primary alignment (item-level interval) and alignment ~ method + drift
+    alignment_comparison: AlignmentComparison = field(default_factory=AlignmentComparison)
     alpha: float = ALPHA
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # checkpoints, languages, seeds, tasks
@@ -72,10 +79,15 @@ def alignment_by_method_text(alignment: pd.DataFrame, metric: str) -> str:
 
 def summarize(primary: ReportConfig.Primary, gate: Gate, comparison: Comparison, points: Points, rq1: RQ1, rq2: RQ2,
               *, alignment: pd.DataFrame, headline_metric: str = "", protocol: str | None = None,
-              notes: Sequence[str] = (), alpha: float = ALPHA) -> AnalysisResult:
+              notes: Sequence[str] = (), alpha: float = ALPHA, literature: pd.DataFrame | None = None,
+              alignment_comparison: AlignmentComparison | None = None) -> AnalysisResult:
     """Step 6: the result of steps 1-5 with their notes, the counts, and the summary (:func:`summary_markdown`)."""
     res = AnalysisResult(primary=primary, gate=gate, comparison=comparison, points=points, rq1=rq1, rq2=rq2,
-                         alpha=alpha, notes=[*notes, *gate.notes, *points.notes, *rq1.notes, *rq2.notes])
+                         literature=pd.DataFrame() if literature is None else literature, alpha=alpha,
+                         notes=[*notes, *gate.notes, *points.notes, *rq1.notes, *rq2.notes])
+    if alignment_comparison is not None:
+        res.alignment_comparison = alignment_comparison
+        res.notes += alignment_comparison.notes
     text = ""
     if points.relatable:
         merged, analysed = points.merged, points.analysed
@@ -91,19 +103,28 @@ def summarize(primary: ReportConfig.Primary, gate: Gate, comparison: Comparison,
 def analyze_run(run) -> AnalysisResult:
     """The six steps on a run folder, in order, with the run's ``report`` settings.
 
-    ``run`` needs ``load_results(kind)``, ``majority_rates()``, ``weight_drift()``, ``cells()`` (each with a
+    ``run`` needs ``load_results(kind)``, ``majority_rates()``, ``weight_drift()``, ``alignment_outcomes(metric,
+    layer)``, ``cells()`` (each with a
     ``cell_id``), ``cfg.report`` and ``cfg.protocol.name``: :class:`xltlib.runner.run_dir.Run` has them."""
     report = run.cfg.report
     transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
     notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
-    gate = apply_gate(transfer, run.majority_rates())
+    gate = apply_gate(transfer, run.majority_rates(), train=run.load_results("train"), selection=selection_rows(run),
+                      scored=scored_splits(run))
     comparison = compare_methods(transfer, gate, n_boot=report.n_boot, seed=report.seed)
     points = merge_points(alignment, transfer, gate)
+    drift = run.weight_drift()
     rq1 = answer_rq1(points, report.primary, n_boot=report.n_boot, n_perm=report.n_perm, seed=report.seed,
-                     drift=run.weight_drift())
-    rq2 = answer_rq2(points, gate, rq1)
+                     drift=drift)
+    # alignment: method - baseline (items x checkpoints) and alignment ~ method + drift, passing checkpoints
+    metric, layer = alignment_target(alignment, report.primary)
+    outcomes = run.alignment_outcomes(metric, layer) if layer is not None else pd.DataFrame()
+    alignment_cmp = compare_alignment(alignment, outcomes, gate.table, report.primary, drift=drift)
+    rq2 = answer_rq2(points, gate, alignment, report.primary)
+    literature = check_claims(comparison.scores, transfer, run.load_results("train"))
     return summarize(report.primary, gate, comparison, points, rq1, rq2, alignment=alignment,
-                     headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes)
+                     headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes,
+                     literature=literature, alignment_comparison=alignment_cmp)
 
 
 # ------------------------------------------------------------------------------------- the summary's words
@@ -150,6 +171,8 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
     a = res.alpha
     c = res.counts
     L = ["## Summary", ""]
+    if collapsed := collapse_text(res.gate.table):  # first: each method's collapses per task
+        L += [collapsed, ""]
     if c:
         L += [f"Data: {c.get('checkpoints', 0)} fine-tuned checkpoints ({c.get('analysed_checkpoints', 0)} pass the "
               f"model-quality gate), {c.get('tasks', 0)} task(s), {c.get('languages', 0)} target languages, "
@@ -169,8 +192,8 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
                 continue
             n_fail = int((~t["passes"].astype(bool)).sum())
             L.append(f"- {task}: English scores from {100 * t['english'].min():.1f}% to {100 * t['english'].max():.1f}% "
-                     f"across {len(t)} checkpoints ({int(t['n'].max())} English test rows each; a checkpoint passes "
-                     f"when the lower end of its Wilson 95% CI is above the majority rate {100 * maj:.1f}%): "
+                     f"across {len(t)} checkpoints (decided on {decided_on(t)}; a checkpoint passes "
+                     f"when the lower end of its CI is above the majority rate {100 * maj:.1f}%): "
                      + ("every checkpoint clears it." if n_fail == 0 else
                         f"**{n_fail} of {len(t)} checkpoint(s) do not clear it and are left out of RQ1 and RQ2** "
                         "(no transfer to explain)."))
@@ -184,93 +207,36 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
     if mvb is None or mvb.empty:
         L.append("No method could be compared with the baseline (needs the baseline and another method).")
     else:
-        L.append(f"Estimand: {MVB_ESTIMAND}; 95% CI from a paired bootstrap with seed variance added "
-                 "(unit and n as stated per line).")
+        L.append(f"Estimand: {MVB_ESTIMAND}; 95% CI: t interval on an item bootstrap (item ids shared by every "
+                 "language, seed and method) plus the seed variance pooled over the task's methods; shown for "
+                 "the checkpoints passing the gate and for every trained checkpoint (unit and n as stated per line).")
         L.append("")
         L += _row_lines(
-            mvb, "diff", lambda r: f"- {r['task']} ({r['setting']}) {r['method']}: {r['note']}.",
-            lambda r: f"- {r['task']} ({r['setting']}) {r['method']} − baseline: {_pts(r['diff'])} points "
-                      f"(95% CI {_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}; {int(r['n_languages'])} "
+            mvb, "diff", lambda r: f"- {r['task']} ({r['setting']}, {r['checkpoints']}) {r['method']}: {r['note']}.",
+            lambda r: f"- {r['task']} ({r['setting']}, {r['checkpoints']}) {r['method']} − baseline: "
+                      f"{_pts(r['diff'])} points ("
+                      + (f"95% CI {_pts(r['ci_lo'])} to {_pts(r['ci_hi'])}, t with {r['df']:.0f} df; "
+                         if np.isfinite(r["ci_lo"]) else "no CI; ")
+                      + f"{int(r['n_languages'])} "
                       f"{'language pairs' if r['setting'] == 'generalized' else 'target languages'}, "
-                      f"{int(r['n_seeds'])} matched seed(s); resampled: {r['resampled']})"
-                      + (f" — {r['note']}" if r["note"] else "") + ".")
+                      f"{int(r['n_items'])} items, {int(r['n_seeds'])} vs {int(r['n_baseline_seeds'])} seed(s); "
+                      f"resampled: {r['resampled']})" + (f" — {r['note']}" if r["note"] else "") + ".")
     L.append("")
+
+    # -- alignment: method vs baseline, and "less drift?"
+    L += alignment_comparison_lines(res.alignment_comparison)
 
     # -- RQ1
-    L += ["### RQ1: does alignment track transfer?", ""]
-    pr = res.rq1.primary
-    where = "the last layer" if res.primary.layer == "last" else f"layer {res.primary.layer}"
-    L.append(f"Primary analysis (declared in `report.primary`): `{res.rq1.metric or res.primary.metric}` at {where}, "
-             f"across languages. Unit: the language; estimand: {ACROSS_ESTIMAND}. "
-             "Test: the languages are permuted (one permutation for all checkpoints); CI: language-cluster "
-             "bootstrap with a small-cluster correction."
-             + (" Holm over tasks." if len(pr) > 1 else ""))
-    L.append("")
-    if pr is None or pr.empty:
-        L.append("The primary test could not be run (no alignment and transfer rows to relate).")
-    for _, r in (pr.iterrows() if pr is not None else []):
-        if not np.isfinite(r.get("r", np.nan)):
-            L.append(f"- {r['task']}: no test — {r['note']}.")
-            continue
-        p_use = r["p_holm"] if len(pr) > 1 else r["p"]
-        rej = np.isfinite(p_use) and p_use <= a
-        L.append(f"- {r['task']} (layer {r['layer']}): r = {_fmt(r['r'])} (95% CI {_fmt(r['r_lo'])} to "
-                 f"{_fmt(r['r_hi'])}), {_p_text(r, a)}"
-                 + (f", Holm p = {_fmt_p(r['p_holm'])}" if len(pr) > 1 else "")
-                 + f"; n = {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} checkpoints. "
-                 + (f"**Relation found**: languages better aligned to English transfer "
-                    f"{'better' if r['r'] > 0 else 'worse'}." if rej else
-                    "**No relation found** at α = " + f"{a}" + " (not evidence of no relation; see the CI)."))
-    L.append("")
-    pw = res.rq1.primary_within
-    if pw is not None and len(pw):
-        L.append(f"Within languages (secondary, same measure): estimand: {WITHIN_ESTIMAND}; units: checkpoints "
-                 "and languages (SEs clustered two-way by both).")
-        L.append("")
-        L += _row_lines(
-            pw, "coef", lambda r: f"- {r['task']}: no fit — {r['note']}.",
-            lambda r: f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
-                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p = {_fmt_p(r['p'])}, "
-                      f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
-                      f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
-                      "checkpoints).")
-        L.append("")
-    ex = res.rq1.exploratory
-    if ex is not None and len(ex) and "p_holm" in ex:
-        n_t = int(ex["p"].notna().sum())
-        n_rej = int((ex["p_holm"] <= a).sum())
-        L.append(f"Exploratory: {n_rej} of {n_t} other metric × layer tests across languages reject after Holm "
-                 "within that family; exploratory results suggest where to look, they are not findings.")
-        L.append("")
+    L += ["### RQ1: does the alignment a checkpoint reaches track the transfer it gets?", ""]
+    L += _rq1_lines(res)
 
     # -- RQ2
-    L += ["### RQ2: do robust objectives help low-resource languages most?", ""]
-    rq = res.rq2.slopes
-    if rq is None or rq.empty:
-        L.append("Not estimated: needs the baseline and another method among the checkpoints that pass the gate.")
-    else:
-        L.append(f"Estimand: {RQ2_ESTIMAND}. Unit: the language (one point per language, its gains averaged over "
-                 "seeds and tasks); OLS t-test; Holm across methods. Negative = larger gains for lower-resource "
-                 "languages.")
-        L.append("")
-        any_found = False
-        for _, r in rq.iterrows():
-            if not np.isfinite(r.get("slope_per_10x", np.nan)):
-                L.append(f"- {r['method']}: no fit — {r['note']}.")
-                continue
-            rej = np.isfinite(r["p_holm"]) and r["p_holm"] <= a
-            any_found |= bool(rej and r["slope_per_10x"] < 0)
-            verdict = ("gains shrink with more pre-training data (helps low-resource languages most)"
-                       if rej and r["slope_per_10x"] < 0 else
-                       "gains grow with more pre-training data" if rej else "no dependence on size found")
-            L.append(f"- {r['method']}: {_pts(r['slope_per_10x'], 2)} points per 10× (95% CI "
-                     f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p = {_fmt_p(r['p'])}, Holm p = "
-                     f"{_fmt_p(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
-                     f"{int(r['n_seeds'])} seed(s)): {verdict}."
-                     + (f" ({r['note']})" if r["note"] else ""))
-        if not any_found:
-            L += ["", "The data do not support the claim that robust training helps low-resource languages most."]
-    L.append("")
+    L += ["### RQ2: does robust training improve alignment, most for low-resource languages?", ""]
+    L += _rq2_alignment_lines(res.rq2.alignment, a)
+    L += _rq2_transfer_lines(res.rq2.slopes, a)
+
+    # -- the source paper's claims
+    L += _literature_lines(res.literature)
 
     L += ["### What these data cannot say", "",
           "- Only one pre-trained encoder was studied; the results may not hold for other models or sizes.",
@@ -285,3 +251,194 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
     if res.notes:
         L += ["", *[f"*Note:* {n}" for n in res.notes]]
     return "\n".join(L) + "\n"
+
+
+def _reject(row, a, several: bool) -> bool:
+    p = row["p_holm"] if several else row["p"]
+    return bool(np.isfinite(p) and p <= a)
+
+
+def _rq1_lines(res: AnalysisResult) -> list[str]:
+    """RQ1: the declared primary unit first (checkpoint or language), the other unit as the secondary analysis, the
+    two-way fixed-effects fit and the exploratory families."""
+    a, rq = res.alpha, res.rq1
+    where = "the last layer" if res.primary.layer == "last" else f"layer {res.primary.layer}"
+    measure = f"`{rq.metric or res.primary.metric}` at {where}"
+
+    def ck_lines(t: pd.DataFrame) -> list[str]:
+        several = len(t) > 1
+        return _row_lines(
+            t, "coef", lambda r: f"- {r['task']}: no test — {r['note']}.",
+            lambda r: f"- {r['task']} (layer {r['layer']}): +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of "
+                      f"transfer within a language (95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}), "
+                      f"{_p_text(r, a)}" + (f", Holm p = {_fmt_p(r['p_holm'])}" if several else "")
+                      + f"; within-language r = {_fmt(r['r_within'])}; n = {int(r['n_checkpoints'])} checkpoints × "
+                      f"{int(r['n_languages'])} languages. "
+                      + (f"**Relation found**: checkpoints that align a language better transfer to it "
+                         f"{'better' if r['coef'] > 0 else 'worse'}." if _reject(r, a, several) else
+                         f"**No relation found** at α = {a} (not evidence of no relation; see the CI).")
+                      + (f" ({r['note']})" if r["note"] else ""))
+
+    def lang_lines(t: pd.DataFrame) -> list[str]:
+        several = len(t) > 1
+        return _row_lines(
+            t, "r", lambda r: f"- {r['task']}: no test — {r['note']}.",
+            lambda r: f"- {r['task']} (layer {r['layer']}): r = {_fmt(r['r'])} (95% CI {_fmt(r['r_lo'])} to "
+                      f"{_fmt(r['r_hi'])}), {_p_text(r, a)}" + (f", Holm p = {_fmt_p(r['p_holm'])}" if several else "")
+                      + f"; n = {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} checkpoints. "
+                      + (f"**Relation found**: languages better aligned to English transfer "
+                         f"{'better' if r['r'] > 0 else 'worse'}." if _reject(r, a, several) else
+                         f"**No relation found** at α = {a} (not evidence of no relation; see the CI)."))
+
+    by_ck = ("across checkpoints within each language. Unit: the checkpoint (methods × strengths × seeds of a task "
+             f"that pass the gate); estimand: {CHECKPOINT_ESTIMAND}. Test: the checkpoint labels are permuted (a "
+             "checkpoint's alignment over all its languages moves as one block); CI: the slopes that test does not "
+             "reject.")
+    by_lang = (f"across languages. Unit: the language; estimand: {ACROSS_ESTIMAND}. Test: the languages are permuted "
+               "(one permutation for all checkpoints); CI: language-cluster bootstrap with a small-cluster correction.")
+    holm = " Holm over tasks."
+    ck, lang = rq.by_checkpoint, rq.across
+    if rq.unit == "checkpoint":
+        first, first_lines = by_ck + (holm if len(ck) > 1 else ""), ck_lines(ck)
+        second = "Across languages (secondary: mostly what pre-training gave each language), same measure: " + by_lang
+        second_lines = lang_lines(lang)
+    else:
+        first, first_lines = by_lang + (holm if len(lang) > 1 else ""), lang_lines(lang)
+        second = "Across checkpoints within languages (secondary), same measure: " + by_ck
+        second_lines = ck_lines(ck)
+    L = [f"Primary analysis (declared in `report.primary`, unit: {rq.unit}): {measure}, {first}", ""]
+    L += (first_lines or ["The primary test could not be run (no alignment and transfer rows to relate)."]) + [""]
+    if second_lines:
+        L += [second, "", *second_lines, ""]
+    pw = rq.within
+    if pw is not None and len(pw):
+        L += [f"Within checkpoints and languages (exploratory, same measure): estimand: {WITHIN_ESTIMAND}; units: "
+              "checkpoints and languages (SEs clustered two-way by both).", ""]
+        L += _row_lines(
+            pw, "coef", lambda r: f"- {r['task']}: no fit — {r['note']}.",
+            lambda r: f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
+                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p = {_fmt_p(r['p'])}, "
+                      f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
+                      f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
+                      "checkpoints).")
+        L.append("")
+    for family, table in (("across checkpoints", rq.exploratory_by_checkpoint), ("across languages", rq.exploratory)):
+        if table is not None and len(table) and "p_holm" in table and table["p"].notna().any():
+            L += [f"Exploratory ({family}): {int((table['p_holm'] <= a).sum())} of {int(table['p'].notna().sum())} "
+                  "other metric × layer tests reject after Holm within that family; exploratory results suggest where "
+                  "to look, they are not findings.", ""]
+    return L
+
+
+def _ci_pts(r, prefix: str, est: str, nd: int = 1) -> str:
+    """'+1.2 (95% CI +0.3 to +2.1, t with 4.0 df)' from the columns ``est``, ``<prefix>_ci_lo``, ``<prefix>_ci_hi``
+    and ``<prefix>_df``; the estimate alone when there is no interval."""
+    if np.isfinite(r.get(f"{prefix}_ci_lo", np.nan)):
+        return (f"{_pts(r[est], nd)} (95% CI {_pts(r[f'{prefix}_ci_lo'], nd)} to {_pts(r[f'{prefix}_ci_hi'], nd)}, "
+                f"t with {r[f'{prefix}_df']:.1f} df)")
+    return f"{_pts(r[est], nd)} (no interval)"
+
+
+def _rq2_alignment_lines(table: pd.DataFrame, a: float) -> list[str]:
+    """RQ2's primary answer: alignment gains over the baseline and over the pre-trained encoder, and their slopes on
+    CC-100 size; then, per method, whether it raises alignment at all or only loses less of it."""
+    if table is None or table.empty:
+        return ["Alignment gains: not estimated (needs Tatoeba alignment rows at the primary metric and layer for the "
+                "baseline or the pre-trained encoder and another method).", ""]
+    t = table[np.isfinite(table["n_languages"].astype(float))]
+    pool = int(t["pool"].max()) if len(t) and np.isfinite(t["pool"].max()) else 0
+    L = [f"Primary (alignment on Tatoeba, every language with a CC-100 size scored on the common pool of {pool} "
+         f"sentences): estimand: {ALIGN_RQ2_ESTIMAND}. Unit: the language; the checkpoints (seeds) are the clustered "
+         "unit (sentences are not resampled: their noise is inside each language's residual): t intervals from the "
+         "seed and language strata. Holm across the rows of each reference. Points = alignment × 100; a negative "
+         "slope = larger gains for lower-resource languages.", ""]
+    for _, r in table.iterrows():
+        head = f"- {r['task']} · {r['method']} − {r['reference']}"
+        if not np.isfinite(r.get("mean_gain", np.nan)):
+            L.append(f"{head}: no estimate — {r['note']}.")
+            continue
+        slope_rej = np.isfinite(r["slope_p_holm"]) and r["slope_p_holm"] <= a
+        verdict = ("" if not np.isfinite(r["slope_p_holm"]) else
+                   " — gains larger for lower-resource languages" if slope_rej and r["slope_per_10x"] < 0 else
+                   " — gains larger for higher-resource languages" if slope_rej else
+                   " — no dependence on size found")
+        L.append(f"{head}: mean {_ci_pts(r, 'mean', 'mean_gain')} points; slope "
+                 f"{_ci_pts(r, 'slope', 'slope_per_10x', 2)} points per 10× CC-100 size, Holm p = "
+                 f"{_fmt_p(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
+                 + (f" ({r['note']})" if r["note"] else "") + ".")
+    L.append("")
+    L += _raise_or_lose_less(table)
+    return L
+
+
+def _raise_or_lose_less(table: pd.DataFrame) -> list[str]:
+    """Per task and method: does it raise alignment above the pre-trained encoder, or only lose less than the
+    baseline? Decided on the intervals (no interval: said so)."""
+    out = []
+    pre = table[table["reference"] == "pretrained"].set_index(["task", "method"])
+    vs_base = table[table["reference"] == "baseline"].set_index(["task", "method"])
+    for (task, method), r in vs_base.iterrows():
+        if (task, method) not in pre.index or (task, "baseline") not in pre.index:
+            continue
+        m, b = pre.loc[(task, method)], pre.loc[(task, "baseline")]
+        if not all(np.isfinite(v) for v in (m["mean_ci_lo"], r["mean_ci_lo"])):
+            out.append(f"- {task} · {method}: raises alignment or only loses less? No interval (too few seeds); "
+                       f"point estimates: {_pts(m['mean_gain'])} points vs the pre-trained encoder (baseline "
+                       f"{_pts(b['mean_gain'])}).")
+        elif m["mean_ci_lo"] > 0:
+            out.append(f"- {task} · {method}: **raises alignment** above the pre-trained encoder.")
+        elif r["mean_ci_lo"] > 0:
+            out.append(f"- {task} · {method}: **loses less alignment than the baseline** but does not raise it above "
+                       "the pre-trained encoder.")
+        elif m["mean_ci_hi"] < 0 and r["mean_ci_hi"] < 0:
+            out.append(f"- {task} · {method}: loses alignment, more than the baseline.")
+        else:
+            out.append(f"- {task} · {method}: no gain in alignment found over the baseline or the pre-trained "
+                       "encoder.")
+    return (["Does robust training raise alignment at all, or only lose less of it than the baseline?", "", *out, ""]
+            if out else [])
+
+
+def _rq2_transfer_lines(rq: pd.DataFrame, a: float) -> list[str]:
+    """RQ2's secondary table: the task score's gains over the baseline against CC-100 size."""
+    if rq is None or rq.empty:
+        return ["Transfer gains (secondary): not estimated (needs the baseline and another method among the "
+                "checkpoints that pass the gate).", ""]
+    L = [f"Secondary (transfer gains on the languages the tasks score): estimand: {RQ2_ESTIMAND}. Unit: the language "
+         "(one point per language, its gains averaged over seeds and tasks); OLS t-test; Holm across methods.", ""]
+    for _, r in rq.iterrows():
+        if not np.isfinite(r.get("slope_per_10x", np.nan)):
+            L.append(f"- {r['method']}: no fit — {r['note']}.")
+            continue
+        rej = np.isfinite(r["p_holm"]) and r["p_holm"] <= a
+        verdict = ("gains shrink with more pre-training data (helps low-resource languages most)"
+                   if rej and r["slope_per_10x"] < 0 else
+                   "gains grow with more pre-training data" if rej else "no dependence on size found")
+        L.append(f"- {r['method']}: {_pts(r['slope_per_10x'], 2)} points per 10× (95% CI "
+                 f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p = {_fmt_p(r['p'])}, Holm p = "
+                 f"{_fmt_p(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
+                 f"{int(r['n_seeds'])} seed(s)): {verdict}." + (f" ({r['note']})" if r["note"] else ""))
+    return L + [""]
+
+
+def _literature_lines(lit: pd.DataFrame) -> list[str]:
+    """The source paper's claims beside this study's estimates (:mod:`xltlib.analysis.literature`)."""
+    if lit is None or lit.empty:
+        return []
+    L = ["### The source paper's claims, checked (Huang et al. 2021, EMNLP)", "",
+         "Rule: the 95% CI covers the claimed size and excludes 0 → reproduced (above the claim: reproduced, "
+         "larger); it includes 0, or lies above 0 but below the claim → not reproduced; it lies entirely below 0 → "
+         "contradicted; no interval (too few seeds) → said so.", ""]
+    for _, r in lit.iterrows():
+        where = " · ".join(str(r[c]) for c in ("task", "method", "checkpoints") if isinstance(r.get(c), str) and r[c])
+        if not np.isfinite(r.get("estimate", np.nan)):
+            L.append(f"- {r['claim']}{f' ({where})' if where else ''}: {r['verdict']} — {r['detail']}.")
+            continue
+        ci = (f"95% CI {r['ci_lo']:+.1f} to {r['ci_hi']:+.1f}" if np.isfinite(r["ci_lo"]) else "no interval")
+        L.append(f"- {r['claim']} ({where}): {r['estimate']:+.1f} points ({ci}) → **{r['verdict']}**"
+                 + (f" ({r['detail']})" if r["detail"] else "") + ".")
+    whys = lit.dropna(subset=["why_it_may_differ"]).drop_duplicates("task")
+    L += ["", *[f"Why {t} may differ: {w}." for t, w in zip(whys["task"], whys["why_it_may_differ"])],
+          f"What was checked of the claims: {'; '.join(dict.fromkeys(lit['claim_checked'].dropna()))}.", ""]
+    return L
+

@@ -14,7 +14,23 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from xltlib.data.languages import resource_table, to_iso1
 from xltlib.data.tasks import get_task
+
+CC100 = "cc100"  # alignment.languages: every Tatoeba language with a CC-100 size
+
+
+def tatoeba_cc100_languages() -> list[str]:
+    """The Tatoeba language codes (as the task names them) whose language has a CC-100 size in the language table."""
+    sizes = resource_table()["size_gib"]
+
+    def size(code: str) -> float:
+        try:
+            return float(sizes.get(to_iso1(code), float("nan")))
+        except ValueError:  # a Tatoeba language the table does not list
+            return float("nan")
+
+    return [c for c in get_task("tatoeba").languages if size(c) > 0]
 
 
 class ConfigError(ValueError):
@@ -90,14 +106,48 @@ class EvalConfig(_Strict):
     generalized_languages: list[str] | None = None  # languages crossed in generalized pairs (None = all of the task's)
     generalized_max_rows: int | None = Field(None, ge=1)  # evaluation rows per pair (the first k held-out rows)
     bootstrap: int = Field(1000, ge=100)  # resamples for per-language accuracy CIs
-    robustness: bool = False  # also score English test rows under attack (xltlib.evaluation.robustness): PGD at eps / 2 eps, synonyms, noise
-    robustness_max_examples: int = Field(200, ge=1)  # English rows attacked per checkpoint (the attack costs ~2 x (steps + 1) passes)
+    robustness: bool = False  # also score English test rows under attack (xltlib.evaluation.robustness), alike for every checkpoint
+    robustness_max_examples: int = Field(500, ge=1)  # English rows attacked per checkpoint: the first k scored rows
     robustness_attack_steps: int = Field(10, ge=1)  # PGD ascent steps of the attack
+    # Attack strengths: the same for every checkpoint of a task, whatever it trained with, in relative units (fractions
+    # of the median token-embedding norm per token, `scale: relative` of xltlib.training.objectives.embedding). One list
+    # for every task, or one per task ({xnli: [0.02, 0.05], pawsx: [0.05]}): a task the mapping lacks is an error.
+    # defaults: spread from a small to a large accuracy drop on mE5-small XNLI checkpoints (benchmarks/README.md,
+    # "Robustness attacks")
+    robustness_pgd_eps: list[float] | dict[str, list[float]] = [0.01, 0.02, 0.05]  # l2 PGD radius (adversarial)
+    robustness_noise_sigma: list[float] | dict[str, list[float]] = [0.3, 1.0]  # Gaussian noise (one draw, not an attack)
+    robustness_synonym_queries: int = Field(300, ge=1)  # query budget per row of the greedy synonym-swap attack
+    robustness_synonym_max_change: float = Field(0.2, gt=0, le=1)  # share of the attacked words it may swap (at least 1)
+    robustness_synonym_sentences: Literal["second", "both"] = "second"  # attacked: the hypothesis / 2nd sentence, or both
+    robustness_synonyms: str | None = None  # synonym table (JSON word -> neighbours); None = <data_dir>/synonyms/counterfitted_neighbors.json
+
+    @field_validator("robustness_pgd_eps", "robustness_noise_sigma")
+    @classmethod
+    def _strength_lists(cls, v, info):
+        for task, values in (v.items() if isinstance(v, dict) else [("", v)]):
+            key = f"{info.field_name}{'.' + task if task else ''}"
+            if not values or any(x <= 0 for x in values) or len(set(values)) < len(values):
+                raise ValueError(f"{key} = {values}: expected a non-empty list of distinct strengths > 0")
+        return v
+
+    def robustness_strengths(self, task: str) -> dict[str, list[float]]:
+        """``{"pgd": eps, "noise": sigma}`` of ``task`` (relative units); ConfigError naming the key whose per-task
+        mapping lacks the task."""
+        out = {}
+        for attack, key in (("pgd", "robustness_pgd_eps"), ("noise", "robustness_noise_sigma")):
+            v = getattr(self, key)
+            if isinstance(v, dict) and task not in v:
+                raise ConfigError(f"evaluate.{key} sets no strength for task '{task}' (it sets {', '.join(v) or 'none'}): "
+                                  f"add evaluate.{key}.{task}: [...], or give one list for every task")
+            out[attack] = list(v[task] if isinstance(v, dict) else v)
+        return out
 
 
 class AlignmentConfig(_Strict):
     datasets: list[str] = ["tatoeba"]  # parallel data used for alignment (xltlib.data.parallel: tatoeba, xnli, pud, muse)
-    languages: list[str] | None = None  # Tatoeba 3-letter codes (None = every language of the tasks in the grid)
+    # Tatoeba codes (None = every language of the tasks in the grid; 'cc100' = every Tatoeba language with a CC-100
+    # size in xltlib.data.languages, RQ2's low-resource languages)
+    languages: list[str] | None = None
     metrics: list[str] = ["retrieval"]  # names from the alignment metric registry
     layers: list[int] | None = None  # None = every layer (0 = embedding output)
     pooling: Literal["mean", "cls"] = "mean"
@@ -107,13 +157,26 @@ class AlignmentConfig(_Strict):
     include_pretrained: bool = True  # also measure the pre-trained model
     pool: Literal["common", "full"] = "common"  # pair metrics on the smallest language's pool size (seeded subsample)
 
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _cc100(cls, v):
+        if isinstance(v, str):
+            if v != CC100:
+                raise ValueError(f"expected a list of Tatoeba language codes or '{CC100}' (every Tatoeba language "
+                                 f"with a CC-100 size), got '{v}'")
+            return tatoeba_cc100_languages()
+        return v
+
 
 class ReportConfig(_Strict):
     class Primary(_Strict):
-        """The one confirmatory test (RQ1 across languages); everything else is exploratory."""
+        """The one confirmatory RQ1 test; everything else is exploratory."""
 
         metric: str = "retrieval.acc1_en2xx"  # alignment metric row name; en->xx is XTREME's Tatoeba direction
         layer: int | Literal["last"] = "last"  # encoder layer (0 = embeddings) or the last one
+        # checkpoint: alignment vs transfer across checkpoints (methods x strengths x seeds) within each language,
+        # checkpoint labels permuted; language: across languages' means, languages permuted (xltlib.analysis.rq1)
+        unit: Literal["checkpoint", "language"] = "checkpoint"
 
         @field_validator("metric")
         @classmethod

@@ -17,6 +17,7 @@ from xltlib.data.trainsets import TRAIN_SETS, check_train_sets
 from xltlib.evaluation.alignment import METRICS
 from xltlib.evaluation.task_types import KINDS
 from xltlib.training import objectives as robust
+from xltlib.training.objectives.synonyms import DEFAULT_TABLE as SYNONYM_TABLE
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), *, check: bool = True,
@@ -152,6 +153,7 @@ def check_registries(cfg: RunConfig, source: str) -> None:
         except ValidationError as exc:
             raise ConfigError(_format_validation(exc, f"{source}: task_train.{task}", TrainConfig)) from None
     check_search_and_recipes(cfg, source)
+    check_robustness(cfg, source)
     for task, langs in cfg.languages.items():
         if task not in TASKS:
             raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")
@@ -159,6 +161,39 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             if lang not in TASKS[task].languages:
                 raise ConfigError(f"{source}: languages.{task} has '{lang}', which task '{task}' lacks; "
                                   f"its languages: {', '.join(TASKS[task].languages)}")
+
+
+def check_robustness(cfg: RunConfig, source: str) -> None:
+    """``evaluate.robustness_*``: per-task strength mappings name registered tasks and set every pair-classification
+    task of the grid (the attacks of xltlib.evaluation.robustness); the synonym table can be found."""
+    ev = cfg.evaluate
+    for key in ("robustness_pgd_eps", "robustness_noise_sigma"):
+        for task in getattr(ev, key) if isinstance(getattr(ev, key), dict) else ():
+            if task not in TASKS:
+                raise ConfigError(f"{source}: evaluate.{key}.{task}: not a registered task; "
+                                  f"registered: {', '.join(TASKS)}")
+    if not ev.robustness:
+        return
+    for task in cfg.grid.task:
+        if task in TASKS and TASKS[task].kind == "pair_classification":
+            try:
+                ev.robustness_strengths(task)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    if ev.robustness_synonyms:
+        if not Path(ev.robustness_synonyms).expanduser().is_file():
+            raise ConfigError(f"{source}: evaluate.robustness_synonyms = {ev.robustness_synonyms!r}: no such file "
+                              "(expected a JSON synonym table, word -> neighbours)")
+        return
+    data = cfg.resolved_data_dir()
+    if cfg.smoke:
+        return  # a smoke run writes its tiny data, synonym table included, when it starts
+    if data is None:
+        raise ConfigError(f"{source}: evaluate.robustness needs a synonym table: set evaluate.robustness_synonyms "
+                          f"(or data_dir, whose {SYNONYM_TABLE} is the default)")
+    if data.is_dir() and not (data / SYNONYM_TABLE).is_file():
+        raise ConfigError(f"{source}: evaluate.robustness: the default synonym table {data / SYNONYM_TABLE} does "
+                          "not exist; set evaluate.robustness_synonyms to a JSON table (word -> neighbours)")
 
 
 def check_search_and_recipes(cfg: RunConfig, source: str) -> None:

@@ -8,33 +8,44 @@ drop straight into a ``pandas.DataFrame``.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import StratifiedKFold
 
 from xltlib.core.progress import progress
 from xltlib.core.registry import Registry
+from xltlib.core.timing import record, timed
+from xltlib.evaluation.probe import cv_logistic_accuracy
 from xltlib.training.batching import collate
 from xltlib.training.precision import bf16_inference
 
 __all__ = [
     "METRICS",
+    "METRICS_VERSION",
     "MetricSpec",
     "compute_alignment",
     "compute_alignment_pairs",
     "encode_layers",
+    "item_ids",
     "read_parallel",
     "register_metric",
+    "retrieval_outcomes",
 ]
 
 _CHUNK = 4096  # rows per similarity block: memory stays O(_CHUNK * n)
+# Every row carries it; raised when a metric's meaning changes, so rows of two meanings are never mixed (the
+# alignment key includes it, :func:`xltlib.runner.keys.alignment_key`, so older rows are recomputed).
+# 2: ``cka.cka`` is debiased CKA (linear CKA is ``cka.cka_linear_biased``); pair rows carry the dimension ``d``;
+#    retrieval keeps its per-sentence outcomes (``outcomes`` of :func:`compute_alignment_pairs`).
+# 3: ``langid_probe`` fits its folds at once with bf16 products (:mod:`xltlib.evaluation.probe`), not with
+#    scikit-learn: the same classifier and folds, accuracy within +-0.01 of version 2's.
+METRICS_VERSION = 3
 
 
 # --------------------------------------------------------------------------- encoding
@@ -52,8 +63,10 @@ def encode_layers(
     """Pooled hidden states of all layers, shape ``[n_layers + 1, n, hidden]`` float32.
 
     Index 0 is the embedding output (HF ``output_hidden_states`` convention). One forward
-    pass per batch; sentences are bucketed by token length (dynamic padding, less wasted
-    compute) and the original order is restored. ``mean`` averages non-padding tokens
+    pass per batch; sentences are sorted by token length, longest first, into batches of at most
+    ``batch_size`` sentences and ``batch_size`` x the median length in padded tokens (:func:`_token_batches`:
+    the few long sentences of a long tail get small batches of their own rather than padding a full batch),
+    and the original order is restored. ``mean`` averages non-padding tokens
     (attention mask), ``cls`` takes the first non-padding token (position 0 with right
     padding). ``model.base_model`` is used when present, so task-head models also work.
     ``bf16``: the model runs with bf16 weights (:func:`~xltlib.training.precision.bf16_inference`; faster
@@ -67,17 +80,16 @@ def encode_layers(
     if not texts:
         cfg = base.config
         return np.zeros((cfg.num_hidden_layers + 1, 0, cfg.hidden_size), np.float32)
-    ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False,
-                    return_attention_mask=False)["input_ids"]
-    order = np.argsort([-len(x) for x in ids], kind="stable")
+    with timed("alignment: tokenisation"):
+        ids = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False,
+                        return_attention_mask=False)["input_ids"]
     out: np.ndarray | None = None
     was_training = base.training
     base.eval()
     bar = progress(len(texts), "sentences encoded", "sent")
     try:
         with bf16_inference(base, bf16), torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in _token_batches(np.array([len(x) for x in ids]), batch_size):
                 batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], tokenizer.pad_token_id).items()}
                 hs = base(**batch, output_hidden_states=True, return_dict=True).hidden_states
                 mask = batch["attention_mask"]
@@ -99,26 +111,46 @@ def encode_layers(
     return out
 
 
+def _token_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices, longest first, in batches of at most ``batch_size`` rows and ``batch_size`` x the median
+    length padded tokens. A forward pass costs its padded tokens: on Tatoeba (median 12, longest 39 tokens)
+    fixed batches of 128 pad 10,816 tokens for 7,942 real ones, these 9,170 (benchmarks/README.md)."""
+    order = np.argsort(-lengths, kind="stable")
+    budget = batch_size * max(1, int(np.median(lengths)))
+    batches, start = [], 0
+    while start < len(order):
+        n = min(batch_size, max(1, budget // max(1, int(lengths[order[start]]))))  # the first is the longest
+        batches.append(order[start : start + n])
+        start += n
+    return batches
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric: ``pair`` takes ``(x, y, **opts)``, ``multi`` takes ``({lang: X}, **opts)``."""
+    """A registered metric: ``pair`` takes ``(x, y, **opts)``, ``multi`` takes ``({lang: X}, **opts)``.
+    ``per_item`` (pair metrics that are a mean over translation pairs): the same arguments, each value's
+    per-pair outcomes (arrays of length n whose means are ``fn``'s values)."""
 
     name: str
     kind: Literal["pair", "multi"]
     fn: Callable[..., dict[str, float]]
+    per_item: Callable[..., dict[str, np.ndarray]] | None = None
 
 
 METRICS: Registry[MetricSpec] = Registry("alignment metric")
 
 
-def register_metric(name: str, kind: Literal["pair", "multi"] = "pair") -> Callable:
-    """Decorator adding a metric to :data:`METRICS` under ``name``."""
+def register_metric(name: str, kind: Literal["pair", "multi"] = "pair",
+                    per_item: Callable[..., dict[str, np.ndarray]] | None = None) -> Callable:
+    """Decorator adding a metric to :data:`METRICS` under ``name`` (``per_item``: see :class:`MetricSpec`)."""
     if kind not in ("pair", "multi"):
         raise ValueError(f"unknown metric kind {kind!r}; expected 'pair' or 'multi'")
+    if per_item is not None and kind != "pair":
+        raise ValueError(f"metric {name!r}: per-item outcomes exist for pair metrics only, not {kind!r}")
 
     def deco(fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
-        METRICS.add(name, MetricSpec(name, kind, fn))
+        METRICS.add(name, MetricSpec(name, kind, fn, per_item))
         return fn
 
     return deco
@@ -142,23 +174,37 @@ def _knn_mean(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return res
 
 
-def _acc1(a: np.ndarray, b: np.ndarray, ra: np.ndarray | None = None, rb: np.ndarray | None = None) -> float:
-    """Accuracy@1 of retrieving row i of ``b`` for query row i of ``a``.
+def _hits(a: np.ndarray, b: np.ndarray, ra: np.ndarray | None = None, rb: np.ndarray | None = None) -> np.ndarray:
+    """Per query row i of ``a``: whether its top-1 row of ``b`` is row i (bool array; its mean is accuracy@1).
 
     With neighbourhood means ``ra``/``rb`` the ratio margin of Artetxe & Schwenk (2019,
     "Margin-based Parallel Corpus Mining with Multilingual Sentence Embeddings") is used:
     ``cos(a,b) / ((ra[a] + rb[b]) / 2)`` (the 1/2k sums of the paper), which penalises hubs.
     """
-    hits = 0
+    hits = np.zeros(len(a), bool)
     for s in range(0, len(a), _CHUNK):
         sim = a[s : s + _CHUNK] @ b.T
         if ra is not None and rb is not None:
             sim = sim / ((ra[s : s + _CHUNK, None] + rb[None, :]) / 2)
-        hits += int((sim.argmax(1) == np.arange(s, s + len(sim))).sum())
-    return hits / len(a)
+        hits[s : s + len(sim)] = sim.argmax(1) == np.arange(s, s + len(sim))
+    return hits
 
 
-@register_metric("retrieval")
+def retrieval_outcomes(x: np.ndarray, y: np.ndarray, *, center: bool = False, k: int = 4) -> dict[str, np.ndarray]:
+    """Per translation pair i, whether its query found its translation at rank 1, for each value of
+    :func:`retrieval` (bool arrays of length n; their means are :func:`retrieval`'s values). The items of the
+    item-level comparison of checkpoints (:mod:`xltlib.analysis.alignment_compare`)."""
+    xn, yn = _prep(x, center), _prep(y, center)
+    rx, ry = _knn_mean(xn, yn, k), _knn_mean(yn, xn, k)
+    return {
+        "acc1_en2xx": _hits(yn, xn),
+        "acc1_xx2en": _hits(xn, yn),
+        "margin_acc1_en2xx": _hits(yn, xn, ry, rx),
+        "margin_acc1_xx2en": _hits(xn, yn, rx, ry),
+    }
+
+
+@register_metric("retrieval", per_item=retrieval_outcomes)
 def retrieval(x: np.ndarray, y: np.ndarray, *, center: bool = False, k: int = 4) -> dict[str, float]:
     """Bitext retrieval accuracy@1 with cosine and with ratio margin (k-NN, k=4); ``x`` is the xx side,
     ``y`` English, row i of each a translation pair.
@@ -170,14 +216,7 @@ def retrieval(x: np.ndarray, y: np.ndarray, *, center: bool = False, k: int = 4)
     the reverse. Accuracy falls with the pool size, so compare languages on a common pool
     (:func:`compute_alignment_pairs` does). ``center`` removes each language's mean vector first.
     """
-    xn, yn = _prep(x, center), _prep(y, center)
-    rx, ry = _knn_mean(xn, yn, k), _knn_mean(yn, xn, k)
-    return {
-        "acc1_en2xx": _acc1(yn, xn),
-        "acc1_xx2en": _acc1(xn, yn),
-        "margin_acc1_en2xx": _acc1(yn, xn, ry, rx),
-        "margin_acc1_xx2en": _acc1(xn, yn, rx, ry),
-    }
+    return {name: float(hits.mean()) for name, hits in retrieval_outcomes(x, y, center=center, k=k).items()}
 
 
 @register_metric("cosine_gap")
@@ -221,42 +260,46 @@ def _feature_grams(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 @register_metric("cka")
 def cka(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Linear CKA (Kornblith et al. 2019) and debiased linear CKA.
+    """Debiased linear CKA (the headline ``cka``) and, under its own name, biased linear CKA.
 
-    ``cka``: ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)``, columns centred; biased upwards when n is not much
-    larger than d (about 0.6 for independent data at n = 250, d = 384). ``cka_debiased``: the same ratio
-    of unbiased HSIC estimates (Song et al. 2012; Kornblith et al. 2019 sec. 3 footnote / Nguyen et al.
-    2021), near 0 for independent data at any n (needs n >= 4). Invariant to orthogonal transforms and
-    isotropic scaling. Feature-space Gram matrices are accumulated over row chunks in float64.
+    ``cka``: the ratio of unbiased HSIC estimates (Song et al. 2012, eq. 5; debiased CKA of Kornblith et al.
+    2019 sec. 3 / Nguyen et al. 2021), near 0 for independent data at any n (needs n >= 4; NaN below).
+    ``cka_linear_biased``: linear CKA of Kornblith et al. (2019), ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)``, columns
+    centred; biased upwards when n is not much larger than d (about 0.65 for independent data at n = 205,
+    d = 384), so it is only comparable at equal n and d (the rows carry both). Before metric version 2
+    (:data:`METRICS_VERSION`) the row ``cka.cka`` held this biased value. Invariant to orthogonal transforms
+    and isotropic scaling. Feature-space Gram matrices are accumulated over row chunks in float64.
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     n = len(x)
-    xx, yy, yx = _feature_grams(x - x.mean(0), y - y.mean(0))
+    x, y = x - x.mean(0), y - y.mean(0)
+    xx, yy, yx = _feature_grams(x, y)
     den = np.linalg.norm(xx) * np.linalg.norm(yy)
-    out = {"cka": float((yx**2).sum() / den) if den > 0 else float("nan")}
+    biased = float((yx**2).sum() / den) if den > 0 else float("nan")
     if n < 4:
-        out["cka_debiased"] = float("nan")
-        return out
-    # the unbiased estimator needs no centring; uncentred Grams in feature space
-    gx, gy, gyx = _feature_grams(x, y)
+        return {"cka": float("nan"), "cka_linear_biased": biased}
+    # the unbiased estimator is translation invariant: on the centred columns (fewer cancellations), the same Grams
     dx, dy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
     sx, sy = x.sum(0), y.sum(0)
-    hxy = _unbiased_hsic(x, y, gyx, dx, dy, sx, sy)
-    hxx = _unbiased_hsic(x, x, gx, dx, dx, sx, sx)
-    hyy = _unbiased_hsic(y, y, gy, dy, dy, sy, sy)
-    out["cka_debiased"] = float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
-    return out
+    hxy = _unbiased_hsic(x, y, yx, dx, dy, sx, sy)
+    hxx = _unbiased_hsic(x, x, xx, dx, dx, sx, sx)
+    hyy = _unbiased_hsic(y, y, yy, dy, dy, sy, sy)
+    debiased = float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+    return {"cka": debiased, "cka_linear_biased": biased}
 
 
 @register_metric("langid_probe", kind="multi")
 def langid_probe(
-    reps: dict[str, np.ndarray], *, max_per_lang: int = 200, folds: int = 5, seed: int = 0, C: float = 1.0
+    reps: dict[str, np.ndarray], *, max_per_lang: int = 200, folds: int = 5, seed: int = 0, C: float = 1.0,
+    bf16: bool = True,
 ) -> dict[str, float]:
     """Cross-validated accuracy of a linear language-ID probe (lower = more language-neutral).
 
-    Standardised features + logistic regression, stratified ``folds``-fold CV; at most
-    ``max_per_lang`` rows per language (seeded subsample) to keep it cheap and balanced.
+    Standardised features + multinomial logistic regression (L2, ``C``), stratified ``folds``-fold CV; at most
+    ``max_per_lang`` rows per language (seeded subsample) to keep it cheap and balanced. Every fold is fitted at
+    once by :func:`~xltlib.evaluation.probe.cv_logistic_accuracy` (``bf16``: its products in bf16), the
+    accuracy of scikit-learn's ``StandardScaler`` + ``LogisticRegression`` on the same folds to +-0.01.
     """
 
     rng = np.random.default_rng(seed)
@@ -265,10 +308,17 @@ def langid_probe(
         sel = rng.choice(len(a), size=min(max_per_lang, len(a)), replace=False)
         feats.append(np.asarray(a, np.float32)[np.sort(sel)])
         labels.append(np.full(len(sel), i))
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+    x, y = np.concatenate(feats), np.concatenate(labels)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    acc = cross_val_score(clf, np.concatenate(feats), np.concatenate(labels), cv=cv)
+    acc = cv_logistic_accuracy(x, y, list(cv.split(x, y)), C=C, max_iter=5000, bf16=bf16)
     return {"langid_acc": float(acc.mean()), "langid_chance": 1.0 / len(reps)}
+
+
+def item_ids(english: list[str]) -> np.ndarray:
+    """The item each translation pair is, from its English sentence (int64; the same sentence, the same id in
+    every language and run): the unit the item-level comparison of checkpoints resamples."""
+    return np.array([int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+                     for s in english], dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- driver
@@ -305,13 +355,21 @@ def compute_alignment_pairs(
     multi_inputs: dict[str, np.ndarray] | None = None,
     pool: Literal["common", "full"] = "common",
     pool_seed: int = 0,
+    outcomes: list[dict] | None = None,
 ) -> list[dict]:
     """Per-layer alignment where each language has its own pivot side (e.g. Tatoeba).
 
     ``x_by_lang[lang]`` and ``y_by_lang[lang]`` are ``[L+1, n_lang, d]`` and row-aligned.
     Pair metrics yield rows ``{metric: "name.sub", language, language2: pivot, layer, value, n,
-    n_available}``; multi metrics run once per layer on ``multi_inputs`` (default: the x sides) with
-    ``language = language2 = "all"``.
+    n_available, d}`` (``d``: the representation's dimension); multi metrics run once per layer on
+    ``multi_inputs`` (default: the x sides) with ``language = language2 = "all"``. Every row carries
+    ``metrics_version`` (:data:`METRICS_VERSION`).
+
+    ``outcomes``: when a list is given, the per-pair outcomes of metrics that have them (``MetricSpec.per_item``;
+    retrieval: did pair i's query find its translation at rank 1) are appended to it, one dict per metric value,
+    language and layer: ``metric, language, layer, n, n_available, in_pool`` (bool, one per available pair: the
+    pairs scored) and ``correct`` (bool, one per scored pair, in pair order); the pool is the same for every
+    checkpoint (``pool_seed``), so position i is the same sentence pair in every checkpoint's outcomes.
 
     ``pool="common"`` scores every language on the same number of pairs, the smallest language's
     (a seeded subsample of the others, the same ``pool_seed`` for every language and checkpoint):
@@ -340,22 +398,42 @@ def compute_alignment_pairs(
     n_pool = min(available.values(), default=0)
     keep = {lang: _pool_rows(n, n_pool if pool == "common" else n, pool_seed) for lang, n in available.items()}
     rows: list[dict] = []
+    spent: dict[str, list[float]] = {}  # wall and CPU seconds per metric over layers and languages (xlt cost)
     for layer in layers:
         for name in metrics:
+            t0, c0 = time.perf_counter(), time.process_time()
             spec, opts = METRICS[name], options.get(name, {})
             if spec.kind == "pair":
                 for lang in x_by_lang:
                     x, y = x_by_lang[lang][layer][keep[lang]], y_by_lang[lang][layer][keep[lang]]
-                    for sub, val in spec.fn(x, y, **opts).items():
+                    if spec.per_item is not None:  # the value is the mean of the per-pair outcomes: one pass
+                        per = spec.per_item(x, y, **opts)
+                        values = {sub: float(np.mean(v)) for sub, v in per.items()}
+                        if outcomes is not None:
+                            in_pool = np.zeros(available[lang], bool)
+                            in_pool[keep[lang]] = True
+                            outcomes += [{"metric": f"{name}.{sub}", "language": lang, "layer": layer, "n": len(x),
+                                          "n_available": available[lang], "in_pool": in_pool,
+                                          "correct": np.asarray(v, bool)} for sub, v in per.items()]
+                    else:
+                        values = spec.fn(x, y, **opts)
+                    for sub, val in values.items():
                         rows.append({"metric": f"{name}.{sub}", "language": lang, "language2": pivot,
                                      "layer": layer, "value": float(val), "n": len(x),
-                                     "n_available": available[lang]})
+                                     "n_available": available[lang], "d": int(np.shape(x)[1]),
+                                     "metrics_version": METRICS_VERSION})
             else:
                 reps = {lang: a[layer] for lang, a in multi.items()}
                 n = min(len(a) for a in reps.values())
                 for sub, val in spec.fn(reps, **opts).items():
                     rows.append({"metric": f"{name}.{sub}", "language": "all", "language2": "all",
-                                 "layer": layer, "value": float(val), "n": n, "n_available": n})
+                                 "layer": layer, "value": float(val), "n": n, "n_available": n,
+                                 "metrics_version": METRICS_VERSION})
+            wall_cpu = spent.setdefault(name, [0.0, 0.0])
+            wall_cpu[0] += time.perf_counter() - t0
+            wall_cpu[1] += time.process_time() - c0
+    for name, (seconds, cpu) in spent.items():
+        record(f"alignment metric: {name}", seconds, cpu=cpu)
     return rows
 
 

@@ -14,11 +14,11 @@ from xltlib.analysis.rq2 import RQ2
 from xltlib.analysis.score import SOURCE, score_name, score_rows
 from xltlib.analysis.summary import AnalysisResult
 from xltlib.data import tasks as T
+from xltlib.evaluation.robustness import is_robustness_metric, is_share, metric_order
+from xltlib.training.drift import DRIFT_METRIC
 
-KEY_METRICS = ("retrieval.acc1_en2xx", "retrieval.acc1_xx2en", "cka.cka_debiased", "cka.cka",
+KEY_METRICS = ("retrieval.acc1_en2xx", "retrieval.acc1_xx2en", "cka.cka", "cka.cka_linear_biased",
                "cosine_gap.cosine_gap", "retrieval.margin_acc1_en2xx")  # [::2] feeds the heat-maps
-ROBUSTNESS_METRICS = ("robust_acc_clean", "robust_acc_pgd_eps", "robust_acc_pgd_2eps", "robust_acc_synonym",
-                      "robust_acc_noise_sigma", "attack_loss_gain_pgd_eps", "synonym_subst_rate")
 TRAIN_DIAGNOSTICS = ("loss", "clean_loss", "adv_loss", "loss_gap", "delta_token_norm", "delta_token_norm_rel",
                      "subst_rate")
 
@@ -174,15 +174,15 @@ def generalized_matrix(transfer: pd.DataFrame) -> dict[tuple[str, str], tuple[pd
 def robustness_table(transfer: pd.DataFrame) -> pd.DataFrame:
     """English accuracy (%) under attack per task and method, mean ± sd over seeds (xltlib.evaluation.robustness rows);
     the attack's loss gain must be positive for a working adversary. Empty when robustness was not scored."""
-    rows = transfer[transfer["metric"].isin(ROBUSTNESS_METRICS)]
+    rows = transfer[transfer["metric"].map(is_robustness_metric)]
     if not len(rows):
         return pd.DataFrame()
-    scale = rows["metric"].str.startswith("robust_acc") | (rows["metric"] == "synonym_subst_rate")
+    scale = rows["metric"].map(is_share)
     rows = rows.assign(value=np.where(scale, 100 * rows["value"], rows["value"]))
     g = rows.groupby(["task", "method", "metric"])["value"]
     table = (g.mean().round(1).astype(str) + " ± " + g.std().fillna(0).round(1).astype(str)
              + " (n=" + g.size().astype(str) + ")").unstack("metric")
-    return table[[m for m in ROBUSTNESS_METRICS if m in table.columns]]
+    return table[metric_order(table.columns)]
 
 
 def train_diagnostics(train: pd.DataFrame) -> pd.DataFrame:
@@ -205,9 +205,10 @@ def train_diagnostics(train: pd.DataFrame) -> pd.DataFrame:
     per_ck = steps[steps["epoch"] == kept].groupby([*by, "seed"])[cols].mean()
     table = per_ck.groupby(level=by).mean()
     table.insert(0, "seeds", per_ck.groupby(level=by).size())
-    drift = train[train["metric"] == "weight_drift"].groupby(by)["value"].mean()
+    # over the trained parameters (xltlib.training.drift); older rows' `weight_drift` (frozen table included) differ
+    drift = train[train["metric"] == DRIFT_METRIC].groupby(by)["value"].mean()
     if len(drift):
-        table["weight_drift"] = drift
+        table[DRIFT_METRIC] = drift
     return table.reset_index()
 
 
@@ -244,23 +245,33 @@ def _family(df: pd.DataFrame, family: str) -> pd.DataFrame:
     return df.assign(family=family) if len(df) else df
 
 
+def rq1_checkpoints(rq1: RQ1) -> pd.DataFrame:
+    """RQ1 across checkpoints within languages: at the primary measure (the primary test when report.primary.unit is
+    checkpoint), then the exploratory family (most significant first)."""
+    first = "primary" if rq1.unit == "checkpoint" else "secondary (primary measure)"
+    t = pd.concat([_family(rq1.by_checkpoint, first),
+                   _family(rq1.exploratory_by_checkpoint, "exploratory (Holm within family)")], ignore_index=True)
+    return t.sort_values(["family", "p_holm"], na_position="last", kind="stable") if len(t) else t
+
+
 def rq1_correlations(rq1: RQ1) -> pd.DataFrame:
-    """RQ1 across languages: the primary test per task, then the exploratory family (most significant first)."""
-    corr = pd.concat([_family(rq1.primary, "primary"),
+    """RQ1 across languages: at the primary measure (the primary test when report.primary.unit is language), then
+    the exploratory family (most significant first)."""
+    first = "primary" if rq1.unit == "language" else "secondary (primary measure)"
+    corr = pd.concat([_family(rq1.across, first),
                       _family(rq1.exploratory, "exploratory (Holm within family)")], ignore_index=True)
     return corr.sort_values(["family", "p_holm"], na_position="last", kind="stable") if len(corr) else corr
 
 
 def rq1_regressions(rq1: RQ1) -> pd.DataFrame:
-    """RQ1 within languages: at the primary measure, then the exploratory family."""
-    return pd.concat([_family(rq1.primary_within, "primary measure"),
+    """RQ1 within checkpoints and languages: at the primary measure, then the exploratory family."""
+    return pd.concat([_family(rq1.within, "primary measure"),
                       _family(rq1.exploratory_within, "exploratory (Holm within family)")], ignore_index=True)
 
 
 def rq2_slopes(rq2: RQ2) -> pd.DataFrame:
-    """RQ2: the task-score gain's slope on log10 size per method, then the alignment gain's."""
-    return pd.concat([_family(rq2.slopes, "transfer gain"),
-                      _family(rq2.alignment, "alignment gain (primary measure)")], ignore_index=True)
+    """RQ2, secondary: the task-score gain's slope on log10 size per method."""
+    return _family(rq2.slopes, "transfer gain")
 
 
 def result_tables(res: AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
@@ -269,12 +280,34 @@ def result_tables(res: AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
         ("quality_gate", res.gate.table,
          "Model-quality gate: English score (Wilson 95% CI; F1/QA/mAP: bootstrap CI) vs the majority rate"),
         ("method_vs_baseline", res.comparison.scores,
-         "Method vs baseline: mean over target languages, seed-matched difference with 95% CI"),
+         "Method vs baseline: mean over target languages of the method's score minus the baseline's (each over its "
+         "checkpoints), shown for the checkpoints passing the gate and for every trained checkpoint (`checkpoints`). "
+         "95% CI = diff ± t(df)·sqrt(se_items² + se_seeds²): se_items from a bootstrap over item ids shared by every "
+         "language, seed and method (n_items: items scored in every language), se_seeds from the seed variance pooled "
+         "over the task's methods (seed_df); no CI where a side has fewer than 3 seeds ('too few seeds for an "
+         "interval')"),
+        ("alignment_vs_baseline", res.alignment_comparison.table,
+         "Alignment, method vs baseline (checkpoints passing the gate): mean over languages of the primary alignment "
+         "metric, seed-matched difference; 95% CI from items (parallel sentence pairs, one per English sentence) "
+         "crossed with checkpoints, the seed variance pooled over the task's arms (seed_df), Satterthwaite df; no CI "
+         "below 3 matched seeds ('too few seeds for an interval')"),
+        ("alignment_method_drift", res.alignment_comparison.drift,
+         "Less drift? alignment ~ method (+ weight drift over the trained parameters, per 0.01 relative L2): OLS "
+         "over the checkpoints passing the gate, per task; a method effect that shrinks once drift enters is "
+         "'moves the weights less', not 'aligns more'"),
+        ("rq1_checkpoints", rq1_checkpoints(res.rq1),
+         "RQ1 across checkpoints within languages (unit: checkpoint; language fixed effects, checkpoint labels "
+         "permuted): at the primary measure, then exploratory"),
         ("correlations", rq1_correlations(res.rq1),
-         "RQ1 across languages (unit: language): primary test, then exploratory"),
+         "RQ1 across languages (unit: language): at the primary measure, then exploratory"),
         ("regressions", rq1_regressions(res.rq1),
-         "RQ1 within languages: checkpoint + language fixed effects, two-way clustered SEs"),
+         "RQ1 within checkpoints and languages: checkpoint + language fixed effects, two-way clustered SEs"),
+        ("alignment_gain", res.rq2.alignment,
+         "RQ2 (primary): alignment gain on Tatoeba over the baseline (seed-matched) and over the pre-trained encoder, "
+         "mean and slope per 10x CC-100 size"),
         ("gain_vs_resource", rq2_slopes(res.rq2),
-         "RQ2: seed-matched gain vs log10 CC-100 size (one point per language)"),
+         "RQ2 (secondary): seed-matched transfer gain vs log10 CC-100 size (one point per language)"),
+        ("literature", res.literature,
+         "The source paper's claims (Huang et al. 2021) beside this study's estimates (points, 95% CI) and verdicts"),
         ("alignment_pools", res.points.pools, "Alignment pool per dataset and language (n used, n available)"),
     ]

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from xltlib.config.grid import Cell
 from xltlib.data import tasks as T
 from xltlib.data.split import content_hash
+from xltlib.evaluation.alignment import METRICS_VERSION
+from xltlib.training.objectives import OBJECTIVES
 
 PRETRAINED = "pretrained"
 KINDS = ("train", "transfer", "alignment")  # the folders under results/
@@ -63,8 +65,15 @@ def checkpoint_key(run, cell: Cell) -> str:
     """split (training rows) -> checkpoint: everything that determines the trained weights."""
     training_task = T.get_task(cell.task).training_task
     return content_hash(dict(split=run.split(cell.task).train_key, model=cell.model, training_task=training_task,
-                             method=cell.method_type, method_params=cell.method_params, seed=cell.seed,
+                             method=cell.method_type, method_params=objective_settings(cell), seed=cell.seed,
                              train=run.cfg.train_for(training_task, cell.method).model_dump()))
+
+
+def objective_settings(cell: Cell) -> dict:
+    """The objective's hyperparameters with its defaults filled in: a default that changes (PGD's random start
+    became the reference's) moves the key of every checkpoint that relied on it. A baseline has none, so its
+    key is what it was."""
+    return OBJECTIVES.get(cell.method_type).checked_hparams(cell.method_params, cell.method)
 
 
 def transfer_key(run, cell: Cell) -> str:
@@ -82,10 +91,11 @@ def parallel_key(run) -> str:
 
 
 def alignment_key(run, ck: AlignmentCheckpoint) -> str:
-    """checkpoint (or the pre-trained model) -> alignment: + alignment settings and the parallel data."""
+    """checkpoint (or the pre-trained model) -> alignment: + alignment settings, the parallel data and the
+    metrics' version (a metric whose meaning changed recomputes, :data:`~xltlib.evaluation.alignment.METRICS_VERSION`)."""
     base = ck.key if ck.path is not None else ck.checkpoint
     return content_hash(dict(checkpoint=base, alignment=run.cfg.alignment.model_dump(),
-                             parallel=parallel_key(run), bf16=run.cfg.train.bf16))
+                             parallel=parallel_key(run), bf16=run.cfg.train.bf16, metrics_version=METRICS_VERSION))
 
 
 def cell_done(run, cell: Cell) -> bool:

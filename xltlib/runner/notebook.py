@@ -12,6 +12,8 @@ import datetime as _dt
 import logging
 import os
 import re
+import resource
+import shutil
 import tempfile
 import time
 import uuid
@@ -24,6 +26,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbconvert import HTMLExporter
 
 from xltlib.core.progress import LiveProgress
+from xltlib.core.timing import TIMINGS_FILE_ENV
 from xltlib.runner.run_dir import Run
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # the repository's notebooks/ (editable install)
@@ -31,11 +34,17 @@ STAGES = ("data", "train", "transfer", "alignment", "analysis")
 # executed notebook of each stage under DIR/notebooks/ (train: one per checkpoint, 02_train/<checkpoint>)
 NOTEBOOK_NAMES = {"data": "01_data", "train": "02_train", "transfer": "03_transfer", "alignment": "04_alignment",
                   "analysis": "05_analysis"}
+TIMINGS_DIR = "timings"  # DIR/timings/: what each kernel timed, and the machine's matmul peak (xltlib.runner.cost)
 UNIT_STAGES = ("train", "transfer", "alignment")  # stages whose work splits into one unit per cell / checkpoint
 logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per stage is ours to print
 # Kernels inherit these: reports show results, not progress bars or load reports.
 QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
              "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+
+
+def timings_path(run_dir: str | Path, name: str) -> Path:
+    """``DIR/timings/<name>.jsonl``: the parts the kernel of notebook ``name`` timed (xltlib.core.timing; xlt cost)."""
+    return Path(run_dir) / TIMINGS_DIR / f"{name}.jsonl"
 
 
 def notebook_name(stage: str, unit: str = "") -> str:
@@ -106,7 +115,10 @@ def _ipc_kernel_manager():
     KeyboardInterrupt and logs ``ERROR | KeyboardInterrupt caught in kernel.`` into a successful run's log.
     Nothing is left to interrupt when papermill shuts down (the notebook has finished or failed); ipykernel
     handles the shutdown request on its control thread even while a cell runs, and a kernel that does not
-    exit is still terminated, then killed, after ``shutdown_wait_time``."""
+    exit is still terminated, then killed, after ``shutdown_wait_time``. (:func:`execute_notebook` kills its
+    kernels at once instead: every output has arrived by then, and a kernel that has imported torch took
+    ``shutdown_wait_time / 2`` = 2.5 s to be terminated after the request, in every notebook.)
+    Its socket folder goes with it."""
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
@@ -118,7 +130,32 @@ def _ipc_kernel_manager():
             if not self.shutting_down:  # only shutdown's own first interrupt is dropped; interrupt_kernel() still works
                 await super()._async_interrupt_kernel()
 
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(Path(self.ip).parent, ignore_errors=True)
+
     return IPCKernelManager
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished (reaped) child processes: the stage kernels."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def _kernel_env(timings: Path):
+    """Point ``$XLT_TIMINGS_FILE`` at this notebook's timings file while its kernel starts (it inherits it)."""
+    before = os.environ.get(TIMINGS_FILE_ENV)
+    os.environ[TIMINGS_FILE_ENV] = str(timings)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TIMINGS_FILE_ENV, None)
+        else:
+            os.environ[TIMINGS_FILE_ENV] = before
 
 
 def execute_notebook(run_dir: str | Path, stage: str, name: str, parameters: dict, label: str = "",
@@ -132,22 +169,32 @@ def execute_notebook(run_dir: str | Path, stage: str, name: str, parameters: dic
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in (out, failed):
         stale.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    ok, error = True, ""
+    timings = timings_path(run_dir, name)
+    timings.unlink(missing_ok=True)
+    t0, cpu0, kernels0 = time.perf_counter(), time.process_time(), _children_cpu()
+    ok, error, convert_s = True, "", 0.0
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     try:
-        with LiveProgress(run_dir, label or name) if live else contextlib.nullcontext():
-            pm.execute_notebook(str(_source_notebook(stage, run_dir)), str(out), parameters=parameters,
+        src = _source_notebook(stage, run_dir)
+        convert_s = time.perf_counter() - t0
+        with LiveProgress(run_dir, label or name) if live else contextlib.nullcontext(), _kernel_env(timings):
+            pm.execute_notebook(str(src), str(out), parameters=parameters,
                                 kernel_name="python3", language="python", progress_bar=False,
-                                cwd=str(run_dir), log_output=False, kernel_manager_class=_ipc_kernel_manager())
+                                cwd=str(run_dir), log_output=False, kernel_manager_class=_ipc_kernel_manager(),
+                                shutdown_kernel="immediate")  # the outputs are in: no 2.5 s wait (above)
     except Exception as exc:  # noqa: BLE001 - any failure marks the stage failed
         ok, error = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         if out.exists():
             os.replace(out, failed)
     nb = out if ok else failed
+    t_html = time.perf_counter()
     if nb.exists():
         export_html(nb, run_dir / "report" / f"{name}.html", name)
-    return dict(stage=stage, ok=ok, error=error, seconds=round(time.perf_counter() - t0, 1),
+    end = time.perf_counter()
+    # where the time went (xlt cost): the conversion and HTML export, and CPU seconds of this process and of the
+    # kernel it started (a busy shared machine inflates wall time, not these)
+    return dict(stage=stage, ok=ok, error=error, seconds=round(end - t0, 1),
                 finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                notebook=str(nb.relative_to(run_dir)))
+                notebook=str(nb.relative_to(run_dir)), convert_s=round(convert_s, 3), html_s=round(end - t_html, 3),
+                driver_cpu_s=round(time.process_time() - cpu0, 3), kernel_cpu_s=round(_children_cpu() - kernels0, 3))

@@ -6,11 +6,14 @@ Layout of a run folder ``DIR``::
     .xlt.lock                     held while `xlt run` / `xlt report` works on the folder
     data/<task>.json              the split (xltlib.data.split): training rows, scored rows, keys, label counts
     data/parallel.json            the key of the parallel data the alignment stage encoded
+    data/parallel_items.parquet   the item (English sentence id) of every parallel pair, per dataset and language
     checkpoints/<checkpoint>/     a finished checkpoint (written atomically) with its key
     results/train/<checkpoint>.parquet      per-step training log
     results/transfer/<cell_id>.parquet      task score (and its parts) per language (pair)
     results/alignment/<checkpoint>.parquet  alignment per dataset x metric x language x layer
+    results/alignment_outcomes/<checkpoint>.parquet  per-pair retrieval outcomes (top-1 right or not), with its key
     results/predictions/<cell_id>/<task>-<lang>[-<lang2>].parquet  every prediction of a transfer cell, with its key
+    results/robustness/<cell_id>/<task>-en.parquet  per-item outcomes under each attack (xltlib.evaluation.robustness)
     results/rescored/transfer/<cell_id>.parquet  rows recomputed from the predictions by `xlt rescore` (no --write)
     notebooks/, report/           executed notebooks and their HTML; status.json
 
@@ -133,6 +136,9 @@ class Run:
 
     def weight_drift(self) -> dict[str, float]:
         return results.weight_drift(self)
+
+    def alignment_outcomes(self, metric: str, layer: int) -> pd.DataFrame:
+        return results.alignment_outcomes(self, metric, layer)
 
     def majority_rates(self) -> dict[str, float]:
         return results.majority_rates(self)

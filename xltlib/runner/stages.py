@@ -11,21 +11,23 @@ from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
-import torch
 
 from xltlib.config.grid import Cell
-from xltlib.core.rows import write_json, write_rows
+from xltlib.core.rows import write_json, write_parquet_atomic, write_rows
+from xltlib.core.timing import record, timed
 from xltlib.data import tasks as T
 from xltlib.data.parallel import PARALLEL, load_parallel
 from xltlib.data.split import content_hash, eval_records, make_split, select_records, train_records
-from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers
+from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, item_ids
 from xltlib.evaluation.predictions import write_predictions
-from xltlib.evaluation.robustness import robustness_rows
+from xltlib.evaluation.robustness import robustness_settings, score_robustness
 from xltlib.evaluation.task_types import get_kind, load_checkpoint
 from xltlib.models.load import load_encoder, load_tokenizer
 from xltlib.runner import keys
+from xltlib.runner.results import ALIGNMENT_OUTCOMES, PARALLEL_ITEMS
 from xltlib.runner.run_dir import Run  # noqa: F401 - notebooks import Run from here with the stage functions
 from xltlib.training.checkpoints import save_checkpoint
+from xltlib.training.drift import DRIFT_METRIC, trained_state, weight_drift
 from xltlib.training.loop import train_model
 from xltlib.training.objectives import build_objective
 
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- data
+@timed("data: splits")
 def stage_data(run: Run) -> pd.DataFrame:
     """Fix every task's training rows and scored rows (xltlib.data.split), write them, summarize per language."""
     rows = []
@@ -63,6 +66,7 @@ def build_objective_for(run: Run, cell: Cell):
 
 
 # -------------------------------------------------------------------------- train
+@timed("train: other stage code (split, rows, keys)")  # the parts below are timed on their own (xlt cost)
 def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     """Fine-tune the checkpoint of one grid cell and save it; returns the per-step log."""
 
@@ -72,48 +76,43 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     records = train_records(split, run.data_dir)
     t = run.cfg.train_for(task.name, cell.method)
     kind = T.get_task(cell.task).kind
-    model, tokenizer, log = train_model(
-        cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
-        objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
-        select_records=select_records(split, run.data_dir) or None)
+    with timed("train: model loading + tokenisation"):  # the rest of train_model: its loop has its own clock
+        model, tokenizer, log = train_model(
+            cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
+            objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
+            select_records=select_records(split, run.data_dir) or None)
+        record("train: training loop", max((r["elapsed_s"] for r in log), default=0.0))
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
     ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
-    drift = weight_drift(model, cell.model)
+    # over the trained parameters only (xltlib.training.drift): a frozen embedding table is not drift
+    with timed("train: weight drift (loads the pre-trained encoder)"):
+        drift = weight_drift(trained_state(model), dict(load_encoder(cell.model).named_parameters()))
     meta = asdict(cell)
     if "selected_epoch" in log_df:  # checkpoint selection: the epoch whose weights were kept
         meta["selected_epoch"] = int(log_df["selected_epoch"].iloc[0])
-    meta = dict(meta, key=key, train_examples=len(records), pooling=t.pooling, weight_drift=drift,
+    if "plateau" in log_df:  # did the run leave the majority plateau? (xltlib.training.plateau; also in the log)
+        meta["plateau"] = str(log_df["plateau"].iloc[0])
+    meta = dict(meta, key=key, train_examples=len(records), pooling=t.pooling, **{DRIFT_METRIC: drift.value},
                 kind=kind, training_task=task.name, train_seconds=float(log_df["elapsed_s"].iloc[-1]), **run.prov())
     extra = [c for c in log_df.columns if c not in ("step", "loss")]
     rows = [dict(checkpoint=ck, model=cell.model, task=task.name, method=cell.method, seed=cell.seed,
                  language="en", language2="", layer=-1, metric="train_loss", value=r["loss"], n=r["step"], key=key,
                  **{c: r.get(c, np.nan) for c in extra}) for r in log]
-    # how far training moved the encoder: separates "robust training aligns" from "moves the weights less"
+    # how far training moved the encoder: separates "robust training aligns" from "moves the weights less";
+    # n: the parameters it was computed over
     rows.append(dict(checkpoint=ck, model=cell.model, task=task.name, method=cell.method, seed=cell.seed,
-                     language="en", language2="", layer=-1, metric="weight_drift", value=drift, n=len(log), key=key))
-    write_rows(rows, run.train_path(ck), run.prov())
-    save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
+                     language="en", language2="", layer=-1, metric=DRIFT_METRIC, value=drift.value, n=drift.n_params,
+                     key=key))
+    with timed("train: saving rows and checkpoint"):
+        write_rows(rows, run.train_path(ck), run.prov())
+        save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
     return log_df
 
 
-def weight_drift(model, base_model: str) -> float:
-    """Relative L2 distance of the fine-tuned encoder's weights from the pre-trained ones,
-    ||theta - theta_0|| / ||theta_0|| over every encoder tensor (the new head is not part of it)."""
-
-    base = dict(load_encoder(base_model).named_parameters())
-    num = den = 0.0
-    with torch.no_grad():
-        for name, p in model.base_model.named_parameters():
-            if name in base and base[name].shape == p.shape:
-                b = base[name].float()
-                num += float((p.float().cpu() - b).pow(2).sum())
-                den += float(b.pow(2).sum())
-    return (num / den) ** 0.5 if den else float("nan")
-
-
 # ----------------------------------------------------------------------- transfer
+@timed("transfer: other stage code (keys, records, rows)")
 def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFrame:
     """Zero-shot score of every finished cell in every language (cached per cell by its transfer key).
 
@@ -128,15 +127,18 @@ def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFra
         if keys.transfer_done(run, cell):
             continue
         if cell.checkpoint not in loaded:
-            loaded = {cell.checkpoint: load_checkpoint(run.checkpoint_dir(cell.checkpoint), run.device)}
+            with timed("transfer: model loading", unit=cell.cell_id):
+                loaded = {cell.checkpoint: load_checkpoint(run.checkpoint_dir(cell.checkpoint), run.device)}
         model, tokenizer, _ = loaded[cell.checkpoint]
         task = T.get_task(cell.task)
         kind = get_kind(task.kind)
         recs = eval_records(run.split(cell.task), run.data_dir)
         kw = dict(objective=build_objective_for(run, cell), batch_size=run.cfg.evaluate.batch_size,
                   max_length=run.cfg.train.max_length, bf16=run.bf16)
-        preds = kind.predict(model, tokenizer, task, recs, **kw)  # kept: `xlt rescore` scores them without the model
-        rows = kind.score(task, preds)
+        with timed("transfer: scoring (tokenisation + forward)", unit=cell.cell_id):
+            preds = kind.predict(model, tokenizer, task, recs, **kw)  # kept: `xlt rescore` scores them without the model
+        with timed("transfer: metrics", unit=cell.cell_id):
+            rows = kind.score(task, preds)
         if task.kind == "answer_retrieval":  # the pre-trained encoder's own score: the reference fine-tuning must beat
             base = kind.load_model(cell.model, task, kind.num_labels(task), "mean")
             base = base.to(next(model.parameters()).device).eval()
@@ -146,21 +148,28 @@ def stage_transfer(run: Run, unit: str = "", compute: bool = True) -> pd.DataFra
             langs = [lang for lang in recs if ev.generalized_languages is None or lang in ev.generalized_languages]
             sub = {lang: recs[lang][: ev.generalized_max_rows] for lang in langs}
             pairs = [(a, b) for a in langs for b in langs if a != b]
-            pair_preds = kind.predict(model, tokenizer, task, sub, pairs=pairs, **kw)
+            with timed("transfer: scoring generalized pairs", unit=cell.cell_id):
+                pair_preds = kind.predict(model, tokenizer, task, sub, pairs=pairs, **kw)
             rows += kind.score(task, pair_preds)
             preds.update(pair_preds)
+        robust = None
         if ev.robustness and task.kind == "pair_classification":
-
-            rows += robustness_rows(model, tokenizer, recs["en"], objective=kw["objective"], data_dir=run.data_dir,
-                                    attack_steps=ev.robustness_attack_steps, max_examples=ev.robustness_max_examples,
-                                    max_length=run.cfg.train.max_length, seed=cell.seed)
+            with timed("transfer: robustness attacks", unit=cell.cell_id):  # the same attacks for every checkpoint
+                robust = score_robustness(model, tokenizer, recs["en"], robustness_settings(ev, cell.task, run.data_dir),
+                                          max_examples=ev.robustness_max_examples,
+                                          max_length=run.cfg.train.max_length, bf16=run.bf16)
+            rows += robust.rows
         for r in rows:
             r.update(cell_id=cell.cell_id, checkpoint=cell.checkpoint, model=cell.model, task=cell.task,
                      method=cell.method, seed=cell.seed, layer=-1, key=key)
         # predictions first: the rows mark the cell done
-        write_predictions(run.path("results", "predictions", cell.cell_id), cell.task, preds, key)
-        write_rows(rows, out, run.prov())
-    return run.load_results("transfer")
+        with timed("transfer: writing predictions and rows", unit=cell.cell_id):
+            write_predictions(run.path("results", "predictions", cell.cell_id), cell.task, preds, key)
+            if robust is not None:  # per-item outcomes under attack, paired across checkpoints by item id
+                write_predictions(run.path("results", "robustness", cell.cell_id), cell.task, {("en", ""): robust.items}, key)
+            write_rows(rows, out, run.prov())
+    with timed("transfer: reading the rows back"):
+        return run.load_results("transfer")
 
 
 # ---------------------------------------------------------------------- alignment
@@ -185,6 +194,19 @@ def parallel_sentences(run: Run, dataset: str) -> dict[str, tuple[list[str], lis
     return load_parallel(dataset, run.data_dir, alignment_languages(run), run.cfg.alignment.max_sentences, **ctx)
 
 
+def write_parallel_items(run: Run, data: dict[str, dict[str, tuple[list[str], list[str]]]], key: str) -> None:
+    """``data/parallel_items.parquet``: per dataset, language and pair position, the item the pair is (the id of
+    its English sentence, :func:`~xltlib.evaluation.alignment.item_ids`): a pair of two languages with the same
+    English sentence is one item (XNLI premises and PUD sentences are the same items in every language), so the
+    item-level comparison of checkpoints resamples them together. ``key``: the parallel data's key."""
+    frames = [pd.DataFrame(dict(dataset=dataset, language=lang, position=np.arange(len(en)), item=item_ids(en)))
+              for dataset, pairs in data.items() for lang, (_, en) in pairs.items()]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["dataset", "language", "position", "item"])
+    write_parquet_atomic(table.assign(key=key), run.path("data", PARALLEL_ITEMS))
+
+
+@timed("alignment: other stage code (keys, rows)")
 def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFrame:
     """Every alignment metric x language x layer for the pre-trained model and each checkpoint.
 
@@ -194,7 +216,9 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
         return run.load_results("alignment")
 
     a = run.cfg.alignment
-    data = {d: parallel_sentences(run, d) for d in a.datasets}
+    with timed("alignment: reading the parallel data"):
+        data = {d: parallel_sentences(run, d) for d in a.datasets}
+    write_parallel_items(run, data, content_hash(data))
     write_json(dict(key=content_hash(data), datasets=list(data)), run.path("data", "parallel.json"))
     for ck in keys.alignment_checkpoints(run):
         if unit and ck.checkpoint != unit:
@@ -202,18 +226,20 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
         out, key = run.alignment_path(ck.checkpoint), keys.alignment_key(run, ck)
         if keys.alignment_done(run, ck):
             continue
-        if ck.path is None:
-            model, tok = load_encoder(ck.model).to(run.device), load_tokenizer(ck.model)
-        else:
-            model, tok, _ = load_checkpoint(ck.path, run.device)
-        rows = []
+        with timed("alignment: model loading", unit=ck.checkpoint):
+            if ck.path is None:
+                model, tok = load_encoder(ck.model).to(run.device), load_tokenizer(ck.model)
+            else:
+                model, tok, _ = load_checkpoint(ck.path, run.device)
+        rows, outcomes = [], []
         kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.bf16)
         cache: dict[int, np.ndarray] = {}
 
         def encode(texts: list[str]) -> np.ndarray:  # English sides shared across languages are encoded once
             h = hash(tuple(texts))
             if h not in cache:
-                cache[h] = encode_layers(model, tok, texts, **kw)
+                with timed("alignment: encoding (forward + pooling)", unit=ck.checkpoint):
+                    cache[h] = encode_layers(model, tok, texts, **kw)
             return cache[h]
 
         for dataset, pairs in data.items():
@@ -221,11 +247,18 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
                 continue
             x = {lang: encode(xs) for lang, (xs, _) in pairs.items()}
             y = {lang: encode(ys) for lang, (_, ys) in pairs.items()}
-            for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers, pool=a.pool,
-                                             options=PARALLEL[dataset].options):
-                rows.append(dict(r, dataset=dataset))
+            per_pair: list[dict] = []
+            with timed("alignment: metrics (pools, rows)", unit=ck.checkpoint):  # each metric on its own inside
+                for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers, pool=a.pool,
+                                                 options=PARALLEL[dataset].options, outcomes=per_pair):
+                    rows.append(dict(r, dataset=dataset))
+            outcomes += [dict(r, dataset=dataset) for r in per_pair]
             cache.clear()
-        for r in rows:
+        for r in rows + outcomes:
             r.update(checkpoint=ck.checkpoint, model=ck.model, task=ck.task, method=ck.method, seed=ck.seed, key=key)
-        write_rows(rows, out, run.prov())
-    return run.load_results("alignment")
+        # per-pair outcomes first: the rows mark the checkpoint done
+        with timed("alignment: writing rows", unit=ck.checkpoint):
+            write_parquet_atomic(pd.DataFrame(outcomes), run.path("results", ALIGNMENT_OUTCOMES, out.name))
+            write_rows(rows, out, run.prov())
+    with timed("alignment: reading the rows back"):
+        return run.load_results("alignment")

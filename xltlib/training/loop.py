@@ -21,6 +21,7 @@ from xltlib.models.load import load_tokenizer, resolve_model
 from xltlib.training.batching import length_batches
 from xltlib.training.dropout import use_fast_dropout
 from xltlib.training.objectives import Objective
+from xltlib.training.plateau import mark_plateau
 from xltlib.training.precision import Precision, clip_grad_norm
 
 
@@ -175,6 +176,8 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             if best is None or score > best[0]:  # the earliest epoch wins a tie
                 best = (score, epoch, [p.detach().clone() for p in prec.params])
     bar.close()
+    # a collapse onto the majority class, named in the log (plateau columns on every row; xltlib.training.plateau)
+    mark_plateau(rows, k.name, records, num_labels, warmup_steps=int(cfg.warmup_ratio * total_steps))
     if best is not None:
         with torch.no_grad():  # into the masters (or the model's own parameters): restore() returns them
             torch._foreach_copy_(prec.params, best[2])

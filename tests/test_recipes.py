@@ -1,0 +1,64 @@
+"""The recipe search's verdicts (xltlib.analysis.recipes) on train logs made by the test."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from xltlib.analysis.gate import SelectionRows
+from xltlib.analysis.recipes import NO_RECIPE, choose_recipes, recipe_table, recipes_yaml
+from xltlib.config.schema import RunConfig
+
+CFG = RunConfig.model_validate({"grid": {"task": ["pawsx"], "method": ["baseline", "pgd"], "seed": [1, 2]},
+                                "search": {"lr": [1e-4, 2e-5]}})
+SELECTION = {"pawsx": SelectionRows("pawsx", 1000, 0.576, "pawsx English dev")}
+
+
+def train_log(method: str, seed: int, scores: list[float]) -> pd.DataFrame:
+    """Three epochs of 10 steps; the selection score on each epoch's last step; the best epoch selected."""
+    best = max(range(len(scores)), key=lambda e: (scores[e], -e))
+    rows = []
+    for epoch, score in enumerate(scores):
+        for step in range(10):
+            n = epoch * 10 + step + 1
+            rows.append(dict(checkpoint=f"me5__pawsx__{method}__s{seed}", task="pawsx", method=method, seed=seed,
+                             metric="train_loss", value=0.5, n=n, epoch=epoch, elapsed_s=2.0 * n,
+                             select_score=score if step == 9 else float("nan"), selected_epoch=best))
+    return pd.DataFrame(rows)
+
+
+def search_logs(scores: dict[tuple[str, int], list[float]]) -> pd.DataFrame:
+    return pd.concat([train_log(m, s, v) for (m, s), v in scores.items()], ignore_index=True)
+
+
+def test_a_setting_learns_when_its_selection_ci_clears_the_majority_and_the_best_learned_setting_is_chosen():
+    train = search_logs({
+        ("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81], ("baseline@lr=0.0001", 2): [0.80, 0.83, 0.84],
+        ("baseline@lr=2e-05", 1): [0.70, 0.75, 0.77], ("baseline@lr=2e-05", 2): [0.71, 0.74, 0.78],
+        ("pgd@lr=0.0001", 1): [0.576, 0.58, 0.57], ("pgd@lr=0.0001", 2): [0.80, 0.85, 0.86],  # one seed collapsed
+        ("pgd@lr=2e-05", 1): [0.70, 0.76, 0.79], ("pgd@lr=2e-05", 2): [0.72, 0.77, 0.80]})
+    table = recipe_table(train, SELECTION, CFG.split_entry)
+    assert len(table) == 8 and set(table["setting"]) == {"lr=0.0001", "lr=2e-05"}
+    row = table[(table.method == "baseline") & (table.setting == "lr=0.0001") & (table.seed == 1)].iloc[0]
+    assert row.select_score == pytest.approx(0.82) and row.selected_epoch == 2 and row.updates == 30
+    assert row.learned and row.ci_lo > 0.576 and row.n == 1000
+    collapsed = table[(table.method == "pgd") & (table.setting == "lr=0.0001") & (table.seed == 1)].iloc[0]
+    assert not collapsed.learned  # 58.0% on 1,000 rows does not clear 57.6%
+    choice = choose_recipes(table, ["lr=0.0001", "lr=2e-05"]).set_index("method")
+    assert choice.loc["baseline", "chosen"] == "lr=0.0001"
+    # pgd's higher mean at 1e-4 does not count: it did not learn at every seed
+    assert choice.loc["pgd", "chosen"] == "lr=2e-05" and choice.loc["pgd", "settings_learned"] == 1
+    assert recipes_yaml(choice.reset_index(), CFG.split_entry).split() == \
+        "recipes: pawsx: baseline: {lr: 0.0001} pgd: {lr: 2.0e-05}".split()
+
+
+def test_a_method_that_learns_at_no_setting_is_reported_as_a_finding():
+    train = search_logs({("pgd@lr=0.0001", 1): [0.57, 0.58, 0.576], ("pgd@lr=2e-05", 1): [0.576, 0.576, 0.58]})
+    choice = choose_recipes(recipe_table(train, SELECTION, CFG.split_entry))
+    assert choice.iloc[0]["chosen"] == "" and NO_RECIPE in choice.iloc[0]["finding"]
+    assert "recipes: {}" in recipes_yaml(choice, CFG.split_entry)
+
+
+def test_a_checkpoint_without_selection_scores_is_an_error_naming_it():
+    train = train_log("baseline@lr=0.0001", 1, [0.8, 0.8, 0.8]).assign(select_score=float("nan"))
+    with pytest.raises(ValueError, match="baseline@lr=0.0001__s1 has no English selection score"):
+        recipe_table(train, SELECTION, CFG.split_entry)

@@ -1,0 +1,88 @@
+"""The recipe search's verdicts: per training setting of every method, did it learn on the English selection rows,
+and which setting each (task, method) keeps (``params: search``; ``xlt recipes RUN``).
+
+Every method gets the same search (the settings of ``search`` crossed with the task's epoch budget, the best epoch
+kept by checkpoint selection), and every verdict is decided on English *selection* rows, never on test: a setting
+*learns* at a seed when the selected epoch's score clears the selection rows' majority rate by its Wilson CI (the
+gate's rule, :func:`xltlib.analysis.gate.selection_verdict`, at the level corrected for choosing among epochs).
+The chosen setting of a (task, method) is the best mean selection score among the settings that learned at every
+seed tried; a method with no such setting is a finding, reported as "cannot learn at any setting of the search".
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from xltlib.analysis.gate import SelectionRows, selection_verdict, train_verdicts
+
+RECIPE_COLS = ["task", "method", "setting", "seed", "checkpoint", "select_score", "ci_lo", "ci_hi", "majority", "n",
+               "selected_epoch", "epochs_scored", "learned", "plateau", "updates", "train_seconds"]
+CHOICE_COLS = ["task", "method", "chosen", "select_score", "seeds", "settings_learned", "settings_tried", "finding"]
+NO_RECIPE = "cannot learn at any setting of the search"
+
+
+def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
+                 split_entry: Callable[[str], tuple[str, dict]], *, level: float = 0.95) -> pd.DataFrame:
+    """One row per checkpoint of a search run: its method and setting (``split_entry``: 'pgd@lr=2e-05' ->
+    ('pgd', {'lr': 2e-05}), :meth:`RunConfig.split_entry`), the selected epoch's English selection score with its
+    CI against the selection rows' majority rate, whether it learned, the plateau check's verdict, and its cost."""
+    if train is None or not len(train):
+        return pd.DataFrame(columns=RECIPE_COLS)
+    log = train[train["metric"] == "train_loss"] if "metric" in train else train
+    verdicts = train_verdicts(train)
+    rows = []
+    for ck, g in log.groupby("checkpoint", sort=False):
+        first = g.iloc[0]
+        method, setting = split_entry(str(first["method"]))
+        judged = selection_verdict(dict(task=first["task"], checkpoint=ck), selection.get(first["task"]),
+                                   verdicts.loc[ck], level)
+        selected = g["selected_epoch"].dropna() if "selected_epoch" in g else pd.Series(dtype=float)
+        rows.append(dict(task=first["task"], method=method, setting=setting_text(setting), seed=int(first["seed"]),
+                         checkpoint=ck, select_score=judged["english"], ci_lo=judged["ci_lo"], ci_hi=judged["ci_hi"],
+                         majority=judged["majority"], n=judged["n"],
+                         selected_epoch=int(selected.iloc[0]) + 1 if len(selected) else math.nan,
+                         epochs_scored=int(verdicts.loc[ck, "epochs_scored"]), learned=judged["passes"],
+                         plateau=verdicts.loc[ck, "plateau"], updates=int(g["n"].max()),
+                         train_seconds=float(g["elapsed_s"].max()) if "elapsed_s" in g else math.nan))
+    return pd.DataFrame(rows, columns=RECIPE_COLS)
+
+
+def setting_text(setting: dict) -> str:
+    """'lr=2e-05' (the searched values of one setting), or 'as configured' for a cell outside a search."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items()) or "as configured"
+
+
+def choose_recipes(table: pd.DataFrame, settings_order: list[str] | None = None) -> pd.DataFrame:
+    """Per (task, method): the setting with the best mean selection score among those that learned at every seed
+    (a tie goes to the earlier setting of ``settings_order``, the search's order), or the finding that none did."""
+    rows = []
+    for (task, method), g in table.groupby(["task", "method"], sort=False):
+        order = settings_order or list(dict.fromkeys(g["setting"]))
+        per = g.groupby("setting").agg(score=("select_score", "mean"), seeds=("seed", "nunique"),
+                                       learned=("learned", "all"))
+        per = per.reindex([s for s in order if s in per.index])
+        ok = per[per["learned"]]
+        row = dict(task=task, method=method, settings_learned=int(len(ok)), settings_tried=int(len(per)))
+        if len(ok):
+            best = ok.index[int(np.argmax(ok["score"].to_numpy()))]  # argmax: the first of equal scores
+            row.update(chosen=best, select_score=float(ok.loc[best, "score"]), seeds=int(ok.loc[best, "seeds"]),
+                       finding="")
+        else:
+            row.update(chosen="", select_score=float(per["score"].max()), seeds=int(per["seeds"].max()),
+                       finding=f"{method} {NO_RECIPE} on {task} ({len(per)} settings tried)")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CHOICE_COLS)
+
+
+def recipes_yaml(choice: pd.DataFrame, split_entry: Callable[[str], tuple[str, dict]]) -> str:
+    """The ``recipes:`` block of a params file for the chosen settings (methods without one are left out)."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in choice.itertuples():
+        if r.chosen:
+            _, setting = split_entry(f"{r.method}@" + r.chosen.replace(", ", ","))
+            out.setdefault(r.task, {})[r.method] = setting
+    return yaml.safe_dump({"recipes": out}, sort_keys=False, default_flow_style=None)
