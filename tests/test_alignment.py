@@ -13,8 +13,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from xltlib.evaluation.alignment import (
+    CPU_BATCH_TOKENS,
     METRICS,
     METRICS_VERSION,
+    _token_batches,
     cka,
     compute_alignment,
     compute_alignment_pairs,
@@ -354,6 +356,21 @@ SENTS = ["the cat sat", "a big red house under the small tree and the dog",
          "dog runs", "the mat", "a cat and a dog sat on the big red mat quickly", "tree"]
 
 
+def test_token_batches_cover_every_row_within_the_budgets():
+    lengths = np.array([39, 5, 12, 12, 30, 11, 13, 12, 9, 12] * 20)
+    for device, cap in ((torch.device("cpu"), CPU_BATCH_TOKENS), (torch.device("cuda"), None)):
+        batches = _token_batches(lengths, 32, device)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # every row once
+        budget = 32 * 12 if cap is None else min(32 * 12, cap)
+        for b in batches:
+            assert len(b) <= 32 and len(b) * lengths[b].max() <= max(budget, lengths[b].max())
+            assert lengths[b[0]] == lengths[b].max()  # longest first: the padded width is the first row's
+        padded = sum(len(b) * lengths[b].max() for b in batches)
+        fixed = sum(len(lengths[i:i + 32]) * np.sort(lengths)[::-1][i:i + 32].max() for i in range(0, len(lengths), 32))
+        assert padded < fixed  # the long tail no longer pads whole batches
+    assert [len(b) for b in _token_batches(np.array([200, 3, 3]), 8, torch.device("cpu"))] == [1, 2]
+
+
 def test_encode_layers_shape_and_order(tiny):
     model, tok = tiny
     out = encode_layers(model, tok, SENTS, batch_size=4)
@@ -370,10 +387,11 @@ def test_encode_layers_shape_and_order(tiny):
 def test_encode_layers_mean_ignores_padding(tiny):
     model, tok = tiny
     alone = encode_layers(model, tok, ["dog runs"])
-    padded = encode_layers(model, tok, ["dog runs", SENTS[4]], batch_size=2)
+    # batch_size 64: the two share one padded batch (the token budget would give a batch of 2 a budget of 2 x median)
+    padded = encode_layers(model, tok, ["dog runs", SENTS[4]], batch_size=64)
     np.testing.assert_allclose(padded[:, 0], alone[:, 0], atol=1e-5)
     cls_alone = encode_layers(model, tok, ["dog runs"], pooling="cls")
-    cls_padded = encode_layers(model, tok, ["dog runs", SENTS[4]], pooling="cls", batch_size=2)
+    cls_padded = encode_layers(model, tok, ["dog runs", SENTS[4]], pooling="cls", batch_size=64)
     np.testing.assert_allclose(cls_padded[:, 0], cls_alone[:, 0], atol=1e-5)
     # direct check against the model: layer L mean over the 4 real tokens
     enc = tok(["dog runs"], return_tensors="pt")

@@ -163,7 +163,7 @@ def test_xlt_cost_prints_the_tables_with_the_cached_peak(run, capsys, tmp_path):
     (run.dir / N.TIMINGS_DIR / MACHINE_FILE).write_text(json.dumps(peak))
     assert main(["cost", str(run.dir), "--cells", "--csv", str(tmp_path / "c.csv")]) == 0
     out = capsys.readouterr().out
-    assert "123 GFLOP/s on 1 thread, 234 GFLOP/s on 2 thread(s)" in out
+    assert "123 GFLOP/s on 1 thread (per CPU second), 234 GFLOP/s on 2 threads" in out
     assert "By stage" in out and "By notebook and grid cell" in out and "train: x" in out
     assert len(pd.read_csv(tmp_path / "c.csv")) == len(cost_table(run))
 

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _CHUNK = 4096  # rows per similarity block: memory stays O(_CHUNK * n)
+CPU_BATCH_TOKENS = 512  # padded tokens per encoding batch on a CPU: 256-512 were fastest (see _token_batches)
 # Every row carries it; raised when a metric's meaning changes, so rows of two meanings are never mixed (the
 # alignment key includes it, :func:`xltlib.runner.keys.alignment_key`, so older rows are recomputed).
 # 2: ``cka.cka`` is debiased CKA (linear CKA is ``cka.cka_linear_biased``); pair rows carry the dimension ``d``;
@@ -64,9 +65,9 @@ def encode_layers(
 
     Index 0 is the embedding output (HF ``output_hidden_states`` convention). One forward
     pass per batch; sentences are sorted by token length, longest first, into batches of at most
-    ``batch_size`` sentences and ``batch_size`` x the median length in padded tokens (:func:`_token_batches`:
-    the few long sentences of a long tail get small batches of their own rather than padding a full batch),
-    and the original order is restored. ``mean`` averages non-padding tokens
+    ``batch_size`` sentences and a budget of padded tokens (:func:`_token_batches`: the few long sentences of a
+    long tail get small batches of their own rather than padding a full batch to their length), and the
+    original order is restored. ``mean`` averages non-padding tokens
     (attention mask), ``cls`` takes the first non-padding token (position 0 with right
     padding). ``model.base_model`` is used when present, so task-head models also work.
     ``bf16``: the model runs with bf16 weights (:func:`~xltlib.training.precision.bf16_inference`; faster
@@ -89,7 +90,7 @@ def encode_layers(
     bar = progress(len(texts), "sentences encoded", "sent")
     try:
         with bf16_inference(base, bf16), torch.inference_mode():
-            for idx in _token_batches(np.array([len(x) for x in ids]), batch_size):
+            for idx in _token_batches(np.array([len(x) for x in ids]), batch_size, device):
                 batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], tokenizer.pad_token_id).items()}
                 hs = base(**batch, output_hidden_states=True, return_dict=True).hidden_states
                 mask = batch["attention_mask"]
@@ -111,12 +112,16 @@ def encode_layers(
     return out
 
 
-def _token_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Row indices, longest first, in batches of at most ``batch_size`` rows and ``batch_size`` x the median
-    length padded tokens. A forward pass costs its padded tokens: on Tatoeba (median 12, longest 39 tokens)
-    fixed batches of 128 pad 10,816 tokens for 7,942 real ones, these 9,170 (benchmarks/README.md)."""
+def _token_batches(lengths: np.ndarray, batch_size: int, device: torch.device) -> list[np.ndarray]:
+    """Row indices, longest first, in batches of at most ``batch_size`` rows and a budget of padded tokens:
+    ``batch_size`` x the median length, on a CPU at most :data:`CPU_BATCH_TOKENS`. A forward pass costs its padded
+    tokens, and on a CPU small batches also stay in cache: 300 + 300 Tatoeba de/en sentences (median 12, longest
+    39 tokens) took 4.2 CPU s in fixed batches of 128 (13,676 padded tokens for 7,942), 3.0 s with the median
+    budget and 2.7 s with 512 tokens (8,873; benchmarks/README.md)."""
     order = np.argsort(-lengths, kind="stable")
     budget = batch_size * max(1, int(np.median(lengths)))
+    if device.type == "cpu":
+        budget = min(budget, CPU_BATCH_TOKENS)
     batches, start = [], 0
     while start < len(order):
         n = min(batch_size, max(1, budget // max(1, int(lengths[order[start]]))))  # the first is the longest

@@ -6,7 +6,10 @@ Three sources, all written by the run itself:
   (``convert_s``, ``html_s``; runs made before those fields lump both into "conversion + HTML export");
 * the executed notebook: papermill's start and end of the notebook and of every cell;
 * ``timings/<notebook>.jsonl`` (:mod:`xltlib.core.timing`): the named parts the stage code timed (model loading,
-  tokenisation, the training loop, scoring, encoding, each metric), placed in the cell that ran them.
+  tokenisation, the training loop, scoring, encoding, each metric), placed in the cell that ran them, with their
+  CPU seconds where known (the kernel's CPU before the first part: its start-up and imports);
+* ``status.json``'s ``kernel_cpu_s`` / ``driver_cpu_s``: each notebook's CPU seconds in its kernel and in the
+  driver. On a busy shared machine wall time swells with the other jobs; CPU seconds on one thread do not.
 
 A notebook's wall time is split exactly into parts: ``notebook: ...`` rows are the overhead around the work
 (conversion, kernel start, imports, papermill's bookkeeping between cells, kernel shutdown, HTML export),
@@ -140,7 +143,7 @@ def notebook_costs(run: Run, name: str, entry: dict) -> list[dict]:
         add("notebook: HTML export", entry["html_s"])
     accounted = sum(r["seconds"] for r in rows)
     wall = entry.get("seconds")
-    if wall is not None and wall == wall:  # NaN: a unit lost on a worker
+    if wall is not None and not pd.isna(wall):  # NaN: a unit lost on a worker
         rest = wall - accounted
         add("notebook: jupytext conversion + HTML export" if "html_s" not in entry else "notebook: driver, other",
             rest if rest > 0 else 0.0)
@@ -221,13 +224,16 @@ def machine_peak(run_dir: str | Path, remeasure: bool = False) -> dict:
                  measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **cpu_peaks())
     if torch.cuda.is_available():
         peaks["cuda_bf16_tflops"] = matmul_peak("cuda") / 1e12
-    write_json(peaks, path)
+    try:
+        write_json(peaks, path)
+    except OSError:  # a read-only run folder (someone else's, an archive): measured again next time
+        pass
     return peaks
 
 
 def _table(df: pd.DataFrame) -> str:
     fmt = {c: (lambda v: f"{v:.1%}") for c in df.columns if c == "share"}
-    fmt.update({c: (lambda v: "" if v != v else f"{v:,.1f}") for c in df.columns
+    fmt.update({c: (lambda v: "" if pd.isna(v) else f"{v:,.1f}") for c in df.columns
                 if c in ("seconds", "per_notebook", "overhead_per_notebook", "cpu_seconds", "cpu_per_notebook")})
     return df.to_string(index=False, formatters=fmt)
 
@@ -235,16 +241,17 @@ def _table(df: pd.DataFrame) -> str:
 def format_report(run: Run, costs: pd.DataFrame, peaks: dict, cells: bool = False) -> str:
     """The text ``xlt cost`` prints: the peak, then per stage, per part, and (``cells``) per notebook."""
     total = costs["seconds"].sum()
-    peak = (f"bf16 2048² matmul peak {peaks['bf16_gflops_1_thread']:,.0f} GFLOP/s on 1 thread, "
-            f"{peaks['bf16_gflops_all_threads']:,.0f} GFLOP/s on {peaks['threads']} thread(s)")
+    peak = f"bf16 2048² matmul peak {peaks['bf16_gflops_1_thread']:,.0f} GFLOP/s on 1 thread (per CPU second), " + (
+        f"{peaks['bf16_gflops_all_threads']:,.0f} GFLOP/s on {peaks['threads']} threads" if peaks["threads"] > 1
+        else "the only usable core")
     if "cuda_bf16_tflops" in peaks:
         peak += f"; CUDA bf16 8192² {peaks['cuda_bf16_tflops']:,.0f} TFLOP/s"
     out = [f"{run.dir}: {costs['notebook'].nunique()} notebooks, {total:,.1f} s of notebook wall time",
            f"machine {peaks['host']}: {peak} (measured {peaks['measured_at']}, {TIMINGS_DIR}/{MACHINE_FILE})", "",
-           "By stage (overhead = the notebook: parts below; cpu_seconds = its kernels' and the driver's CPU time, "
-           "which a busy shared machine does not inflate)", _table(by_stage(costs)), "",
-           "By part, summed over each stage's notebooks (cpu_seconds where known; imports: with the kernel's "
-           "start-up)", _table(by_component(costs))]
+           ("By stage (overhead = the notebook: parts below; cpu_seconds = its kernels' and the driver's CPU "
+            "time, which a busy shared machine does not inflate)"), _table(by_stage(costs)), "",
+           ("By part, summed over each stage's notebooks (cpu_seconds where known; imports: with the kernel's "
+            "start-up)"), _table(by_component(costs))]
     if cells:
         out += ["", "By notebook and grid cell", _table(by_cell(costs))]
     return "\n".join(out)
