@@ -71,10 +71,12 @@ def _rows(run_dir: Path, kind: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def both_runs(tmp_path_factory, ray_cluster):
+    # one CPU thread in both: float sums (an attack's loss gain, the probe's fit) depend on the thread count
+    same_threads = SMALL + ["train.threads=1"]
     local = tmp_path_factory.mktemp("local") / "run"
-    run_pipeline(load_config(SMOKE, SMALL), local, params_file=str(SMOKE))
+    run_pipeline(load_config(SMOKE, same_threads), local, params_file=str(SMOKE))
     distributed = tmp_path_factory.mktemp("ray") / "run"
-    cfg = load_config(SMOKE, SMALL + ["executor.name=ray", "executor.cell_resources={num_cpus: 1}"])
+    cfg = load_config(SMOKE, same_threads + ["executor.name=ray", "executor.cell_resources={num_cpus: 1}"])
     run_pipeline(cfg, distributed, params_file=str(SMOKE))
     return local, distributed
 

@@ -71,7 +71,10 @@ def test_stages_record_what_a_batch_run_records(lab_session):
     assert keys.cell_done(run, cell)  # a checkpoint with its chained key
     transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
     assert set(transfer["language"]) == {"en", "de", "fr", "sw"}
-    assert transfer["value"].between(0, 1).all()
+    rates = transfer[transfer["metric"].str.match(r"(accuracy|score|robust_acc_|attack_success_rate_|synonym_subst_rate)")]
+    assert len(rates) and rates["value"].between(0, 1).all()
+    assert (transfer.loc[transfer["metric"].str.startswith("attack_queries_"), "value"] >= 1).all()
+    assert (transfer["value"].notna() | (transfer["n"] == 0)).all()  # a mean over no attacked row is NaN, n = 0
     assert {"pretrained", "baseline"} <= set(alignment["method"])
     assert any("Does robust training align languages" in c.source for c in notebooks["analysis"][1].cells)
     assert "text/html" in outputs(notebooks["analysis"][1])  # the analysis tables were displayed

@@ -97,7 +97,7 @@ class TrainConfig(_Strict):
     pooling: Literal["mean", "cls"] = "mean"  # classification head input: mean of token states (E5's pooling) or <s>
     fast_dropout: bool = True  # byte-mask dropout (xltlib.training.dropout): same expectation, ~1.5x faster steps on CPU; false = exact Bernoulli masks
     diagnostics: bool = True  # per-step clean loss and loss gap in the train log (one extra no-grad forward for pgd/freelb/rs_rp)
-    threads: int | None = Field(None, ge=1)  # torch threads (None = all cores)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads of every stage (None = all cores)
 
 
 class EvalConfig(_Strict):

@@ -39,7 +39,7 @@ import pandas as pd
 from xltlib.config.grid import Cell, expand_grid
 from xltlib.config.schema import RunConfig, dump_config
 from xltlib.config.validate import load_config
-from xltlib.core.devices import describe, resolve_device, use_bf16
+from xltlib.core.devices import describe, resolve_device, set_cpu_threads, use_bf16
 from xltlib.core.rows import provenance, write_json
 from xltlib.data import tasks as T
 from xltlib.data.split import Split
@@ -120,9 +120,13 @@ class Run:
 
     @functools.cached_property
     def device(self):
-        """This kernel's torch device (``device`` in the params, resolved by :mod:`xltlib.core.devices`)."""
+        """This kernel's torch device (``device`` in the params, resolved by :mod:`xltlib.core.devices`), with
+        ``train.threads`` CPU threads set for every stage: float sums depend on the thread count, so a Ray worker
+        and a local kernel give the same rows only at the same count."""
 
-        return resolve_device(self.cfg.device)
+        device = resolve_device(self.cfg.device)
+        set_cpu_threads(device, self.cfg.train.threads)
+        return device
 
     @functools.cached_property
     def bf16(self) -> bool:
