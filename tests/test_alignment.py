@@ -13,10 +13,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from xltlib.evaluation.alignment import (
-    CPU_BATCH_TOKENS,
     METRICS,
     METRICS_VERSION,
-    _token_batches,
     cka,
     compute_alignment,
     compute_alignment_pairs,
@@ -29,6 +27,7 @@ from xltlib.evaluation.alignment import (
     retrieval_outcomes,
 )
 from xltlib.evaluation.probe import cv_logistic_accuracy
+from xltlib.training.batching import CPU_BATCH_TOKENS, token_batches
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -359,7 +358,7 @@ SENTS = ["the cat sat", "a big red house under the small tree and the dog",
 def test_token_batches_cover_every_row_within_the_budgets():
     lengths = np.array([39, 5, 12, 12, 30, 11, 13, 12, 9, 12] * 20)
     for device, cap in ((torch.device("cpu"), CPU_BATCH_TOKENS), (torch.device("cuda"), None)):
-        batches = _token_batches(lengths, 32, device)
+        batches = token_batches(lengths, 32, device)
         assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # every row once
         budget = 32 * 12 if cap is None else min(32 * 12, cap)
         for b in batches:
@@ -368,7 +367,7 @@ def test_token_batches_cover_every_row_within_the_budgets():
         padded = sum(len(b) * lengths[b].max() for b in batches)
         fixed = sum(len(lengths[i:i + 32]) * np.sort(lengths)[::-1][i:i + 32].max() for i in range(0, len(lengths), 32))
         assert padded < fixed  # the long tail no longer pads whole batches
-    assert [len(b) for b in _token_batches(np.array([200, 3, 3]), 8, torch.device("cpu"))] == [1, 2]
+    assert [len(b) for b in token_batches(np.array([200, 3, 3]), 8, torch.device("cpu"))] == [1, 2]
 
 
 def test_encode_layers_shape_and_order(tiny):

@@ -22,7 +22,7 @@ from xltlib.core.progress import progress
 from xltlib.core.registry import Registry
 from xltlib.core.timing import record, timed
 from xltlib.evaluation.probe import cv_logistic_accuracy
-from xltlib.training.batching import collate
+from xltlib.training.batching import collate, token_batches
 from xltlib.training.precision import bf16_inference
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _CHUNK = 4096  # rows per similarity block: memory stays O(_CHUNK * n)
-CPU_BATCH_TOKENS = 512  # padded tokens per encoding batch on a CPU: 256-512 were fastest (see _token_batches)
 # Every row carries it; raised when a metric's meaning changes, so rows of two meanings are never mixed (the
 # alignment key includes it, :func:`xltlib.runner.keys.alignment_key`, so older rows are recomputed).
 # 2: ``cka.cka`` is debiased CKA (linear CKA is ``cka.cka_linear_biased``); pair rows carry the dimension ``d``;
@@ -65,7 +64,7 @@ def encode_layers(
 
     Index 0 is the embedding output (HF ``output_hidden_states`` convention). One forward
     pass per batch; sentences are sorted by token length, longest first, into batches of at most
-    ``batch_size`` sentences and a budget of padded tokens (:func:`_token_batches`: the few long sentences of a
+    ``batch_size`` sentences and a budget of padded tokens (:func:`~xltlib.training.batching.token_batches`: the few long sentences of a
     long tail get small batches of their own rather than padding a full batch to their length), and the
     original order is restored. ``mean`` averages non-padding tokens
     (attention mask), ``cls`` takes the first non-padding token (position 0 with right
@@ -90,7 +89,7 @@ def encode_layers(
     bar = progress(len(texts), "sentences encoded", "sent")
     try:
         with bf16_inference(base, bf16), torch.inference_mode():
-            for idx in _token_batches(np.array([len(x) for x in ids]), batch_size, device):
+            for idx in token_batches(np.array([len(x) for x in ids]), batch_size, device):
                 batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], tokenizer.pad_token_id).items()}
                 hs = base(**batch, output_hidden_states=True, return_dict=True).hidden_states
                 mask = batch["attention_mask"]
@@ -111,23 +110,6 @@ def encode_layers(
     assert out is not None
     return out
 
-
-def _token_batches(lengths: np.ndarray, batch_size: int, device: torch.device) -> list[np.ndarray]:
-    """Row indices, longest first, in batches of at most ``batch_size`` rows and a budget of padded tokens:
-    ``batch_size`` x the median length, on a CPU at most :data:`CPU_BATCH_TOKENS`. A forward pass costs its padded
-    tokens, and on a CPU small batches also stay in cache: 300 + 300 Tatoeba de/en sentences (median 12, longest
-    39 tokens) took 4.2 CPU s in fixed batches of 128 (13,676 padded tokens for 7,942), 3.0 s with the median
-    budget and 2.7 s with 512 tokens (8,873; benchmarks/README.md)."""
-    order = np.argsort(-lengths, kind="stable")
-    budget = batch_size * max(1, int(np.median(lengths)))
-    if device.type == "cpu":
-        budget = min(budget, CPU_BATCH_TOKENS)
-    batches, start = [], 0
-    while start < len(order):
-        n = min(batch_size, max(1, budget // max(1, int(lengths[order[start]]))))  # the first is the longest
-        batches.append(order[start : start + n])
-        start += n
-    return batches
 
 
 # --------------------------------------------------------------------------- registry

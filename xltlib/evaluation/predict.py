@@ -11,7 +11,7 @@ import torch
 
 from xltlib.core.devices import model_device, to_device
 from xltlib.core.progress import progress
-from xltlib.training.batching import collate, length_batches, tokenize_pairs
+from xltlib.training.batching import collate, token_batches, tokenize_pairs
 from xltlib.training.precision import bf16_inference
 
 
@@ -26,8 +26,8 @@ def _collate_ids(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 def logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int, bf16: bool,
                    collate_fn=_collate_ids, length=lambda f: len(f["input_ids"]), objective=None):
-    """(feature indices, float32 CPU logits) per length-sorted batch (little padding), without gradients, on
-    the model's device.
+    """(feature indices, float32 CPU logits) per length-sorted batch within a budget of padded tokens
+    (:func:`~xltlib.training.batching.token_batches`), without gradients, on the model's device.
 
     ``objective``: its ``predict_logits`` (e.g. RS-RP's noisy-copy vote) instead of the plain forward.
     ``bf16``: the model runs with bf16 weights (:func:`~xltlib.training.precision.bf16_inference`; faster than autocast).
@@ -36,7 +36,7 @@ def logits_batches(model, features: list[dict], pad_id: int, *, batch_size: int,
     bar = progress(len(features), "examples scored", "ex")
     device = model_device(model)
     with bf16_inference(model, bf16), torch.inference_mode():
-        for idx in length_batches(lengths, batch_size, rng=None):
+        for idx in token_batches(lengths, batch_size, device):
             batch = collate_fn([features[i] for i in idx], pad_id)
             batch.pop("labels", None)
             batch = to_device(batch, device)
