@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from xltlib.analysis.gate import SelectionRows
-from xltlib.analysis.recipes import NO_RECIPE, choose_recipes, recipe_table, recipes_yaml
+from xltlib.analysis.recipes import NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_table, recipes_yaml
 from xltlib.config.schema import RunConfig
 
 CFG = RunConfig.model_validate({"grid": {"task": ["pawsx"], "method": ["baseline", "pgd"], "seed": [1, 2]},
@@ -62,3 +62,28 @@ def test_a_checkpoint_without_selection_scores_is_an_error_naming_it():
     train = train_log("baseline@lr=0.0001", 1, [0.8, 0.8, 0.8]).assign(select_score=float("nan"))
     with pytest.raises(ValueError, match="baseline@lr=0.0001__s1 has no English selection score"):
         recipe_table(train, SELECTION, CFG.split_entry)
+
+
+def test_the_ledger_keeps_earlier_sessions_cells_and_a_rerun_replaces_its_own_row():
+    first = recipe_table(search_logs({("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81],
+                                      ("pgd@lr=0.0001", 1): [0.576, 0.58, 0.57]}), SELECTION, CFG.split_entry)
+    ledger, replaced = merge_ledger(None, first)
+    assert len(ledger) == 2 and replaced == []
+    # a later session: pgd at 2e-5 is new, pgd at 1e-4 was retrained after a change (another key)
+    later = recipe_table(search_logs({("pgd@lr=2e-05", 1): [0.70, 0.76, 0.79],
+                                      ("pgd@lr=0.0001", 1): [0.75, 0.80, 0.81]}).assign(key="k2"),
+                         SELECTION, CFG.split_entry)
+    ledger, replaced = merge_ledger(ledger, later)
+    assert sorted(ledger["checkpoint"]) == sorted(f"me5__pawsx__{m}__s1" for m in
+                                                  ("baseline@lr=0.0001", "pgd@lr=0.0001", "pgd@lr=2e-05"))
+    assert replaced == ["me5__pawsx__pgd@lr=0.0001__s1"]
+    assert ledger.set_index("checkpoint").loc["me5__pawsx__pgd@lr=0.0001__s1", "learned"]  # the rerun's verdict
+    choice = choose_recipes(ledger, ["lr=0.0001", "lr=2e-05"]).set_index("method")
+    assert choice.loc["pgd", "chosen"] == "lr=0.0001" and choice.loc["pgd", "settings_tried"] == 2
+
+
+def test_a_ledger_without_the_tables_columns_is_an_error_naming_them():
+    table = recipe_table(search_logs({("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81]}), SELECTION, CFG.split_entry)
+    with pytest.raises(ValueError, match=r"lacks the columns \['select_score'\]"):
+        merge_ledger(table.drop(columns=["select_score"]), table)
+    assert list(merge_ledger(None, table)[0].columns) == RECIPE_COLS

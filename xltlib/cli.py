@@ -7,9 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from xltlib.analysis.gate import selection_rows
-from xltlib.analysis.recipes import choose_recipes, recipe_table, recipes_yaml, setting_text
+from xltlib.analysis.recipes import choose_recipes, merge_ledger, recipe_table, recipes_yaml, setting_text
 from xltlib.config.schema import ConfigError
+from xltlib.core.rows import write_csv_atomic
 from xltlib.config.validate import load_config
 from xltlib.data.parallel import PARALLEL
 from xltlib.data.tasks import TASKS
@@ -127,14 +130,27 @@ def cmd_recipes(args) -> int:
               "(set protocol.selection: true and re-run the data and train stages)", file=sys.stderr)
         return 2
     table = recipe_table(run.load_results("train"), selection, run.cfg.split_entry)
+    in_run = len(table)
+    if args.ledger:
+        ledger_path = Path(args.ledger)
+        try:
+            ledger = pd.read_csv(ledger_path) if ledger_path.is_file() else None
+            table, replaced = merge_ledger(ledger, table)
+        except (ValueError, pd.errors.ParserError) as e:
+            print(f"xlt: error: {ledger_path}: {e}", file=sys.stderr)
+            return 2
+        for ck in replaced:
+            print(f"note: {ck} was retrained with another key; its ledger row is replaced", file=sys.stderr)
     if not len(table):
         print(f"xlt: error: {run.path('results', 'train')} holds no finished training cell", file=sys.stderr)
         return 1
     order = list(dict.fromkeys(setting_text(run.cfg.split_entry(m)[1]) for m in run.cfg.grid_methods()))
     choice = choose_recipes(table, order)
-    done, total = table["checkpoint"].nunique(), len({c.checkpoint for c in run.training_cells()})
-    print(f"Recipe search {run.dir.name}: {done} of {total} training cells finished; verdicts on English selection "
-          "rows (score of the selected epoch, Wilson CI vs the selection rows' majority rate)\n")
+    planned = {c.checkpoint for c in run.training_cells()}
+    done = len(planned & set(table["checkpoint"]))
+    source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
+    print(f"Recipe search {run.dir.name}: {done} of {len(planned)} training cells finished{source}; verdicts on "
+          "English selection rows (score of the selected epoch, Wilson CI vs the selection rows' majority rate)\n")
     show = table.assign(select_score=lambda d: (100 * d.select_score).round(1), ci_lo=lambda d: (100 * d.ci_lo).round(1),
                         ci_hi=lambda d: (100 * d.ci_hi).round(1), majority=lambda d: (100 * d.majority).round(1),
                         train_seconds=lambda d: d.train_seconds.round(0))
@@ -145,6 +161,9 @@ def cmd_recipes(args) -> int:
         print("\n" + recipes_yaml(choice, run.cfg.split_entry))
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if args.ledger:
+        write_csv_atomic(table, Path(args.ledger))
+        print(f"\nledger: {args.ledger} ({len(table)} checkpoints)")
     return 0
 
 
@@ -233,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", help="run folder, e.g. outputs/recipe-search")
     p.add_argument("--yaml", action="store_true", help="also print the `recipes:` block for a params file")
     p.add_argument("--csv", help="write the per-checkpoint table to this CSV file")
+    p.add_argument("--ledger", help="a CSV file that keeps the search's finished cells across sessions and machines: "
+                   "the run's cells are merged into it (replacing a row of the same checkpoint), the verdicts are "
+                   "taken over all of them, and it is written back")
     p.set_defaults(func=cmd_recipes)
     p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds, executors")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "executors", "all"])

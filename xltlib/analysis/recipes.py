@@ -19,7 +19,7 @@ import yaml
 
 from xltlib.analysis.gate import SelectionRows, selection_verdict, train_verdicts
 
-RECIPE_COLS = ["task", "method", "setting", "seed", "checkpoint", "select_score", "ci_lo", "ci_hi", "majority", "n",
+RECIPE_COLS = ["task", "method", "setting", "seed", "checkpoint", "key", "select_score", "ci_lo", "ci_hi", "majority", "n",
                "selected_epoch", "epochs_scored", "learned", "plateau", "updates", "train_seconds"]
 CHOICE_COLS = ["task", "method", "chosen", "select_score", "seeds", "settings_learned", "settings_tried", "finding"]
 NO_RECIPE = "cannot learn at any setting of the search"
@@ -42,13 +42,34 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
                                    verdicts.loc[ck], level)
         selected = g["selected_epoch"].dropna() if "selected_epoch" in g else pd.Series(dtype=float)
         rows.append(dict(task=first["task"], method=method, setting=setting_text(setting), seed=int(first["seed"]),
-                         checkpoint=ck, select_score=judged["english"], ci_lo=judged["ci_lo"], ci_hi=judged["ci_hi"],
+                         checkpoint=ck, key=str(first["key"]) if "key" in g else "", select_score=judged["english"], ci_lo=judged["ci_lo"], ci_hi=judged["ci_hi"],
                          majority=judged["majority"], n=judged["n"],
                          selected_epoch=int(selected.iloc[0]) + 1 if len(selected) else math.nan,
                          epochs_scored=int(verdicts.loc[ck, "epochs_scored"]), learned=judged["passes"],
                          plateau=verdicts.loc[ck, "plateau"], updates=int(g["n"].max()),
                          train_seconds=float(g["elapsed_s"].max()) if "elapsed_s" in g else math.nan))
     return pd.DataFrame(rows, columns=RECIPE_COLS)
+
+
+def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The search's ledger (its per-checkpoint table kept in a CSV file) with a run's table merged in, and the
+    checkpoints whose ledger row the run replaced with another training key (its settings or code changed).
+
+    A 30-cell search takes more core-hours than one session keeps a run folder: each session runs some cells and
+    merges them into the ledger, so the verdicts of earlier sessions (and machines) are kept, one row per
+    checkpoint, the run's row winning."""
+    if ledger is None or not len(ledger):
+        return table.reset_index(drop=True), []
+    missing = [c for c in RECIPE_COLS if c not in ledger]
+    if missing:
+        raise ValueError(f"recipe ledger lacks the columns {missing}: expected the columns of `xlt recipes --csv` "
+                         f"({', '.join(RECIPE_COLS)})")
+    old = ledger.set_index("checkpoint")
+    replaced = [ck for ck, key in zip(table["checkpoint"], table["key"])
+                if ck in old.index and str(old.loc[ck, "key"]) != str(key)]
+    kept = ledger[~ledger["checkpoint"].isin(table["checkpoint"])]
+    merged = pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True) if len(table) else kept[RECIPE_COLS]
+    return merged.reset_index(drop=True), replaced
 
 
 def setting_text(setting: dict) -> str:

@@ -83,10 +83,19 @@ def write_rows(rows: list[dict] | pd.DataFrame, path: str | Path, prov: dict) ->
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` via a temporary file and rename: a file that exists is complete."""
+    _write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    """The same for a CSV file (e.g. the recipe search's ledger, kept in the repository)."""
+    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _write_atomic(path: str | Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    df.to_parquet(tmp, index=False)
+    write(tmp)
     os.replace(tmp, path)
 
 
