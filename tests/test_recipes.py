@@ -56,6 +56,11 @@ def test_a_method_that_learns_at_no_setting_is_reported_as_a_finding():
     choice = choose_recipes(recipe_table(train, SELECTION, CFG.split_entry))
     assert choice.iloc[0]["chosen"] == "" and NO_RECIPE in choice.iloc[0]["finding"]
     assert "recipes: {}" in recipes_yaml(choice, CFG.split_entry)
+    # a search that has not tried every setting yet makes no finding
+    partial = choose_recipes(recipe_table(train[train["method"] == "pgd@lr=0.0001"], SELECTION, CFG.split_entry),
+                             ["lr=0.0001", "lr=2e-05"])
+    assert partial.iloc[0]["chosen"] == "" and partial.iloc[0]["finding"] == \
+        "no setting learned so far (1 of 2 settings tried)"
 
 
 def test_a_checkpoint_without_selection_scores_is_an_error_naming_it():

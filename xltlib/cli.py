@@ -144,9 +144,11 @@ def cmd_recipes(args) -> int:
     if not len(table):
         print(f"xlt: error: {run.path('results', 'train')} holds no finished training cell", file=sys.stderr)
         return 1
-    order = list(dict.fromkeys(setting_text(run.cfg.split_entry(m)[1]) for m in run.cfg.grid_methods()))
+    # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
+    plan = Run(load_config(args.params), run.dir) if args.params else run
+    order = list(dict.fromkeys(setting_text(plan.cfg.split_entry(m)[1]) for m in plan.cfg.grid_methods()))
     choice = choose_recipes(table, order)
-    planned = {c.checkpoint for c in run.training_cells()}
+    planned = {c.checkpoint for c in plan.training_cells()}
     done = len(planned & set(table["checkpoint"]))
     source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
     print(f"Recipe search {run.dir.name}: {done} of {len(planned)} training cells finished{source}; verdicts on "
@@ -154,7 +156,7 @@ def cmd_recipes(args) -> int:
     show = table.assign(select_score=lambda d: (100 * d.select_score).round(1), ci_lo=lambda d: (100 * d.ci_lo).round(1),
                         ci_hi=lambda d: (100 * d.ci_hi).round(1), majority=lambda d: (100 * d.majority).round(1),
                         train_seconds=lambda d: d.train_seconds.round(0))
-    print(show.drop(columns=["checkpoint"]).to_string(index=False))
+    print(show.drop(columns=["checkpoint", "key"]).to_string(index=False))
     print("\nChosen per (task, method): the best mean selection score among settings that learned at every seed\n")
     print(choice.assign(select_score=lambda d: (100 * d.select_score).round(1)).to_string(index=False))
     if args.yaml:
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", help="run folder, e.g. outputs/recipe-search")
     p.add_argument("--yaml", action="store_true", help="also print the `recipes:` block for a params file")
     p.add_argument("--csv", help="write the per-checkpoint table to this CSV file")
+    p.add_argument("--params", help="the search's params file (default: the run's own config): the settings and "
+                   "cells the verdicts count against, when the run trained a subset of them")
     p.add_argument("--ledger", help="a CSV file that keeps the search's finished cells across sessions and machines: "
                    "the run's cells are merged into it (replacing a row of the same checkpoint), the verdicts are "
                    "taken over all of them, and it is written back")

@@ -79,7 +79,8 @@ def setting_text(setting: dict) -> str:
 
 def choose_recipes(table: pd.DataFrame, settings_order: list[str] | None = None) -> pd.DataFrame:
     """Per (task, method): the setting with the best mean selection score among those that learned at every seed
-    (a tie goes to the earlier setting of ``settings_order``, the search's order), or the finding that none did."""
+    (a tie goes to the earlier setting of ``settings_order``, the search's order), or the finding that none did
+    (only once every setting of ``settings_order`` was tried; before, "no setting learned so far")."""
     rows = []
     for (task, method), g in table.groupby(["task", "method"], sort=False):
         order = settings_order or list(dict.fromkeys(g["setting"]))
@@ -92,6 +93,9 @@ def choose_recipes(table: pd.DataFrame, settings_order: list[str] | None = None)
             best = ok.index[int(np.argmax(ok["score"].to_numpy()))]  # argmax: the first of equal scores
             row.update(chosen=best, select_score=float(ok.loc[best, "score"]), seeds=int(ok.loc[best, "seeds"]),
                        finding="")
+        elif settings_order and len(per) < len(settings_order):  # the search is not finished: no finding yet
+            row.update(chosen="", select_score=float(per["score"].max()), seeds=int(per["seeds"].max()),
+                       finding=f"no setting learned so far ({len(per)} of {len(settings_order)} settings tried)")
         else:
             row.update(chosen="", select_score=float(per["score"].max()), seeds=int(per["seeds"].max()),
                        finding=f"{method} {NO_RECIPE} on {task} ({len(per)} settings tried)")
