@@ -12,8 +12,8 @@ import pandas as pd
 from xltlib.analysis.gate import selection_rows
 from xltlib.analysis.recipes import choose_recipes, merge_ledger, recipe_table, recipes_yaml, setting_text
 from xltlib.config.schema import ConfigError
-from xltlib.core.rows import write_csv_atomic
 from xltlib.config.validate import load_config
+from xltlib.core.rows import write_csv_atomic
 from xltlib.data.parallel import PARALLEL
 from xltlib.data.tasks import TASKS
 from xltlib.data.trainsets import TRAIN_SETS

@@ -42,7 +42,8 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
                                    verdicts.loc[ck], level)
         selected = g["selected_epoch"].dropna() if "selected_epoch" in g else pd.Series(dtype=float)
         rows.append(dict(task=first["task"], method=method, setting=setting_text(setting), seed=int(first["seed"]),
-                         checkpoint=ck, key=str(first["key"]) if "key" in g else "", select_score=judged["english"], ci_lo=judged["ci_lo"], ci_hi=judged["ci_hi"],
+                         checkpoint=ck, key=str(first["key"]) if "key" in g else "",
+                         select_score=judged["english"], ci_lo=judged["ci_lo"], ci_hi=judged["ci_hi"],
                          majority=judged["majority"], n=judged["n"],
                          selected_epoch=int(selected.iloc[0]) + 1 if len(selected) else math.nan,
                          epochs_scored=int(verdicts.loc[ck, "epochs_scored"]), learned=judged["passes"],
@@ -68,8 +69,7 @@ def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.D
     replaced = [ck for ck, key in zip(table["checkpoint"], table["key"])
                 if ck in old.index and str(old.loc[ck, "key"]) != str(key)]
     kept = ledger[~ledger["checkpoint"].isin(table["checkpoint"])]
-    merged = pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True) if len(table) else kept[RECIPE_COLS]
-    return merged.reset_index(drop=True), replaced
+    return pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True), replaced
 
 
 def setting_text(setting: dict) -> str:

@@ -64,9 +64,9 @@ def encode_layers(
 
     Index 0 is the embedding output (HF ``output_hidden_states`` convention). One forward
     pass per batch; sentences are sorted by token length, longest first, into batches of at most
-    ``batch_size`` sentences and a budget of padded tokens (:func:`~xltlib.training.batching.token_batches`: the few long sentences of a
-    long tail get small batches of their own rather than padding a full batch to their length), and the
-    original order is restored. ``mean`` averages non-padding tokens
+    ``batch_size`` sentences and a budget of padded tokens (:func:`~xltlib.training.batching.token_batches`: the
+    few long sentences of a long tail get small batches of their own rather than padding a full batch to their
+    length), and the original order is restored. ``mean`` averages non-padding tokens
     (attention mask), ``cls`` takes the first non-padding token (position 0 with right
     padding). ``model.base_model`` is used when present, so task-head models also work.
     ``bf16``: the model runs with bf16 weights (:func:`~xltlib.training.precision.bf16_inference`; faster
@@ -109,7 +109,6 @@ def encode_layers(
         base.train(was_training)
     assert out is not None
     return out
-
 
 
 # --------------------------------------------------------------------------- registry
