@@ -1,5 +1,5 @@
-"""Executors: the smoke grid on a local Ray cluster gives the rows the local executor gives, a killed Ray
-driver resumes, and settings that cannot work are refused before anything is written."""
+"""Executors: the smoke grid on a local Ray cluster and on two local workers gives the rows the local executor
+gives, a killed Ray driver resumes, and settings that cannot work are refused before anything is written."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ import pytest
 from xltlib.cli import main
 from xltlib.config.schema import ExecutorConfig
 from xltlib.config.validate import load_config
-from xltlib.runner.executors import ExecutorError, make_executor
+from xltlib.runner.executors import ExecutorError, local_workers, make_executor
 from xltlib.runner.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,41 @@ def test_smoke_on_ray_gives_the_local_rows(both_runs, kind):
     a, b = _rows(local, kind), _rows(distributed, kind)
     assert len(a) > 0 and list(a.columns) == list(b.columns)
     pd.testing.assert_frame_equal(a, b)  # same keys, same values: the cells are deterministic on the CPU
+
+
+@pytest.fixture(scope="module")
+def pooled_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pool") / "run"
+    cfg = load_config(SMOKE, SMALL + ["train.threads=1", "executor.workers=2"])
+    run_pipeline(cfg, out, params_file=str(SMOKE))
+    return out
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["train", "transfer", "alignment"])
+def test_two_local_workers_give_the_one_worker_rows(both_runs, pooled_run, kind):
+    local, _ = both_runs
+    pd.testing.assert_frame_equal(_rows(local, kind), _rows(pooled_run, kind))
+
+
+@pytest.mark.e2e
+def test_two_local_workers_run_transfer_and_alignment_per_unit(pooled_run):
+    status = json.loads((pooled_run / "status.json").read_text())
+    assert all(s["ok"] for s in status.values()), status
+    assert sum(k.startswith(("03_transfer/", "04_alignment/")) for k in status) == 4 + 5
+    assert (pooled_run / "report" / "04_alignment.html").is_file()
+
+
+def test_local_workers_setting(monkeypatch):
+    assert local_workers(3) == 3
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert local_workers("auto") == len(os.sched_getaffinity(0))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert local_workers("auto") == 1  # cells would share one GPU
+    executor = make_executor(ExecutorConfig(workers=1))
+    assert executor.workers == 1 and not executor.splits_stages
+    with pytest.raises(ValueError, match="workers"):
+        ExecutorConfig(workers=0)
 
 
 @pytest.mark.e2e
