@@ -198,7 +198,7 @@ class ExecutorConfig(_Strict):
     # the run folder must be on a filesystem every worker sees.
     name: str = "local"  # a registered executor (`xlt list executors`)
     # local: notebooks run at once, each kernel with (usable cores // workers) torch threads; 'auto' = every usable
-    # core on a CPU-only machine (one-thread cells: 2 at once on 2 cores train ~1.9x the cells per hour), 1 with a GPU
+    # core on a CPU-only machine (one-thread cells: 2 at once on 2 cores train ~1.7x the cells per hour), 1 with a GPU
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     address: str | None = None  # ray: None = a local cluster on this machine, 'auto' = the running cluster, 'ray://host:port'
     cell_resources: dict[str, float] = {"num_cpus": 2, "num_gpus": 0}  # ray: resources of each task
