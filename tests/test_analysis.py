@@ -383,8 +383,10 @@ def test_tables_are_shown_without_row_numbers(monkeypatch):
     tables.show(pd.DataFrame({"seeds": [3]}, index=pd.Index(["pgd"], name="method")))
     tables.show(pd.DataFrame({"n_languages": [16.0, float("nan")], "diff": [0.2025, float("nan")],
                               "rate": [0.0, 1.0]}), 4)
-    first, second, third = (s.to_html() for s in shown)
+    tables.show(pd.DataFrame({"n_seeds": [1.0, float("nan")], "rate": [1.0, float("nan")]}), 4)
+    first, second, third, fourth = (s.to_html() for s in shown)
     assert ">16<" in third and ">0.2025<" in third and ">0.0000<" in third  # a count as a count, a rate as a rate
+    assert ">1<" in fourth and ">1.0000<" in fourth  # one seed is a count even when no count exceeds 1
     assert "row_heading" not in first and ">0.123<" in first and ">4<" not in first
     assert "row_heading" not in second and ">method<" in second and ">pgd<" in second
     wide = pd.DataFrame([[0.5]], index=pd.Index(["de"], name="language"),

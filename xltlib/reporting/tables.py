@@ -41,8 +41,10 @@ def show(table: pd.DataFrame, digits: int | None = None) -> None:
     uuid = hashlib.sha1(t.to_csv(index=False).encode()).hexdigest()[:10]
     styler = t.style.set_uuid(uuid).hide(axis="index").format(precision=6 if digits is None else digits, na_rep="NaN")
     # counts that a NaN row made float (seeds, languages, items) read as counts, not "16.0000"
+    # (a column named n_* is a count even when every value is 1: "1 seed" is not a rate of 1.0000)
     counts = [c for c in t.columns if pd.api.types.is_float_dtype(t[c]) and t[c].notna().any()
-              and bool((t[c].dropna() % 1 == 0).all()) and bool((t[c].dropna().abs() > 1).any())]
+              and bool((t[c].dropna() % 1 == 0).all())
+              and (str(c).startswith("n_") or bool((t[c].dropna().abs() > 1).any()))]
     display(styler.format("{:.0f}", subset=counts, na_rep="NaN") if counts else styler)
 
 
