@@ -1,13 +1,18 @@
-"""The recipe search's verdicts (xltlib.analysis.recipes) on train logs made by the test."""
+"""The recipe search's verdicts (xltlib.analysis.recipes) on train logs made by the test, and `xlt recipes` on a
+smoke search trained in two sessions."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from xltlib.analysis.gate import SelectionRows
 from xltlib.analysis.recipes import NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_table, recipes_yaml
+from xltlib.cli import main
 from xltlib.config.schema import RunConfig
 
+SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 CFG = RunConfig.model_validate({"grid": {"task": ["pawsx"], "method": ["baseline", "pgd"], "seed": [1, 2]},
                                 "search": {"lr": [1e-4, 2e-5]}})
 SELECTION = {"pawsx": SelectionRows("pawsx", 1000, 0.576, "pawsx English dev")}
@@ -92,3 +97,26 @@ def test_a_ledger_without_the_tables_columns_is_an_error_naming_them():
     with pytest.raises(ValueError, match=r"lacks the columns \['select_score'\]"):
         merge_ledger(table.drop(columns=["select_score"]), table)
     assert list(merge_ledger(None, table)[0].columns) == RECIPE_COLS
+
+
+@pytest.mark.e2e
+def test_subsets_trained_one_after_another_in_one_folder_all_count(tmp_path, capsys):
+    """Each `xlt run` of a subset rewrites the folder's config.yaml; `xlt recipes --params --set` still finds the
+    cells trained before it, under the overrides they were trained with."""
+    search = tmp_path / "search.yaml"
+    search.write_text((SMOKE.read_text().replace("name: smoke", "name: search")
+                       .replace("seed: [1, 2]", "seed: [1]").replace("task: [xnli, pawsx]", "task: [xnli]"))
+                      + "search: {lr: [1.0e-3, 1.0e-4]}\nprotocol: {selection: true}\n")
+    out = tmp_path / "run"
+    common = ["--stages", "data,train", "--out", str(out), "--set", "train.threads=1", "--set", "grid.method=[baseline]"]
+    assert main(["run", str(search), *common, "--set", "search.lr=[1.0e-3]"]) == 0
+    assert main(["run", str(search), *common, "--set", "search.lr=[1.0e-4]"]) == 0
+    capsys.readouterr()
+    ledger = tmp_path / "ledger.csv"
+    assert main(["recipes", str(out), "--params", str(search), "--set", "train.threads=1",
+                 "--ledger", str(ledger)]) == 0
+    assert "2 of 6 training cells finished" in capsys.readouterr().out
+    assert sorted(pd.read_csv(ledger)["setting"]) == ["lr=0.0001", "lr=0.001"]
+    # without the overrides the cells were trained with, their keys are not the plan's: only the last config's cell
+    assert main(["recipes", str(out), "--params", str(search)]) == 0
+    assert "1 of 6 training cells finished" in capsys.readouterr().out

@@ -129,7 +129,17 @@ def cmd_recipes(args) -> int:
         print(f"xlt: error: {run.dir}: protocol.selection is off; a recipe is chosen on English selection rows "
               "(set protocol.selection: true and re-run the data and train stages)", file=sys.stderr)
         return 2
-    table = recipe_table(run.load_results("train"), selection, run.cfg.split_entry)
+    # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
+    plan = Run(load_config(args.params, list(args.set)), run.dir) if args.params else run
+    # rows live under the run's last config or under the plan: a folder where several subsets were trained one
+    # after another (each `xlt run` rewrites config.yaml) keeps every cell the plan names
+    rows = run.load_results("train")
+    if plan is not run:
+        planned_rows = plan.load_results("train")
+        if len(planned_rows):
+            rows = pd.concat([planned_rows, rows[~rows["checkpoint"].isin(planned_rows["checkpoint"])]] if len(rows)
+                             else [planned_rows], ignore_index=True)
+    table = recipe_table(rows, selection, run.cfg.split_entry)
     in_run = len(table)
     if args.ledger:
         ledger_path = Path(args.ledger)
@@ -144,8 +154,6 @@ def cmd_recipes(args) -> int:
     if not len(table):
         print(f"xlt: error: {run.path('results', 'train')} holds no finished training cell", file=sys.stderr)
         return 1
-    # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
-    plan = Run(load_config(args.params), run.dir) if args.params else run
     order = list(dict.fromkeys(setting_text(plan.cfg.split_entry(m)[1]) for m in plan.cfg.grid_methods()))
     choice = choose_recipes(table, order)
     planned = {c.checkpoint for c in plan.training_cells()}
@@ -256,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", help="write the per-checkpoint table to this CSV file")
     p.add_argument("--params", help="the search's params file (default: the run's own config): the settings and "
                    "cells the verdicts count against, when the run trained a subset of them")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --params: the overrides the cells were trained with (e.g. --set train.threads=1), so "
+                   "their keys are the plan's")
     p.add_argument("--ledger", help="a CSV file that keeps the search's finished cells across sessions and machines: "
                    "the run's cells are merged into it (replacing a row of the same checkpoint), the verdicts are "
                    "taken over all of them, and it is written back")
