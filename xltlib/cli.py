@@ -136,9 +136,7 @@ def cmd_recipes(args) -> int:
     rows = run.load_results("train")
     if plan is not run:
         planned_rows = plan.load_results("train")
-        if len(planned_rows):
-            rows = pd.concat([planned_rows, rows[~rows["checkpoint"].isin(planned_rows["checkpoint"])]] if len(rows)
-                             else [planned_rows], ignore_index=True)
+        rows = pd.concat([planned_rows, rows[~rows["checkpoint"].isin(planned_rows["checkpoint"])]], ignore_index=True)
     table = recipe_table(rows, selection, run.cfg.split_entry)
     in_run = len(table)
     if args.ledger:
