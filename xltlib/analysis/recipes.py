@@ -58,9 +58,9 @@ def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.D
 
     A 30-cell search takes more core-hours than one session keeps a run folder: each session runs some cells and
     merges them into the ledger, so the verdicts of earlier sessions (and machines) are kept, one row per
-    checkpoint, the run's row winning."""
+    checkpoint, the run's row winning, sorted by cell (a merge adds lines to the file's diff, never moves them)."""
     if ledger is None or not len(ledger):
-        return table.reset_index(drop=True), []
+        return _by_cell(table), []
     missing = [c for c in RECIPE_COLS if c not in ledger]
     if missing:
         raise ValueError(f"recipe ledger lacks the columns {missing}: expected the columns of `xlt recipes --csv` "
@@ -69,7 +69,11 @@ def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.D
     replaced = [ck for ck, key in zip(table["checkpoint"], table["key"])
                 if ck in old.index and str(old.loc[ck, "key"]) != str(key)]
     kept = ledger[~ledger["checkpoint"].isin(table["checkpoint"])]
-    return pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True), replaced
+    return _by_cell(pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True)), replaced
+
+
+def _by_cell(table: pd.DataFrame) -> pd.DataFrame:
+    return table[RECIPE_COLS].sort_values(["task", "method", "setting", "seed"], ignore_index=True)
 
 
 def setting_text(setting: dict) -> str:
