@@ -69,7 +69,7 @@ def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.D
     replaced = [ck for ck, key in zip(table["checkpoint"], table["key"])
                 if ck in old.index and str(old.loc[ck, "key"]) != str(key)]
     kept = ledger[~ledger["checkpoint"].isin(table["checkpoint"])]
-    return _by_cell(pd.concat([kept[RECIPE_COLS], table[RECIPE_COLS]], ignore_index=True)), replaced
+    return _by_cell(pd.concat([kept, table], ignore_index=True)), replaced
 
 
 def _by_cell(table: pd.DataFrame) -> pd.DataFrame:
