@@ -11,6 +11,8 @@ from xltlib.training.objectives import build_objective
 from xltlib.training.batching import length_batches
 from xltlib.evaluation.task_types import get_kind, load_checkpoint
 from xltlib.training.checkpoints import save_checkpoint
+from xltlib.core import devices
+from xltlib.training.precision import bf16_inference
 from xltlib.evaluation.task_types import train_classifier
 
 
@@ -204,8 +206,8 @@ def test_rs_da_copies_schedule(tmp_path):
         train_model("tiny-random", _records(8), task=None, objective=ref, **kw)
 
 
-def test_bf16_inference_runs_bf16_weights_and_restores_the_fp32_ones():
-    from xltlib.training.precision import bf16_inference
+def test_bf16_inference_runs_bf16_weights_and_restores_the_fp32_ones(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # the mechanism, on any CPU
 
     model = load_classifier("tiny-random", 3).eval()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from xltlib.core.devices import bf16_supported
+
 __all__ = ["cv_logistic_accuracy"]
 
 
@@ -47,7 +49,8 @@ def cv_logistic_accuracy(x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndar
     sd = (weight.T @ (x * x) - mu * mu).clamp_min(0).sqrt()
     sd = torch.where(sd > 1e-6, sd, torch.ones_like(sd))
     lam = (1.0 / (C * torch.tensor([len(tr) for tr, _ in folds], dtype=torch.float32))).view(f, 1, 1)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    # emulated bf16 (an AVX2-only CPU) is far slower than fp32: there the products stay fp32
+    dtype = torch.bfloat16 if bf16 and bf16_supported(x.device) else torch.float32
     xm, xtm = x.to(dtype), x.T.contiguous().to(dtype)
     label = y.view(n, 1, 1).expand(n, f, 1)
     minus_one = torch.full((n, f, 1), -1.0)

@@ -116,7 +116,8 @@ class Run:
     def prov(self) -> dict:
         """Provenance columns of every row: commit, time, versions, and the host and device that computed it."""
 
-        return dict(provenance(self.params_file), host=socket.gethostname(), device=describe(self.device))
+        return dict(provenance(self.params_file), host=socket.gethostname(), device=describe(self.device),
+                    precision="bf16" if self.bf16 else "fp32")
 
     @functools.cached_property
     def device(self):

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from xltlib.core.devices import bf16_supported
+
 __all__ = ["MasterWeights", "Precision", "bf16_inference", "clip_grad_norm"]
 
 
@@ -186,12 +188,14 @@ def bf16_inference(model: nn.Module, enabled: bool = True):
     (another storage, or an in-place update: its version counter; an edit through ``.data`` is not seen), so the
     cast -- ~0.3 s for mE5-small on a CPU, its word-embedding table mostly -- is paid once, not per call.
     Floating inputs must be bf16 (the robust objectives cast ``inputs_embeds`` to the embedding weight's dtype).
-    Parameters that are not fp32 (a model already in bf16) are left alone.
+    Parameters that are not fp32 (a model already in bf16) are left alone. A device without native bf16 (an AVX2-only
+    CPU, where bf16 is emulated and ~100x slower) runs fp32 (:func:`~xltlib.core.devices.bf16_supported`).
     """
-    if not enabled:
+    params = list(model.parameters())
+    if not enabled or (params and not bf16_supported(params[0].device)):
         yield model
         return
-    params = [p for p in model.parameters() if p.dtype == torch.float32]
+    params = [p for p in params if p.dtype == torch.float32]
     buffers = [(m, name, b) for m in model.modules() for name, b in m._buffers.items()
                if b is not None and b.dtype == torch.float32]
     originals = [p.data for p in params]
