@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from _quiet import quiet_reports  # benchmarks/_quiet.py (the script folder is on sys.path)
 from xltlib.data import tasks as T
-from xltlib.core.peak import cpu_peaks
+from xltlib.core.peak import cpu_peaks, format_peaks
 from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, langid_probe
 from xltlib.models.load import load_encoder, load_tokenizer, resolve_model
 
@@ -170,9 +170,7 @@ def main():
     if not data_dir:
         raise SystemExit("set XLT_DATA_DIR to the XTREME-layout data folder (e.g. ../shared/data)")
     pk = cpu_peaks()
-    print(f"bf16 2048^2 matmul peak (xltlib.core.peak): {pk['bf16_gflops_1_thread']:.0f} GFLOP/s on 1 thread (per "
-          f"CPU second), {pk['bf16_gflops_all_threads']:.0f} GFLOP/s on {pk['threads']} usable core(s); torch threads "
-          f"{torch.get_num_threads()}")
+    print(f"{format_peaks(pk)} (xltlib.core.peak); torch threads {torch.get_num_threads()}")
     if args.probe:
         bench_probe(args, data_dir)
         return

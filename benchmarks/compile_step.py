@@ -98,11 +98,11 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}: expected some of {list(VARIANTS)}")
     import torch
 
-    from xltlib.core.peak import cpu_peaks
+    from xltlib.core.peak import cpu_peaks, format_peaks
 
-    peak = cpu_peaks()["bf16_gflops_1_thread"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); bf16 2048^2 matmul peak {peak:.0f} "
-          f"GFLOP/s on one thread", flush=True)
+    pk = cpu_peaks()
+    peak = pk["gflops_1_thread"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {format_peaks(pk)}", flush=True)
     rows = {}
     for name in variants:
         with tempfile.TemporaryDirectory() as cache:  # cold Inductor / AOTAutograd caches, as a new machine

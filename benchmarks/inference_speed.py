@@ -47,7 +47,7 @@ from xltlib.data import tasks as T
 from xltlib.evaluation.alignment import encode_layers
 from xltlib.training.batching import collate, tokenize_pairs
 from xltlib.core.devices import describe, resolve_device
-from xltlib.core.peak import cpu_peaks, matmul_peak
+from xltlib.core.peak import cpu_peaks, format_peaks, matmul_peak
 from xltlib.evaluation.predict import classify
 from xltlib.models.heads import load_classifier
 from xltlib.evaluation.task_types import get_kind
@@ -377,9 +377,7 @@ def main():
         print(f"bf16 8192^2 matmul peak (xltlib.core.peak): {matmul_peak(device) / 1e12:.2f} TFLOP/s")
     else:
         pk = cpu_peaks()
-        print(f"bf16 2048^2 matmul peak (xltlib.core.peak): {pk['bf16_gflops_1_thread']:.0f} GFLOP/s on 1 thread, "
-              f"{pk['bf16_gflops_all_threads']:.0f} GFLOP/s on {pk['threads']} usable core(s); this run uses "
-              f"{torch.get_num_threads()} thread(s)")
+        print(f"{format_peaks(pk)} (xltlib.core.peak); this run uses {torch.get_num_threads()} thread(s)")
     ratios = {}
     if args.only in (None, "a"):
         ratios["(a) encode_layers / best ST encode"] = bench_encode(args, device, tok, path)

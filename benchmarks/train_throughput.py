@@ -35,6 +35,7 @@ import torch
 from xltlib.data import tasks as T
 from xltlib.config.schema import TrainConfig
 from xltlib.core.devices import describe, resolve_device
+from xltlib.core.peak import compute_dtype
 from xltlib.training.objectives import build_objective
 from xltlib.training.batching import tokenize_pairs
 from xltlib.evaluation.task_types import train_classifier
@@ -85,14 +86,13 @@ def matmul_peak(dtype=torch.bfloat16, n=2048) -> float:
     return _best_rate(2 * n ** 3, lambda: a @ b)
 
 
-def model_matmul_rate(tokens: int, hidden: int, intermediate: int) -> float:
-    """bf16 FLOP/s of one encoder layer's linear matmuls (forward, input and weight gradients) at ``tokens`` rows."""
+def model_matmul_rate(tokens: int, hidden: int, intermediate: int, dtype=torch.bfloat16) -> float:
+    """FLOP/s of one encoder layer's linear matmuls (forward, input and weight gradients) at ``tokens`` rows."""
     shapes = [(hidden, hidden)] * 4 + [(hidden, intermediate), (intermediate, hidden)]
     ops, flops = [], 0
     for k, n in shapes:
-        x, w, g = (torch.randn(tokens, k, dtype=torch.bfloat16, device=DEVICE),
-                   torch.randn(n, k, dtype=torch.bfloat16, device=DEVICE),
-                   torch.randn(tokens, n, dtype=torch.bfloat16, device=DEVICE))
+        x, w, g = (torch.randn(tokens, k, dtype=dtype, device=DEVICE), torch.randn(n, k, dtype=dtype, device=DEVICE),
+                   torch.randn(tokens, n, dtype=dtype, device=DEVICE))
         ops += [lambda x=x, w=w: x @ w.t(), lambda g=g, w=w: g @ w, lambda g=g, x=x: g.t() @ x]
         flops += 3 * 2 * tokens * k * n
     return _best_rate(flops, lambda: [op() for op in ops], trials=3, reps=3, warmup_s=0.5)
@@ -192,9 +192,13 @@ def main():
     any_run = next(iter(runs.values()))[0]
     cfg, params = any_run["config"], any_run["params"]
     tokens_per_step = any_run["tokens"] / any_run["steps"]
-    peak = matmul_peak()
-    ceiling_rate = model_matmul_rate(int(tokens_per_step), cfg.hidden_size, cfg.intermediate_size)
-    print(f"\nbare bf16 {8192 if DEVICE.type == 'cuda' else 2048}^2 matmul peak: {peak / 1e9:.0f} GFLOP/s (fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
+    dtype = compute_dtype(DEVICE)
+    peak = matmul_peak(dtype)
+    ceiling_rate = model_matmul_rate(int(tokens_per_step), cfg.hidden_size, cfg.intermediate_size, dtype)
+    if dtype != torch.bfloat16:
+        print("\nthis device has no native bf16: the 'bf16' rows ran fp32 (xltlib.core.devices.use_bf16)")
+    print(f"\nbare {str(dtype).removeprefix('torch.')} {8192 if DEVICE.type == 'cuda' else 2048}^2 matmul peak: {peak / 1e9:.0f} GFLOP/s "
+          f"(fp32: {matmul_peak(torch.float32) / 1e9:.0f}); "
           f"mE5-small's own layer matmuls at {tokens_per_step:.0f} tokens: {ceiling_rate / 1e9:.0f} GFLOP/s; "
           f"device {describe(DEVICE)}; {args.examples} XNLI-en examples, batch {args.batch_size}, "
           f"best of {args.repeats}; per-step diagnostics {'off' if args.no_diagnostics else 'on'}")

@@ -9,10 +9,12 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
 from xltlib.cli import main
 from xltlib.config.validate import load_config
-from xltlib.core.peak import matmul_peak
+from xltlib.core import devices
+from xltlib.core.peak import compute_dtype, matmul_peak
 from xltlib.core.timing import TIMINGS_FILE_ENV, exclusive_seconds, read_timings, record, timed
 from xltlib.runner import notebook as N
 from xltlib.runner.cost import MACHINE_FILE, by_component, by_stage, cost_table, notebook_costs
@@ -158,18 +160,26 @@ def test_xlt_cost_prints_the_tables_with_the_cached_peak(run, capsys, tmp_path):
     (run.dir / "config.yaml").write_text((SMOKE).read_text())
     status = {"02_train/ck-a": _fake_notebook(run.dir, "02_train/ck-a", [_part(1, None, "train: x", 4.0, 10.0)])}
     (run.dir / "status.json").write_text(json.dumps(status))
-    peak = dict(host=socket.gethostname(), torch="t", measured_at="then", bf16_gflops_1_thread=123.0,
-                bf16_gflops_all_threads=234.0, threads=2)
+    peak = dict(host=socket.gethostname(), torch="t", measured_at="then", dtype="bfloat16",
+                gflops_1_thread=123.0, gflops_all_threads=234.0, threads=2)
     (run.dir / N.TIMINGS_DIR / MACHINE_FILE).write_text(json.dumps(peak))
     assert main(["cost", str(run.dir), "--cells", "--csv", str(tmp_path / "c.csv")]) == 0
     out = capsys.readouterr().out
-    assert "123 GFLOP/s on 1 thread (per CPU second), 234 GFLOP/s on 2 threads" in out
+    assert "bfloat16 2048² matmul peak 123 GFLOP/s on 1 thread (per CPU second), 234 GFLOP/s on 2 threads" in out
     assert "By stage" in out and "By notebook and grid cell" in out and "train: x" in out
     assert len(pd.read_csv(tmp_path / "c.csv")) == len(cost_table(run))
 
 
 def test_matmul_peak_is_a_rate():
-    assert 1e8 < matmul_peak("cpu", 1, trials=1, reps=1, warmup_s=0.0) < 1e15
+    assert 1e8 < matmul_peak("cpu", 1, dtype=compute_dtype("cpu"), trials=1, reps=1, warmup_s=0.0) < 1e15
+
+
+def test_the_peak_is_measured_in_fp32_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setattr(devices.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert compute_dtype("cpu") == torch.float32
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert compute_dtype("cpu") == torch.bfloat16
 
 
 # ----------------------------------------------------------------------------- a real kernel

@@ -1,6 +1,8 @@
-"""The machine's bf16 matmul peak: the yardstick beside every wall time (``xlt cost``, the benchmarks).
+"""The machine's matmul peak: the yardstick beside every wall time (``xlt cost``, the benchmarks).
 
-A square bf16 matmul (2048^2 on a CPU, 8192^2 on a GPU) after a warm-up (AMX units run well below peak for the
+Measured in the precision runs compute in here: bf16 where the device has it natively, fp32 on an x86 CPU without
+AVX-512 BF16 or AMX (:func:`xltlib.core.devices.bf16_supported`; there a bf16 matmul is emulated, ~100x slower,
+and the runs train in fp32). A square matmul (2048^2 on a CPU, 8192^2 on a GPU) after a warm-up (AMX units run well below peak for the
 first few hundred milliseconds), best of a few timed trials: the rate no dense layer of a model can beat.
 """
 from __future__ import annotations
@@ -9,6 +11,8 @@ import os
 import time
 
 import torch
+
+from xltlib.core.devices import bf16_supported
 
 
 def _sync(device: torch.device) -> None:
@@ -51,10 +55,23 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def compute_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """The dtype a run's matmuls use on ``device`` when params ask for bf16: bf16 where it is native, else fp32."""
+    return torch.bfloat16 if bf16_supported(torch.device(device)) else torch.float32
+
+
 def cpu_peaks() -> dict[str, float]:
-    """bf16 2048^2 matmul GFLOP/s on one thread per CPU second (a shared core does not lower it) and on every
-    usable core per wall second (it does), with the core count."""
+    """2048^2 matmul GFLOP/s in :func:`compute_dtype` (named in ``dtype``) on one thread per CPU second (a shared
+    core does not lower it) and on every usable core per wall second (it does), with the core count."""
     cores = usable_cores()
-    one = matmul_peak("cpu", 1, clock=time.process_time)
-    return dict(bf16_gflops_1_thread=one / 1e9, threads=cores,
-                bf16_gflops_all_threads=(matmul_peak("cpu", cores) if cores > 1 else one) / 1e9)
+    dtype = compute_dtype("cpu")
+    one = matmul_peak("cpu", 1, dtype=dtype, clock=time.process_time)
+    return dict(dtype=str(dtype).removeprefix("torch."), gflops_1_thread=one / 1e9, threads=cores,
+                gflops_all_threads=(matmul_peak("cpu", cores, dtype=dtype) if cores > 1 else one) / 1e9)
+
+
+def format_peaks(peaks: dict) -> str:
+    """``bfloat16 2048² matmul peak 200 GFLOP/s on 1 thread (per CPU second), 390 GFLOP/s on 2 threads``."""
+    one = f"{peaks['dtype']} 2048² matmul peak {peaks['gflops_1_thread']:,.0f} GFLOP/s on 1 thread (per CPU second), "
+    return one + (f"{peaks['gflops_all_threads']:,.0f} GFLOP/s on {peaks['threads']} threads" if peaks["threads"] > 1
+                  else "the only usable core")

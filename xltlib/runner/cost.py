@@ -28,7 +28,7 @@ import nbformat
 import pandas as pd
 import torch
 
-from xltlib.core.peak import cpu_peaks, matmul_peak
+from xltlib.core.peak import cpu_peaks, format_peaks, matmul_peak
 from xltlib.core.rows import write_json
 from xltlib.core.timing import exclusive_seconds, read_timings
 from xltlib.runner.notebook import STAGES, TIMINGS_DIR, timings_path
@@ -212,13 +212,13 @@ def by_cell(costs: pd.DataFrame) -> pd.DataFrame:
 
 
 def machine_peak(run_dir: str | Path, remeasure: bool = False) -> dict:
-    """This machine's bf16 2048^2 matmul peak (1 thread, every usable core; CUDA's 8192^2 when there is a GPU),
-    measured once per host and kept in ``DIR/timings/machine.json``."""
+    """This machine's 2048^2 matmul peak in the precision runs compute in (1 thread, every usable core; CUDA's bf16
+    8192^2 when there is a GPU), measured once per host and kept in ``DIR/timings/machine.json``."""
     path = Path(run_dir) / TIMINGS_DIR / MACHINE_FILE
     host = socket.gethostname()
     if path.is_file() and not remeasure:
         cached = json.loads(path.read_text())
-        if cached.get("host") == host:
+        if cached.get("host") == host and "dtype" in cached:  # no dtype: written before it was recorded
             return cached
     peaks = dict(host=host, torch=torch.__version__,
                  measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **cpu_peaks())
@@ -241,9 +241,7 @@ def _table(df: pd.DataFrame) -> str:
 def format_report(run: Run, costs: pd.DataFrame, peaks: dict, cells: bool = False) -> str:
     """The text ``xlt cost`` prints: the peak, then per stage, per part, and (``cells``) per notebook."""
     total = costs["seconds"].sum()
-    peak = f"bf16 2048² matmul peak {peaks['bf16_gflops_1_thread']:,.0f} GFLOP/s on 1 thread (per CPU second), " + (
-        f"{peaks['bf16_gflops_all_threads']:,.0f} GFLOP/s on {peaks['threads']} threads" if peaks["threads"] > 1
-        else "the only usable core")
+    peak = format_peaks(peaks)
     if "cuda_bf16_tflops" in peaks:
         peak += f"; CUDA bf16 8192² {peaks['cuda_bf16_tflops']:,.0f} TFLOP/s"
     out = [f"{run.dir}: {costs['notebook'].nunique()} notebooks, {total:,.1f} s of notebook wall time",
