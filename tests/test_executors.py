@@ -16,7 +16,7 @@ import pytest
 from xltlib.cli import main
 from xltlib.config.schema import ExecutorConfig
 from xltlib.config.validate import load_config
-from xltlib.runner.executors import ExecutorError, local_workers, make_executor
+from xltlib.runner.executors import ExecutorError, init_ray, local_workers, make_executor
 from xltlib.runner.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +43,35 @@ def test_unreachable_address_is_an_error_naming_it():
         make_executor(ExecutorConfig(name="ray", address="headnode"))
 
 
+def test_a_local_ray_start_that_times_out_is_tried_again_and_then_named(monkeypatch):
+    ray = pytest.importorskip("ray")
+    calls = []
+
+    def flaky_init(**kw):
+        calls.append(kw)
+        if len(calls) < 2:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", flaky_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    init_ray(num_cpus=1)
+    assert len(calls) == 2 and calls[0]["include_dashboard"] is False and calls[0]["num_cpus"] == 1
+
+    def never(**kw):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", never)
+    with pytest.raises(RuntimeError, match=r"timed out during startup.*after 3 attempt\(s\).*raylet.err"):
+        init_ray()
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("refused")))
+    with pytest.raises(ConnectionError):  # not a start-up time-out: raised at once
+        init_ray(address="auto")
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

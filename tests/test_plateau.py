@@ -113,6 +113,16 @@ def test_clean_loss_is_judged_where_the_objective_logs_it():
     assert detect_plateau([dict(r, clean_loss=np.nan) for r in log], PRIOR, warmup_steps=WARMUP).status == "plateau"
 
 
+def test_a_robust_phase_back_on_the_plateau_after_a_clean_epoch_is_flagged():
+    """train.clean_epochs with diagnostics off: clean_loss only in the clean epoch, the robust epochs log loss."""
+    move = np.concatenate([learning(100), np.zeros(150)])  # learned in the clean epoch, flat after the switch
+    losses = batch_losses(move, np.random.default_rng(7))
+    log = [dict(step=i + 1, loss=float(v), **({"clean_loss": float(v)} if i < 100 else {}))
+           for i, v in enumerate(losses)]
+    v = detect_plateau(log, PRIOR, warmup_steps=WARMUP)
+    assert v.loss == "loss" and v.status == "returned" and v.flagged
+
+
 def test_mark_plateau_writes_the_verdict_on_every_row_and_says_when_it_does_not_apply():
     records = [dict(label=int(y)) for y in np.random.default_rng(7).random(400) < PRIOR[1]]
     log = rows(batch_losses(np.zeros(STEPS), np.random.default_rng(8)))

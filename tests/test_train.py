@@ -13,6 +13,9 @@ from xltlib.evaluation.task_types import get_kind, load_checkpoint
 from xltlib.training.checkpoints import save_checkpoint
 from xltlib.core import devices
 from xltlib.training.precision import bf16_inference
+from xltlib.training import loop
+from xltlib.config.schema import TrainConfig
+from xltlib.runner.keys import train_settings
 from xltlib.evaluation.task_types import train_classifier
 
 
@@ -231,3 +234,53 @@ def test_bf16_inference_runs_bf16_weights_and_restores_the_fp32_ones(monkeypatch
         assert torch.allclose(model.classifier.weight.float(), before["classifier.weight"] + 1, atol=0.02)
     with bf16_inference(model, enabled=False):
         assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_clean_epochs_train_plain_cross_entropy_then_the_method():
+    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=False)
+    _, _, base = train_classifier("tiny-random", _records(16), seed=0, objective=build_objective("baseline"), **kw)
+    _, _, log = train_classifier("tiny-random", _records(16), seed=0, objective=build_objective("pgd"),
+                                 clean_epochs=1, **kw)
+    first = [r for r in log if r["epoch"] == 0]
+    assert all(r["clean_epoch"] and "adv_loss" not in r for r in first)
+    assert all(not r["clean_epoch"] and "adv_loss" in r for r in log if r["epoch"] == 1)
+    # the clean epoch is the baseline's first epoch: same seed, same batches, same updates
+    assert [r["loss"] for r in first] == pytest.approx([r["loss"] for r in base if r["epoch"] == 0], abs=1e-6)
+
+
+def test_clean_epochs_keep_the_text_clean_for_rs_da(tmp_path):
+    table = tmp_path / "syn.json"
+    table.write_text('{"w1": ["w2"], "w3": ["w4", "w5"]}')
+    da = build_objective("rs_da", {"synonyms": str(table)})
+    _, _, log = train_classifier("tiny-random", _records(16), seed=0, objective=da, num_labels=3, epochs=3,
+                                 batch_size=8, lr=1e-3, max_length=32, bf16=False, clean_epochs=1)
+    assert all("subst_rate" not in r for r in log if r["epoch"] == 0)
+    assert all(r["subst_rate"] > 0 for r in log if r["epoch"] > 0)
+    assert len({r["subst_rate"] for r in log if r["epoch"] > 0}) == 2  # a fresh view per robust epoch
+
+
+def test_the_best_epoch_is_chosen_among_the_robust_epochs_only(monkeypatch):
+    scores = iter([0.9, 0.5, 0.6])  # the clean epoch scores best: it must not be kept
+    monkeypatch.setattr(loop, "selection_score", lambda *a, **k: next(scores))
+    _, _, log = train_classifier("tiny-random", _records(16), seed=0, objective=build_objective("pgd"), num_labels=3,
+                                 epochs=3, batch_size=8, lr=1e-3, max_length=32, bf16=False, clean_epochs=1,
+                                 select_records=_records(6))
+    assert [r["select_score"] for r in log if "select_score" in r] == [0.9, 0.5, 0.6]
+    assert {r["selected_epoch"] for r in log} == {2}
+
+
+def test_clean_epochs_that_leave_no_robust_epoch_or_meet_fixed_copies_are_errors(tmp_path):
+    kw = dict(num_labels=3, batch_size=8, lr=1e-3, max_length=32, bf16=False)
+    with pytest.raises(ValueError, match=r"clean_epochs = 2 leaves no robust epoch of epochs = 2"):
+        train_classifier("tiny-random", _records(8), seed=0, objective=build_objective("pgd"), epochs=2,
+                         clean_epochs=2, **kw)
+    table = tmp_path / "syn.json"
+    table.write_text('{"w1": ["w2"]}')
+    copies = build_objective("rs_da", {"synonyms": str(table), "copies": 3})
+    with pytest.raises(ValueError, match=r"train.clean_epochs = 1 with .*fixed copies \(copies: 3\)"):
+        train_classifier("tiny-random", _records(8), seed=0, objective=copies, epochs=2, clean_epochs=1, **kw)
+
+
+def test_a_checkpoint_key_leaves_out_clean_epochs_at_its_default():
+    assert "clean_epochs" not in train_settings(TrainConfig())
+    assert train_settings(TrainConfig(clean_epochs=1))["clean_epochs"] == 1

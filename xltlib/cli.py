@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_rescore)
     p = sub.add_parser("cost", help="where a run's wall time went: per stage, notebook and part (training loop, "
                        "loading, scoring, encoding, each metric, kernel start, imports, HTML export), beside the "
-                       "machine's bf16 matmul peak")
+                       "machine's matmul peak (bf16, or fp32 where bf16 is emulated)")
     p.add_argument("dir", help="run folder, e.g. outputs/quick")
     p.add_argument("--cells", action="store_true", help="also print every notebook and grid cell part by part")
     p.add_argument("--csv", help="write every part (stage, notebook, cell, component, seconds) to this CSV file")

@@ -6,13 +6,14 @@ value and what is allowed."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xltlib.data.languages import resource_table, to_iso1
 from xltlib.data.tasks import get_task
@@ -98,6 +99,17 @@ class TrainConfig(_Strict):
     fast_dropout: bool = True  # byte-mask dropout (xltlib.training.dropout): same expectation, ~1.5x faster steps on CPU; false = exact Bernoulli masks
     diagnostics: bool = True  # per-step clean loss and loss gap in the train log (one extra no-grad forward for pgd/freelb/rs_rp)
     threads: int | None = Field(None, ge=1)  # torch CPU threads of every stage (None = all cores)
+    # the first k epochs train with plain cross-entropy on the clean text, whatever the method (no perturbation, no
+    # synonym rewrite): a robust objective then starts from a model off the majority plateau. The best epoch is
+    # chosen among the later ones only, so a robust checkpoint is never a clean one (docs/recipes.md)
+    clean_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _robust_epochs_remain(self):
+        if self.clean_epochs and self.clean_epochs >= math.ceil(self.epochs):
+            raise ValueError(f"clean_epochs = {self.clean_epochs} leaves no robust epoch of epochs = {self.epochs}: "
+                             f"expected clean_epochs < epochs")
+        return self
 
 
 class EvalConfig(_Strict):

@@ -145,6 +145,31 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                             f"({exc.strerror or exc}); start the cluster (`ray start --head`) or fix the address") from None
 
 
+# A local Ray node whose dashboard agent starts slower than the raylet's fixed 15 s wait (a busy or slow machine)
+# fails with a bare Exception (ray-project/ray#65983); a second try usually finds the agent's imports cached
+RAY_START_ATTEMPTS = 3
+
+
+def init_ray(address: str | None = None, attempts: int = RAY_START_ATTEMPTS, **kw) -> None:
+    """``ray.init`` (quiet, no dashboard) with retries of a local node's start-up time-out; other errors at once."""
+    import ray
+
+    kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **kw)
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **kw)
+            return
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError):
+            raise
+        except Exception as exc:  # Ray raises a bare Exception when a node times out during start-up
+            ray.shutdown()
+            if address is not None or "timed out during startup" not in str(exc) or attempt == attempts:
+                raise RuntimeError(f"{str(exc).strip().splitlines()[0]} (after {attempt} attempt(s); the raylet's "
+                                   f"reason is in /tmp/ray/session_latest/logs/raylet.err)") from exc
+            log.warning("Ray's local node timed out during start-up (attempt %d of %d); trying again", attempt,
+                        attempts)
+
+
 class RayExecutor:
     """Each unit a Ray task; the driver records units as they finish (status.json, a tqdm bar on a terminal)."""
 
@@ -162,8 +187,7 @@ class RayExecutor:
         if self.started_here:
             check_reachable(cfg.address)
             try:
-                ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
+                init_ray(cfg.address)
             except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
                 where = repr(cfg.address) if cfg.address else "None (a local cluster on this machine)"
                 raise ExecutorError(f"executor.address = {where}: cannot start or reach a Ray cluster: "

@@ -66,7 +66,17 @@ def checkpoint_key(run, cell: Cell) -> str:
     training_task = T.get_task(cell.task).training_task
     return content_hash(dict(split=run.split(cell.task).train_key, model=cell.model, training_task=training_task,
                              method=cell.method_type, method_params=objective_settings(cell), seed=cell.seed,
-                             train=run.cfg.train_for(training_task, cell.method).model_dump()))
+                             train=train_settings(run.cfg.train_for(training_task, cell.method))))
+
+
+# TrainConfig fields added after runs were keyed, with the default that reproduces those runs: left out of the key
+# at that default, so a finished checkpoint keeps its key
+LATER_TRAIN_FIELDS = {"clean_epochs": 0}
+
+
+def train_settings(train) -> dict:
+    """The train settings of a checkpoint's key."""
+    return {k: v for k, v in train.model_dump().items() if LATER_TRAIN_FIELDS.get(k, object()) != v}
 
 
 def objective_settings(cell: Cell) -> dict:

@@ -20,7 +20,7 @@ from xltlib.core.progress import progress
 from xltlib.models.load import load_tokenizer, resolve_model
 from xltlib.training.batching import length_batches
 from xltlib.training.dropout import use_fast_dropout
-from xltlib.training.objectives import Objective
+from xltlib.training.objectives import Objective, build_objective
 from xltlib.training.plateau import mark_plateau
 from xltlib.training.precision import Precision, clip_grad_norm
 
@@ -111,6 +111,11 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     set_cpu_threads(device, cfg.threads)
     k = task_type
     copies = objective.train_copies(getattr(task, "name", None))  # bad settings fail before any training
+    if cfg.clean_epochs and copies is not None:
+        raise ValueError(f"train.clean_epochs = {cfg.clean_epochs} with {objective.entry}'s fixed copies "
+                         f"(copies: {copies[0]}): the copies are one schedule of their own; use copies: fresh, or "
+                         f"clean_epochs: 0")
+    plain = build_objective("baseline")  # the clean epochs' objective (train.clean_epochs)
     epochs = cfg.epochs if copies is None or copies[1] is None else copies[1]
     train_records = records if copies is None else [r for r in records for _ in range(copies[0])]
     resolve_model(model_name)
@@ -131,14 +136,14 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     # fixed copies are transformed once; otherwise objectives that rewrite text (RS-DA) draw afresh each epoch
     rewrites = copies is None and rewrites_text(objective)
 
-    def encode():
+    def encode(objective):
         feats = k.train_features(task, train_records, tokenizer, cfg.max_length, objective, rng)
         stats = objective.pop_text_stats()
         if stats:
             log.info("%s: %s", objective.entry, ", ".join(f"{n} {v:.4f}" for n, v in stats.items()))
         return feats, np.array([k.length(f) for f in feats]), stats
 
-    features, lengths, text_stats = encode()
+    features, lengths, text_stats = encode(plain if cfg.clean_epochs else objective)
     # QA contexts become several windows: steps are counted in features, not records
     n_steps_epoch = math.ceil(len(features) / cfg.batch_size)
     total_steps = max(1, math.ceil(epochs * n_steps_epoch))
@@ -147,8 +152,10 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     best = None  # (selection score, epoch, trained parameters) of the best epoch so far
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
     for epoch in range(math.ceil(epochs)):
-        if epoch > 0 and rewrites:
-            features, lengths, text_stats = encode()
+        clean = epoch < cfg.clean_epochs
+        step_objective = plain if clean else objective
+        if rewrites and (epoch > 0 and not clean):
+            features, lengths, text_stats = encode(objective)
         for idx in length_batches(lengths, cfg.batch_size, rng):
             if step >= total_steps:
                 break
@@ -156,9 +163,9 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             n_tokens = int(batch["attention_mask"].sum())  # counted on the host: no device sync
             batch = to_device(batch, device)
             model.zero_grad(set_to_none=True)  # masters keep their fp32 grads between steps (precision.py)
-            objective.last_stats = {}
+            step_objective.last_stats = {}
             with prec.autocast():
-                loss = objective.loss_and_backward(model, batch)
+                loss = step_objective.loss_and_backward(model, batch)
             prec.grads_to_master()
             clip_grad_norm(prec.params, 1.0)
             optimizer.step()  # and the learning-rate schedule
@@ -167,13 +174,13 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             tokens += n_tokens
             examples += len(idx)
             rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=optimizer.last_lr(),
-                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples,
-                             **objective.last_stats, **text_stats))
+                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean,
+                             **step_objective.last_stats, **text_stats))
             bar.update()
         if select_records and rows and rows[-1]["epoch"] == epoch:
             score = selection_score(model, tokenizer, k, task, select_records, cfg, bf16=prec.mode != "fp32")
-            rows[-1]["select_score"] = score
-            if best is None or score > best[0]:  # the earliest epoch wins a tie
+            rows[-1]["select_score"] = score  # logged for a clean epoch too; chosen only among the robust ones
+            if not clean and (best is None or score > best[0]):  # the earliest epoch wins a tie
                 best = (score, epoch, [p.detach().clone() for p in prec.params])
     bar.close()
     # a collapse onto the majority class, named in the log (plateau columns on every row; xltlib.training.plateau)

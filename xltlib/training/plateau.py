@@ -122,7 +122,9 @@ def detect_plateau(rows: Sequence[dict] | pd.DataFrame, prior: Sequence[float] |
     h = float(stats.entropy(np.asarray(prior, dtype=float)))  # nats, as the cross-entropy loss
     losses = log["loss"].to_numpy(dtype=float) if len(log) else np.empty(0)
     col = "loss"
-    if "clean_loss" in log and log["clean_loss"].notna().any():  # steps without it (e.g. before adv_begin_iter): loss
+    # judged on clean_loss where the run ends logging it; steps without it (e.g. before adv_begin_iter) take loss.
+    # A run logging it only in its clean epochs (train.clean_epochs, diagnostics off) is judged on loss
+    if "clean_loss" in log and len(log) and pd.notna(log["clean_loss"].iloc[-1]):
         losses, col = log["clean_loss"].fillna(log["loss"]).to_numpy(dtype=float), "clean_loss"
     start = min(max(0, int(warmup_steps)), len(losses))
     after = losses[start:]
