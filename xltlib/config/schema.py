@@ -101,7 +101,8 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)  # torch CPU threads of every stage (None = all cores)
     # the first k epochs train with plain cross-entropy on the clean text, whatever the method (no perturbation, no
     # synonym rewrite): a robust objective then starts from a model off the majority plateau. The best epoch is
-    # chosen among the later ones only, so a robust checkpoint is never a clean one (docs/recipes.md)
+    # chosen among the later ones only, so a robust checkpoint is never a clean one (docs/recipes.md). A method's
+    # own adv_begin_iter (PGD, FreeLB) counts its updates from the end of the clean epochs
     clean_epochs: int = Field(0, ge=0)
 
     @model_validator(mode="after")
