@@ -5,6 +5,7 @@ The rest of the library follows the model: inference moves each batch to the mod
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -44,8 +45,10 @@ def bf16_supported(device: torch.device) -> bool:
     return cpu_has_native_bf16()
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX on this x86 CPU: torch's own probes, else the kernel's CPU flags."""
+    """AVX-512 BF16 or AMX on this x86 CPU: torch's own probes, else the kernel's CPU flags (a fixed fact of the
+    machine: probed once per process, not at every inference call)."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(callable(p) for p in probes):
         return any(p() for p in probes)
