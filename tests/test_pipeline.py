@@ -37,6 +37,7 @@ def test_every_stage_succeeds(smoke_run):
     assert sum(k.startswith("02_train/") for k in status) == n_cells
     assert all(s["ok"] for s in status.values()), status
     assert not list(smoke_run.rglob("*.failed.ipynb"))
+    assert not list(smoke_run.glob("checkpoints/*.resume.pt*"))  # a finished cell leaves no resume state
 
 
 @pytest.mark.e2e

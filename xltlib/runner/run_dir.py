@@ -8,6 +8,7 @@ Layout of a run folder ``DIR``::
     data/parallel.json            the key of the parallel data the alignment stage encoded
     data/parallel_items.parquet   the item (English sentence id) of every parallel pair, per dataset and language
     checkpoints/<checkpoint>/     a finished checkpoint (written atomically) with its key
+    checkpoints/<checkpoint>.resume.pt  an unfinished cell's state after its last epoch (xltlib.training.resume)
     results/train/<checkpoint>.parquet      per-step training log
     results/transfer/<cell_id>.parquet      task score (and its parts) per language (pair)
     results/alignment/<checkpoint>.parquet  alignment per dataset x metric x language x layer
@@ -102,6 +103,10 @@ class Run:
 
     def checkpoint_dir(self, checkpoint: str) -> Path:
         return self.path("checkpoints", checkpoint)
+
+    def resume_path(self, checkpoint: str) -> Path:
+        """The training loop's state after its last finished epoch, while the checkpoint is unfinished."""
+        return self.path("checkpoints", f"{checkpoint}.resume.pt")
 
     def train_path(self, checkpoint: str) -> Path:
         return self.path("results", "train", f"{checkpoint}.parquet")

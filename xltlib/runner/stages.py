@@ -29,6 +29,7 @@ from xltlib.runner.run_dir import Run  # noqa: F401 - notebooks import Run from 
 from xltlib.training.checkpoints import save_checkpoint
 from xltlib.training.drift import DRIFT_METRIC, trained_state, weight_drift
 from xltlib.training.loop import train_model
+from xltlib.training.resume import clear_epoch_state
 from xltlib.training.objectives import build_objective
 
 try:  # the stage notebooks should show results, not load reports of newly initialised heads
@@ -76,16 +77,17 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     records = train_records(split, run.data_dir)
     t = run.cfg.train_for(task.name, cell.method)
     kind = T.get_task(cell.task).kind
+    ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
+    resume = run.resume_path(ck)  # the loop's state after each epoch: a cut-off cell goes on from there
     with timed("train: model loading + tokenisation"):  # the rest of train_model: its loop has its own clock
         model, tokenizer, log = train_model(
             cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
             objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
-            select_records=select_records(split, run.data_dir) or None)
+            select_records=select_records(split, run.data_dir) or None, resume_path=resume, resume_key=key)
         record("train: training loop", max((r["elapsed_s"] for r in log), default=0.0))
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")
-    ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
     # over the trained parameters only (xltlib.training.drift): a frozen embedding table is not drift
     with timed("train: weight drift (loads the pre-trained encoder)"):
         drift = weight_drift(trained_state(model), dict(load_encoder(cell.model).named_parameters()))
@@ -108,6 +110,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     with timed("train: saving rows and checkpoint"):
         write_rows(rows, run.train_path(ck), run.prov())
         save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
+    clear_epoch_state(resume)  # only after the checkpoint is saved: a cut here resumes, never loses the cell
     return log_df
 
 

@@ -9,6 +9,7 @@ import logging
 import math
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,14 @@ from xltlib.training.dropout import use_fast_dropout
 from xltlib.training.objectives import Objective, build_objective
 from xltlib.training.plateau import mark_plateau
 from xltlib.training.precision import Precision, clip_grad_norm
+from xltlib.training.resume import (
+    EpochState,
+    capture_global_rngs,
+    fingerprint,
+    load_epoch_state,
+    restore_global_rngs,
+    save_epoch_state,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +94,8 @@ log = logging.getLogger(__name__)
 
 def train_model(model_name: str, records: list[dict], *, task_type, task, num_labels: int, objective, seed: int,
                 cfg: TrainConfig | None = None, device: str | torch.device = "auto",
-                select_records: list[dict] | None = None,
-                **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
+                select_records: list[dict] | None = None, resume_path: str | Path | None = None,
+                resume_key: str = "", **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of ``task_type`` (a task type of :mod:`xltlib.evaluation.task_types`, passed in: training does not import the evaluation layer) on ``records``.
 
     ``cfg``: the run's :class:`~xltlib.config.schema.TrainConfig` (or its dict; default: its defaults); ``overrides`` are
@@ -95,6 +104,9 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     ``select_records``: English rows neither trained on nor scored; after every epoch the task score on them is
     logged (``select_score`` on the epoch's last step) and the weights of the best epoch are the ones returned
     (``selected_epoch`` on every row); without them, the last epoch's.
+    ``resume_path``: a file for the loop's state after every epoch but the last (:mod:`xltlib.training.resume`);
+    when it holds the state of the same cell (``resume_key``, the settings, the seed, the data), training goes on
+    after that epoch and gives the numbers of an uninterrupted run. The caller deletes it once the model is saved.
     Returns (fp32 model in eval mode on ``device``, tokenizer, per-step log). Batches are length-bucketed; the objective
     computes loss and gradients; one optimizer step per batch; precision through one
     :class:`~xltlib.training.precision.Precision` object. Each log row carries the step's loss and the objective's
@@ -151,7 +163,30 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
     best = None  # (selection score, epoch, trained parameters) of the best epoch so far
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
-    for epoch in range(math.ceil(epochs)):
+    cell_print = fingerprint(key=resume_key, cfg=cfg.model_dump(), seed=seed, model=model_name,
+                             objective=objective.entry, hparams=getattr(objective, "hparams", None),
+                             task=getattr(task, "name", None), kind=k.name, num_labels=num_labels,
+                             n_train=len(train_records), n_select=len(select_records or []), steps=total_steps)
+    state = load_epoch_state(resume_path, cell_print) if resume_path is not None else None
+    if state is not None:  # go on after its epoch, as if never stopped: weights, moments, schedule, generators
+        with torch.no_grad():
+            torch._foreach_copy_(prec.params, [p.to(device) for p in state.params])
+        prec.sync_model()
+        for opt, saved in zip(optimizer.optimizers, state.optimizers):
+            opt.load_state_dict(saved)
+        for sched, saved in zip(optimizer.schedulers, state.schedulers):
+            sched.load_state_dict(saved)
+        objective.load_state_dict(state.objective)
+        rng.bit_generator.state = state.data_rng
+        restore_global_rngs(state.global_rngs, device)
+        rows, step, tokens, examples = state.rows, state.step, state.tokens, state.examples
+        t0 = time.perf_counter() - state.elapsed_s
+        if state.best is not None:
+            best = (state.best[0], state.best[1], [p.to(device) for p in state.best[2]])
+        bar.update(step)
+        log.info("resumed from %s after epoch %d of %d (step %d of %d)", resume_path, state.epoch + 1,
+                 math.ceil(epochs), step, total_steps)
+    for epoch in range(0 if state is None else state.epoch + 1, math.ceil(epochs)):
         clean = epoch < cfg.clean_epochs
         step_objective = plain if clean else objective
         if rewrites and (epoch > 0 and not clean):
@@ -182,6 +217,12 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             rows[-1]["select_score"] = score  # logged for a clean epoch too; chosen only among the robust ones
             if not clean and (best is None or score > best[0]):  # the earliest epoch wins a tie
                 best = (score, epoch, [p.detach().clone() for p in prec.params])
+        if resume_path is not None and epoch + 1 < math.ceil(epochs) and step < total_steps:
+            save_epoch_state(resume_path, EpochState(
+                epoch=epoch, step=step, tokens=tokens, examples=examples, elapsed_s=time.perf_counter() - t0,
+                rows=rows, params=prec.params, optimizers=[o.state_dict() for o in optimizer.optimizers],
+                schedulers=[s.state_dict() for s in optimizer.schedulers], objective=objective.state_dict(),
+                data_rng=rng.bit_generator.state, best=best, global_rngs=capture_global_rngs(device)), cell_print)
     bar.close()
     # a collapse onto the majority class, named in the log (plateau columns on every row; xltlib.training.plateau)
     mark_plateau(rows, k.name, records, num_labels, warmup_steps=int(cfg.warmup_ratio * total_steps))

@@ -69,6 +69,12 @@ class MasterWeights:
             p.grad = None
 
     @torch.no_grad()
+    def master_to_model_all(self) -> None:
+        """Every master into the model, whatever rows the last step touched."""
+        self._rows.clear()
+        torch._foreach_copy_(self.params, self.master)
+
+    @torch.no_grad()
     def master_to_model(self) -> None:
         """Updated masters into the model; of a row-sparse table only the rows this step touched."""
         if not self._rows:
@@ -139,6 +145,11 @@ class Precision:
     def master_to_model(self) -> None:
         if self.masters:
             self.masters.master_to_model()
+
+    def sync_model(self) -> None:
+        """All trained parameters into the model after they were set from outside (a resumed run's weights)."""
+        if self.masters:
+            self.masters.master_to_model_all()
 
     def restore(self) -> nn.Module:
         """The model in fp32 (a no-op unless the weights were cast)."""

@@ -129,6 +129,13 @@ class Objective:
     def prepare(self, model) -> None:
         """Called by train_model once on the freshly loaded (fp32) model, before training (default: nothing)."""
 
+    def state_dict(self) -> dict:
+        """What the objective counts across steps, for a resumed run (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Set what :meth:`state_dict` returned."""
+
     def pop_text_stats(self) -> dict[str, float]:
         """Statistics of the ``transform_texts`` calls since the last pop (e.g. RS-DA's substitution rate)."""
         return {}

@@ -111,6 +111,12 @@ class _EmbeddingObjective(Objective):
         self.updates += 1
         return self.updates <= self.hparams.get("adv_begin_iter", 0)
 
+    def state_dict(self) -> dict:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state.get("updates", 0))
+
     def prepare(self, model) -> None:
         """Measure the reference norm on the model as loaded (fp32), before any precision cast."""
         median_token_norm(model)

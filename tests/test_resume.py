@@ -1,0 +1,155 @@
+"""Epoch-level resume (xltlib.training.resume): a cell cut off after an epoch and run again gives the numbers of
+the run that was never cut off."""
+from __future__ import annotations
+
+import logging
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xltlib.config.validate import load_config
+from xltlib.core import devices
+from xltlib.evaluation.task_types import train_classifier
+from xltlib.runner.run_dir import init_run
+from xltlib.runner.stages import stage_data, stage_train
+from xltlib.training import loop
+from xltlib.training.objectives import build_objective
+from xltlib.training.resume import clear_epoch_state, load_epoch_state
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
+
+
+class Cut(Exception):
+    """The process ending (a session's end, a killed job) right after an epoch's state was written."""
+
+
+def _records(n=24):
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(60)]
+    return [dict(id=i, text_a=" ".join(rng.choice(words, 5)), text_b=" ".join(rng.choice(words, 4)), label=int(i % 3))
+            for i in range(n)]
+
+
+def _cut_after(monkeypatch, epoch: int) -> list[int]:
+    """Make the loop stop right after it saved the state of ``epoch``; returns the epochs saved so far."""
+    real, saved = loop.save_epoch_state, []
+
+    def save_then_cut(path, state, print_):
+        real(path, state, print_)
+        saved.append(state.epoch)
+        if state.epoch == epoch:
+            raise Cut
+
+    monkeypatch.setattr(loop, "save_epoch_state", save_then_cut)
+    return saved
+
+
+def _same_run(a, b):
+    """Same log (all but the clock) and the same trained weights."""
+    (ma, _, la), (mb, _, lb) = a, b
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    assert drop(la) == drop(lb)
+    for (n, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def _objective(name, tmp_path):
+    if name == "rs_da":
+        table = tmp_path / "syn.json"
+        table.write_text('{"w1": ["w2"], "w3": ["w4", "w5"], "w7": ["w8"]}')
+        return lambda: build_objective("rs_da", {"synonyms": str(table)})
+    if name == "freelb":  # adv_begin_iter: a counter the objective carries across epochs
+        return lambda: build_objective("freelb", {"adv_begin_iter": 4})
+    return lambda: build_objective(name)
+
+
+@pytest.mark.parametrize("method,clean_epochs,cut", [("baseline", 0, 0), ("baseline", 0, 1), ("pgd", 1, 1),
+                                                     ("freelb", 0, 0), ("rs_rp", 0, 1), ("rs_da", 0, 0),
+                                                     ("rs_da", 1, 1)])
+def test_a_cut_off_run_resumed_equals_the_uncut_run(tmp_path, monkeypatch, method, clean_epochs, cut):
+    make = _objective(method, tmp_path)
+    kw = dict(num_labels=3, epochs=3, batch_size=8, lr=1e-3, max_length=32, bf16=False, clean_epochs=clean_epochs,
+              select_records=_records(9), seed=5)
+    uncut = train_classifier("tiny-random", _records(), objective=make(), **kw)
+    state = tmp_path / "cell.resume.pt"
+    saved = _cut_after(monkeypatch, cut)
+    with pytest.raises(Cut):
+        train_classifier("tiny-random", _records(), objective=make(), resume_path=state, resume_key="k", **kw)
+    assert saved == list(range(cut + 1)) and state.is_file()
+    monkeypatch.undo()
+    resumed = train_classifier("tiny-random", _records(), objective=make(), resume_path=state, resume_key="k", **kw)
+    _same_run(uncut, resumed)
+    # the clock goes on from the saved epoch's: the loop's time of both parts, not of the second alone
+    saved_clock = load_epoch_state(state, torch.load(state, weights_only=False)["fingerprint"]).elapsed_s
+    assert resumed[2][-1]["elapsed_s"] >= saved_clock > 0
+
+
+def test_bf16_weights_resume_through_the_fp32_masters(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # the mechanism, on any CPU
+    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=True, bf16_weights=True, seed=1)
+    uncut = train_classifier("tiny-random", _records(), objective=build_objective("pgd"), **kw)
+    state = tmp_path / "cell.resume.pt"
+    _cut_after(monkeypatch, 0)
+    with pytest.raises(Cut):
+        train_classifier("tiny-random", _records(), objective=build_objective("pgd"), resume_path=state, **kw)
+    monkeypatch.undo()
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    _same_run(uncut, train_classifier("tiny-random", _records(), objective=build_objective("pgd"),
+                                      resume_path=state, **kw))
+
+
+def test_no_state_is_written_after_the_last_epoch_or_without_a_path(tmp_path):
+    state = tmp_path / "cell.resume.pt"
+    kw = dict(num_labels=3, batch_size=8, lr=1e-3, max_length=32, bf16=False, seed=0,
+              objective=build_objective("baseline"))
+    train_classifier("tiny-random", _records(), epochs=1, resume_path=state, **kw)
+    assert not state.exists()  # one epoch: nothing to resume, nothing written
+    train_classifier("tiny-random", _records(), epochs=2, resume_path=state, **kw)
+    assert state.is_file()  # epoch 1 of 2 was saved; the stage deletes it once the checkpoint is on disk
+    clear_epoch_state(state)
+    assert not state.exists() and not state.with_name(state.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("change", ["key", "lr", "data", "corrupt"])
+def test_a_state_of_other_settings_or_a_broken_file_starts_the_cell_over(tmp_path, monkeypatch, caplog, change):
+    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=False, seed=2,
+              objective=build_objective("baseline"))
+    state = tmp_path / "cell.resume.pt"
+    _cut_after(monkeypatch, 0)
+    with pytest.raises(Cut):
+        train_classifier("tiny-random", _records(), resume_path=state, resume_key="k", **kw)
+    monkeypatch.undo()
+    other = dict(kw, lr=5e-4) if change == "lr" else kw
+    records = _records(30) if change == "data" else _records()
+    key = "other" if change == "key" else "k"
+    if change == "corrupt":
+        state.write_bytes(state.read_bytes()[:100])  # a write cut short (not possible with the atomic rename)
+    fresh = train_classifier("tiny-random", records, **other)
+    with caplog.at_level(logging.WARNING, logger="xltlib.training.resume"):
+        again = train_classifier("tiny-random", records, resume_path=state, resume_key=key, **other)
+    assert ("unreadable resume state" if change == "corrupt" else "a resume state of other settings") in caplog.text
+    _same_run(fresh, again)
+
+
+def test_the_train_stage_resumes_a_cut_off_cell_and_deletes_its_state_once_the_checkpoint_is_saved(
+        tmp_path, monkeypatch):
+    cut_run = init_run(load_config(SMOKE, ["grid.task=[xnli]", "grid.method=[pgd]", "grid.seed=[1]"]), tmp_path / "a")
+    whole_run = init_run(load_config(SMOKE, ["grid.task=[xnli]", "grid.method=[pgd]", "grid.seed=[1]"]), tmp_path / "b")
+    for run in (cut_run, whole_run):
+        stage_data(run)
+    cell = cut_run.training_cells()[0]
+    _cut_after(monkeypatch, 0)
+    with pytest.raises(Cut):
+        stage_train(cut_run, cell.cell_id)
+    state = cut_run.resume_path(cell.checkpoint)
+    assert state.is_file() and not cut_run.checkpoint_dir(cell.checkpoint).exists()  # nothing that looks done
+    monkeypatch.undo()
+    resumed = stage_train(cut_run, cell.cell_id)
+    assert not state.exists() and cut_run.checkpoint_dir(cell.checkpoint).is_dir()
+    whole = stage_train(whole_run, cell.cell_id)
+    pd.testing.assert_frame_equal(resumed.drop(columns="elapsed_s"), whole.drop(columns="elapsed_s"))
