@@ -52,7 +52,7 @@ def _cut_after(monkeypatch, epoch: int) -> list[int]:
 def _same_run(a, b):
     """Same log (all but the clock) and the same trained weights."""
     (ma, _, la), (mb, _, lb) = a, b
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "resumed")} for r in rows]  # noqa: E731
     assert drop(la) == drop(lb)
     for (n, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters()):
         assert torch.equal(p, q), n
@@ -84,6 +84,8 @@ def test_a_cut_off_run_resumed_equals_the_uncut_run(tmp_path, monkeypatch, metho
     monkeypatch.undo()
     resumed = train_classifier("tiny-random", _records(), objective=make(), resume_path=state, resume_key="k", **kw)
     _same_run(uncut, resumed)
+    # the steps of the second process say so: the cost report counts only its own part of the loop's clock
+    assert [r["resumed"] for r in resumed[2]] == [int(r["epoch"] > cut) for r in resumed[2]]
     # the clock goes on from the saved epoch's: the loop's time of both parts, not of the second alone
     saved_clock = load_epoch_state(state, torch.load(state, weights_only=False)["fingerprint"]).elapsed_s
     assert resumed[2][-1]["elapsed_s"] >= saved_clock > 0
@@ -152,4 +154,6 @@ def test_the_train_stage_resumes_a_cut_off_cell_and_deletes_its_state_once_the_c
     resumed = stage_train(cut_run, cell.cell_id)
     assert not state.exists() and cut_run.checkpoint_dir(cell.checkpoint).is_dir()
     whole = stage_train(whole_run, cell.cell_id)
-    pd.testing.assert_frame_equal(resumed.drop(columns="elapsed_s"), whole.drop(columns="elapsed_s"))
+    pd.testing.assert_frame_equal(resumed.drop(columns=["elapsed_s", "resumed"]),
+                                  whole.drop(columns=["elapsed_s", "resumed"]))
+    assert set(resumed["resumed"]) == {0, 1} and set(whole["resumed"]) == {0}

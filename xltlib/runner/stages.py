@@ -84,7 +84,9 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
             cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
             objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
             select_records=select_records(split, run.data_dir) or None, resume_path=resume, resume_key=key)
-        record("train: training loop", max((r["elapsed_s"] for r in log), default=0.0))
+        # this process's part of the loop's clock (a resumed cell's log goes on from the earlier processes' time)
+        earlier = max((r["elapsed_s"] for r in log if r["resumed"] < log[-1]["resumed"]), default=0.0) if log else 0.0
+        record("train: training loop", max((r["elapsed_s"] for r in log), default=0.0) - earlier)
     log_df = pd.DataFrame(log)
     if not np.isfinite(log_df["loss"]).all():
         raise FloatingPointError(f"cell {cell_id}: non-finite training loss; no checkpoint written")

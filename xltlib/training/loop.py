@@ -111,7 +111,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     computes loss and gradients; one optimizer step per batch; precision through one
     :class:`~xltlib.training.precision.Precision` object. Each log row carries the step's loss and the objective's
     diagnostics (``objective.last_stats``: clean/adversarial loss, their gap, delta per token) and the
-    epoch's text statistics (RS-DA's substitution rates).
+    epoch's text statistics (RS-DA's substitution rates); ``resumed``: how many cut-offs came before the step.
 
     Same seed, same numbers: offline models are converted and the tokenizer loaded *before* seeding
     (a first conversion draws random numbers), so the first run on a fresh model cache equals later ones.
@@ -168,6 +168,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
                              task=getattr(task, "name", None), kind=k.name, num_labels=num_labels,
                              n_train=len(train_records), n_select=len(select_records or []), steps=total_steps)
     state = load_epoch_state(resume_path, cell_print) if resume_path is not None else None
+    resumed = 0  # how many cut-offs came before this process's steps (the log's ``resumed`` column)
     if state is not None:  # go on after its epoch, as if never stopped: weights, moments, schedule, generators
         with torch.no_grad():
             torch._foreach_copy_(prec.params, [p.to(device) for p in state.params])
@@ -180,6 +181,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
         rng.bit_generator.state = state.data_rng
         restore_global_rngs(state.global_rngs, device)
         rows, step, tokens, examples = state.rows, state.step, state.tokens, state.examples
+        resumed = 1 + max((r.get("resumed", 0) for r in rows), default=0)
         t0 = time.perf_counter() - state.elapsed_s
         if state.best is not None:
             best = (state.best[0], state.best[1], [p.to(device) for p in state.best[2]])
@@ -209,7 +211,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             tokens += n_tokens
             examples += len(idx)
             rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=optimizer.last_lr(),
-                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean,
+                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean, resumed=resumed,
                              **step_objective.last_stats, **text_stats))
             bar.update()
         if select_records and rows and rows[-1]["epoch"] == epoch:
