@@ -14,6 +14,7 @@ import torch
 from xltlib.config.validate import load_config
 from xltlib.core import devices
 from xltlib.evaluation.task_types import train_classifier
+from xltlib.runner import keys
 from xltlib.runner.run_dir import init_run
 from xltlib.runner.stages import stage_data, stage_train
 from xltlib.training import loop
@@ -157,3 +158,70 @@ def test_the_train_stage_resumes_a_cut_off_cell_and_deletes_its_state_once_the_c
     pd.testing.assert_frame_equal(resumed.drop(columns=["elapsed_s", "resumed"]),
                                   whole.drop(columns=["elapsed_s", "resumed"]))
     assert set(resumed["resumed"]) == {0, 1} and set(whole["resumed"]) == {0}
+
+
+def _counting_epochs(monkeypatch) -> list[int]:
+    """Count the epochs a loop trains (length_batches is drawn once per epoch)."""
+    real, calls = loop.length_batches, []
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "length_batches", counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["pgd", "freelb", "rs_da"])
+def test_the_methods_of_a_group_start_from_the_clean_epochs_one_of_them_trained(tmp_path, monkeypatch, caplog,
+                                                                               method):
+    make = _objective(method, tmp_path)
+    kw = dict(num_labels=3, epochs=3, clean_epochs=1, batch_size=8, lr=1e-3, max_length=32, bf16=False,
+              select_records=_records(9), seed=7)
+    alone = train_classifier("tiny-random", _records(), objective=make(), **kw)  # its own clean epoch
+    prefix = tmp_path / "clean-prefix-g.pt"
+    train_classifier("tiny-random", _records(), objective=build_objective("baseline"), prefix_path=prefix,
+                     prefix_key="g", **kw)
+    assert prefix.is_file()  # the baseline finished the group's clean epoch first
+    epochs = _counting_epochs(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="xltlib.training.loop"):
+        shared = train_classifier("tiny-random", _records(), objective=make(), prefix_path=prefix, prefix_key="g",
+                                  **kw)
+    assert len(epochs) == 2 and "clean epoch(s) of this group of methods were trained already" in caplog.text
+    _same_run(alone, shared)
+
+
+def test_no_prefix_is_shared_across_settings_or_without_clean_epochs(tmp_path, monkeypatch):
+    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=False, seed=7)
+    prefix = tmp_path / "clean-prefix-g.pt"
+    train_classifier("tiny-random", _records(), objective=build_objective("baseline"), prefix_path=prefix,
+                     prefix_key="g", **kw)
+    assert not prefix.exists()  # no clean epochs: nothing the methods share
+    train_classifier("tiny-random", _records(), objective=build_objective("baseline"), prefix_path=prefix,
+                     prefix_key="g", clean_epochs=1, **kw)
+    epochs = _counting_epochs(monkeypatch)
+    other_lr = train_classifier("tiny-random", _records(), objective=build_objective("pgd"), prefix_path=prefix,
+                                prefix_key="g", clean_epochs=1, **dict(kw, lr=5e-4))
+    assert len(epochs) == 2  # another learning rate trains its own clean epoch
+    monkeypatch.undo()
+    _same_run(other_lr, train_classifier("tiny-random", _records(), objective=build_objective("pgd"),
+                                         clean_epochs=1, **dict(kw, lr=5e-4)))
+
+
+def test_the_train_stage_shares_the_clean_epoch_within_a_group_and_deletes_it_after_the_last_cell(tmp_path):
+    sets = ["grid.task=[pawsx]", "grid.method=[baseline,pgd]", "grid.seed=[1]", "task_train={pawsx: {epochs: 2, "
+            "clean_epochs: 1}}"]
+    run = init_run(load_config(SMOKE, sets), tmp_path / "a")
+    alone = init_run(load_config(SMOKE, sets), tmp_path / "b")
+    for r in (run, alone):
+        stage_data(r)
+    base, pgd = run.training_cells()
+    prefix = run.clean_prefix_path(keys.clean_prefix_key(run, base))
+    assert keys.clean_prefix_key(run, pgd) == keys.clean_prefix_key(run, base)
+    stage_train(run, base.cell_id)
+    assert prefix.is_file()  # the group's pgd cell is still to train
+    shared = stage_train(run, pgd.cell_id)
+    assert not prefix.exists() and set(shared["resumed"]) == {0, 1}
+    whole = stage_train(alone, pgd.cell_id)
+    pd.testing.assert_frame_equal(shared.drop(columns=["elapsed_s", "resumed"]),
+                                  whole.drop(columns=["elapsed_s", "resumed"]))

@@ -69,6 +69,15 @@ def checkpoint_key(run, cell: Cell) -> str:
                              train=train_settings(run.cfg.train_for(training_task, cell.method))))
 
 
+def clean_prefix_key(run, cell: Cell) -> str:
+    """The checkpoint key without the method: the cells that share it train the same clean epochs
+    (``train.clean_epochs``; :mod:`xltlib.training.resume`)."""
+    training_task = T.get_task(cell.task).training_task
+    return content_hash(dict(split=run.split(cell.task).train_key, model=cell.model, training_task=training_task,
+                             seed=cell.seed, train=train_settings(run.cfg.train_for(training_task, cell.method)),
+                             shares="clean epochs"))
+
+
 # TrainConfig fields added after runs were keyed, with the default that reproduces those runs: left out of the key
 # at that default, so a finished checkpoint keeps its key
 LATER_TRAIN_FIELDS = {"clean_epochs": 0}

@@ -9,6 +9,7 @@ Layout of a run folder ``DIR``::
     data/parallel_items.parquet   the item (English sentence id) of every parallel pair, per dataset and language
     checkpoints/<checkpoint>/     a finished checkpoint (written atomically) with its key
     checkpoints/<checkpoint>.resume.pt  an unfinished cell's state after its last epoch (xltlib.training.resume)
+    checkpoints/clean-prefix-<key>.pt   the state after train.clean_epochs, shared by the methods of a group
     results/train/<checkpoint>.parquet      per-step training log
     results/transfer/<cell_id>.parquet      task score (and its parts) per language (pair)
     results/alignment/<checkpoint>.parquet  alignment per dataset x metric x language x layer
@@ -107,6 +108,10 @@ class Run:
     def resume_path(self, checkpoint: str) -> Path:
         """The training loop's state after its last finished epoch, while the checkpoint is unfinished."""
         return self.path("checkpoints", f"{checkpoint}.resume.pt")
+
+    def clean_prefix_path(self, prefix_key: str) -> Path:
+        """The state after the clean epochs that every method of one (data, model, seed, settings) group shares."""
+        return self.path("checkpoints", f"clean-prefix-{prefix_key}.pt")
 
     def train_path(self, checkpoint: str) -> Path:
         return self.path("results", "train", f"{checkpoint}.parquet")

@@ -79,11 +79,13 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     kind = T.get_task(cell.task).kind
     ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
     resume = run.resume_path(ck)  # the loop's state after each epoch: a cut-off cell goes on from there
+    prefix_key = keys.clean_prefix_key(run, cell)  # the clean epochs every method of the group shares
     with timed("train: model loading + tokenisation"):  # the rest of train_model: its loop has its own clock
         model, tokenizer, log = train_model(
             cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
             objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
-            select_records=select_records(split, run.data_dir) or None, resume_path=resume, resume_key=key)
+            select_records=select_records(split, run.data_dir) or None, resume_path=resume, resume_key=key,
+            prefix_path=run.clean_prefix_path(prefix_key), prefix_key=prefix_key)
         # this process's part of the loop's clock (a resumed cell's log goes on from the earlier processes' time)
         earlier = max((r["elapsed_s"] for r in log if r["resumed"] < log[-1]["resumed"]), default=0.0) if log else 0.0
         record("train: training loop", max((r["elapsed_s"] for r in log), default=0.0) - earlier)
@@ -113,6 +115,8 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
         write_rows(rows, run.train_path(ck), run.prov())
         save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
     clear_epoch_state(resume)  # only after the checkpoint is saved: a cut here resumes, never loses the cell
+    if all(keys.cell_done(run, c) for c in run.training_cells() if keys.clean_prefix_key(run, c) == prefix_key):
+        clear_epoch_state(run.clean_prefix_path(prefix_key))  # the group's last cell: no method needs it now
     return log_df
 
 

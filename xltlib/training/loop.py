@@ -9,6 +9,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ log = logging.getLogger(__name__)
 def train_model(model_name: str, records: list[dict], *, task_type, task, num_labels: int, objective, seed: int,
                 cfg: TrainConfig | None = None, device: str | torch.device = "auto",
                 select_records: list[dict] | None = None, resume_path: str | Path | None = None,
-                resume_key: str = "", **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
+                resume_key: str = "", prefix_path: str | Path | None = None, prefix_key: str = "",
+                **overrides) -> tuple[torch.nn.Module, object, list[dict]]:
     """Fine-tune ``model_name`` with the head of ``task_type`` (a task type of :mod:`xltlib.evaluation.task_types`, passed in: training does not import the evaluation layer) on ``records``.
 
     ``cfg``: the run's :class:`~xltlib.config.schema.TrainConfig` (or its dict; default: its defaults); ``overrides`` are
@@ -107,6 +109,8 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     ``resume_path``: a file for the loop's state after every epoch but the last (:mod:`xltlib.training.resume`);
     when it holds the state of the same cell (``resume_key``, the settings, the seed, the data), training goes on
     after that epoch and gives the numbers of an uninterrupted run. The caller deletes it once the model is saved.
+    ``prefix_path``: with ``clean_epochs``, a file for the state after the clean epochs, shared by every method of
+    the same data, model, seed and train settings (``prefix_key``); a cell without a state of its own starts there.
     Returns (fp32 model in eval mode on ``device``, tokenizer, per-step log). Batches are length-bucketed; the objective
     computes loss and gradients; one optimizer step per batch; precision through one
     :class:`~xltlib.training.precision.Precision` object. Each log row carries the step's loss and the objective's
@@ -163,11 +167,22 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
     best = None  # (selection score, epoch, trained parameters) of the best epoch so far
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
-    cell_print = fingerprint(key=resume_key, cfg=cfg.model_dump(), seed=seed, model=model_name,
-                             objective=objective.entry, hparams=getattr(objective, "hparams", None),
-                             task=getattr(task, "name", None), kind=k.name, num_labels=num_labels,
-                             n_train=len(train_records), n_select=len(select_records or []), steps=total_steps)
+    # what decides the numbers, the method aside: the shared clean prefix's fingerprint; the cell's adds the method
+    settings = dict(cfg=cfg.model_dump(), seed=seed, model=model_name, task=getattr(task, "name", None), kind=k.name,
+                    num_labels=num_labels, n_train=len(train_records), n_select=len(select_records or []),
+                    steps=total_steps, precision=prec.mode, device=device.type)
+    cell_print = fingerprint(key=resume_key, objective=objective.entry, hparams=getattr(objective, "hparams", None),
+                             **settings)
+    shares_prefix = prefix_path is not None and cfg.clean_epochs > 0
+    prefix_print = fingerprint(key=prefix_key, clean_epochs=cfg.clean_epochs, **settings) if shares_prefix else ""
     state = load_epoch_state(resume_path, cell_print) if resume_path is not None else None
+    source = resume_path
+    if state is None and shares_prefix:
+        state = load_epoch_state(prefix_path, prefix_print)
+        if state is not None:
+            source = prefix_path
+            log.info("the %d clean epoch(s) of this group of methods were trained already: starting after them",
+                     cfg.clean_epochs)
     resumed = 0  # how many cut-offs came before this process's steps (the log's ``resumed`` column)
     if state is not None:  # go on after its epoch, as if never stopped: weights, moments, schedule, generators
         with torch.no_grad():
@@ -177,7 +192,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             opt.load_state_dict(saved)
         for sched, saved in zip(optimizer.schedulers, state.schedulers):
             sched.load_state_dict(saved)
-        objective.load_state_dict(state.objective)
+        objective.load_state_dict(state.objective)  # a prefix's is empty: the method has not stepped yet
         rng.bit_generator.state = state.data_rng
         restore_global_rngs(state.global_rngs, device)
         rows, step, tokens, examples = state.rows, state.step, state.tokens, state.examples
@@ -186,7 +201,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
         if state.best is not None:
             best = (state.best[0], state.best[1], [p.to(device) for p in state.best[2]])
         bar.update(step)
-        log.info("resumed from %s after epoch %d of %d (step %d of %d)", resume_path, state.epoch + 1,
+        log.info("resumed from %s after epoch %d of %d (step %d of %d)", source, state.epoch + 1,
                  math.ceil(epochs), step, total_steps)
     for epoch in range(0 if state is None else state.epoch + 1, math.ceil(epochs)):
         clean = epoch < cfg.clean_epochs
@@ -219,12 +234,16 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             rows[-1]["select_score"] = score  # logged for a clean epoch too; chosen only among the robust ones
             if not clean and (best is None or score > best[0]):  # the earliest epoch wins a tie
                 best = (score, epoch, [p.detach().clone() for p in prec.params])
-        if resume_path is not None and epoch + 1 < math.ceil(epochs) and step < total_steps:
-            save_epoch_state(resume_path, EpochState(
+        if epoch + 1 < math.ceil(epochs) and step < total_steps and (resume_path is not None or shares_prefix):
+            done = EpochState(
                 epoch=epoch, step=step, tokens=tokens, examples=examples, elapsed_s=time.perf_counter() - t0,
                 rows=rows, params=prec.params, optimizers=[o.state_dict() for o in optimizer.optimizers],
                 schedulers=[s.state_dict() for s in optimizer.schedulers], objective=objective.state_dict(),
-                data_rng=rng.bit_generator.state, best=best, global_rngs=capture_global_rngs(device)), cell_print)
+                data_rng=rng.bit_generator.state, best=best, global_rngs=capture_global_rngs(device))
+            if resume_path is not None:
+                save_epoch_state(resume_path, done, cell_print)
+            if shares_prefix and epoch == cfg.clean_epochs - 1 and source != prefix_path:
+                save_epoch_state(prefix_path, replace(done, objective={}), prefix_print)
     bar.close()
     # a collapse onto the majority class, named in the log (plateau columns on every row; xltlib.training.plateau)
     mark_plateau(rows, k.name, records, num_labels, warmup_steps=int(cfg.warmup_ratio * total_steps))

@@ -9,6 +9,13 @@ the loop draws from (the data order's ``numpy`` generator, torch's for dropout a
 numpy's global ones), the objective's counters (``adv_begin_iter``), the log rows so far and the best epoch's
 parameters. A resumed run is the same run: same batches, same masks, same numbers (``tests/test_resume.py``).
 
+**A shared clean prefix.** With ``train.clean_epochs`` the first epochs are plain cross-entropy on clean text for
+every method (:func:`xltlib.training.loop.train_model`): same seed, same head, same batches, same dropout masks,
+same updates. Those epochs are the same computation for every method of a (data, model, seed, train settings)
+group, so the first cell of the group to finish them writes their state once (its fingerprint leaves out the
+method) and every other method of the group starts from it: on the recipe search's PAWS-X cells (3 epochs, the
+first clean) that spares each robust cell a baseline epoch, and the numbers are those of training it again.
+
 The state is one file written atomically (a file that exists is complete) beside the checkpoint folder, named
 ``<checkpoint>.resume.pt``; it is kept only while its cell is unfinished (the train stage deletes it after the
 checkpoint is saved). It records a fingerprint of everything that decides the numbers (the cell's key, the training
@@ -89,7 +96,7 @@ def save_epoch_state(path: str | Path, state: EpochState, fingerprint_: str) -> 
                    best=None if state.best is None else
                    (state.best[0], state.best[1], [p.detach().cpu().clone() for p in state.best[2]]),
                    global_rngs=state.global_rngs)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two cells may write one shared prefix at once
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
@@ -121,5 +128,5 @@ def load_epoch_state(path: str | Path, fingerprint_: str) -> EpochState | None:
 def clear_epoch_state(path: str | Path) -> None:
     """Delete a finished cell's resume state (and a temporary file a cut-off write left)."""
     path = Path(path)
-    for p in (path, path.with_name(path.name + ".tmp")):
+    for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
         p.unlink(missing_ok=True)
