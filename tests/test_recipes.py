@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from xltlib.analysis.gate import SelectionRows
 from xltlib.analysis.recipes import NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_table, recipes_yaml
 from xltlib.cli import main
 from xltlib.config.schema import RunConfig
+from xltlib.config.validate import load_config
+from xltlib.runner.run_dir import Run
+from xltlib.training.resume import EpochState, save_epoch_state
 
 SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 CFG = RunConfig.model_validate({"grid": {"task": ["pawsx"], "method": ["baseline", "pgd"], "seed": [1, 2]},
@@ -120,3 +124,11 @@ def test_subsets_trained_one_after_another_in_one_folder_all_count(tmp_path, cap
     # without the overrides the cells were trained with, their keys are not the plan's: only the last config's cell
     assert main(["recipes", str(out), "--params", str(search)]) == 0
     assert "1 of 6 training cells finished" in capsys.readouterr().out
+    # a cell cut off after its first epoch is named with where it stands (its resume state, xltlib.training.resume)
+    plan = Run(load_config(search, ["train.threads=1"]), out)
+    cut = next(c.checkpoint for c in plan.training_cells() if c.method.startswith("pgd"))
+    save_epoch_state(plan.resume_path(cut), EpochState(
+        epoch=0, step=5, tokens=100, examples=40, elapsed_s=120.0, rows=[], params=[torch.zeros(2)], optimizers=[],
+        schedulers=[], objective={}, data_rng={}), "fingerprint")
+    assert main(["recipes", str(out), "--params", str(search), "--set", "train.threads=1"]) == 0
+    assert f"in progress: {cut}, epoch 1 finished and saved (2 min of training so far)" in capsys.readouterr().out

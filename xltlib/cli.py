@@ -27,6 +27,7 @@ from xltlib.runner.lab import lab
 from xltlib.runner.pipeline import STAGES, StageFailed, execute_stage, run_pipeline
 from xltlib.runner.rescore import rescore_run
 from xltlib.runner.run_dir import Run, run_lock
+from xltlib.training.resume import epoch_state_info
 from xltlib.training import objectives as robust
 
 
@@ -159,6 +160,11 @@ def cmd_recipes(args) -> int:
     source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
     print(f"Recipe search {run.dir.name}: {done} of {len(planned)} training cells finished{source}; verdicts on "
           "English selection rows (score of the selected epoch, Wilson CI vs the selection rows' majority rate)\n")
+    for ck in sorted(planned - set(table["checkpoint"])):  # cut off mid-way: the same command goes on from here
+        info = epoch_state_info(run.resume_path(ck))
+        if info is not None:
+            print(f"in progress: {ck}, epoch {info['epoch'] + 1} finished and saved "
+                  f"({info['elapsed_s'] / 60:.0f} min of training so far)")
     show = table.assign(select_score=lambda d: (100 * d.select_score).round(1), ci_lo=lambda d: (100 * d.ci_lo).round(1),
                         ci_hi=lambda d: (100 * d.ci_hi).round(1), majority=lambda d: (100 * d.majority).round(1),
                         train_seconds=lambda d: d.train_seconds.round(0))

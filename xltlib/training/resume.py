@@ -125,6 +125,16 @@ def load_epoch_state(path: str | Path, fingerprint_: str) -> EpochState | None:
                       global_rngs=payload["global_rngs"])
 
 
+def epoch_state_info(path: str | Path) -> dict | None:
+    """Where a saved state stands (``epoch``: the last finished one, 0-based; ``step``; ``elapsed_s``) without
+    reading its tensors (memory-mapped); None when there is no readable state."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return None
+    return {k: payload.get(k) for k in ("epoch", "step", "elapsed_s", "fingerprint")}
+
+
 def clear_epoch_state(path: str | Path) -> None:
     """Delete a finished cell's resume state (and a temporary file a cut-off write left)."""
     path = Path(path)
