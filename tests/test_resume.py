@@ -14,11 +14,14 @@ import torch
 from xltlib.config.validate import load_config
 from xltlib.core import devices
 from xltlib.evaluation.task_types import train_classifier
+from xltlib.models.heads import load_classifier
 from xltlib.runner import keys
 from xltlib.runner.run_dir import init_run
 from xltlib.runner.stages import stage_data, stage_train
 from xltlib.training import loop
+from xltlib.training.loop import trainable_parameters
 from xltlib.training.objectives import build_objective
+from xltlib.training.precision import MasterWeights, _bf16_copy
 from xltlib.training.resume import clear_epoch_state, load_epoch_state
 
 
@@ -106,6 +109,23 @@ def test_bf16_weights_resume_through_the_fp32_masters(tmp_path, monkeypatch):
                                       resume_path=state, **kw))
 
 
+def test_a_trainable_table_resumes_too_and_selection_scores_the_table_of_its_epoch(tmp_path, monkeypatch):
+    """A trainable word-embedding table: SparseAdam's state and the masters copied back by rows, with bf16 weights
+    and selection between epochs (bf16 inference)."""
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    kw = dict(num_labels=3, epochs=3, batch_size=8, lr=1e-2, max_length=32, bf16=True, bf16_weights=True, seed=3,
+              freeze_embeddings=False, select_records=_records(9))
+    uncut = train_classifier("tiny-random", _records(), objective=build_objective("baseline"), **kw)
+    state = tmp_path / "cell.resume.pt"
+    _cut_after(monkeypatch, 1)
+    with pytest.raises(Cut):
+        train_classifier("tiny-random", _records(), objective=build_objective("baseline"), resume_path=state, **kw)
+    monkeypatch.undo()
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    _same_run(uncut, train_classifier("tiny-random", _records(), objective=build_objective("baseline"),
+                                      resume_path=state, **kw))
+
+
 def test_no_state_is_written_after_the_last_epoch_or_without_a_path(tmp_path):
     state = tmp_path / "cell.resume.pt"
     kw = dict(num_labels=3, batch_size=8, lr=1e-3, max_length=32, bf16=False, seed=0,
@@ -115,7 +135,7 @@ def test_no_state_is_written_after_the_last_epoch_or_without_a_path(tmp_path):
     train_classifier("tiny-random", _records(), epochs=2, resume_path=state, **kw)
     assert state.is_file()  # epoch 1 of 2 was saved; the stage deletes it once the checkpoint is on disk
     clear_epoch_state(state)
-    assert not state.exists() and not state.with_name(state.name + ".tmp").exists()
+    assert not state.exists() and not list(tmp_path.glob("cell.resume.pt*"))
 
 
 @pytest.mark.parametrize("change", ["key", "lr", "data", "corrupt"])
@@ -225,3 +245,20 @@ def test_the_train_stage_shares_the_clean_epoch_within_a_group_and_deletes_it_af
     whole = stage_train(alone, pgd.cell_id)
     pd.testing.assert_frame_equal(shared.drop(columns=["elapsed_s", "resumed"]),
                                   whole.drop(columns=["elapsed_s", "resumed"]))
+
+
+def test_a_row_sparse_copy_back_refreshes_the_cached_bf16_table():
+    """bf16_inference caches a bf16 copy of the fp32 embedding table by its in-place version: the rows a step
+    copies back from the masters must move that version, or selection scores a stale table."""
+    model = load_classifier("tiny-random", 3)
+    named = trainable_parameters(model, freeze_embeddings=False)
+    masters = MasterWeights(model, named)
+    table = model.get_input_embeddings().weight
+    i = next(k for k, (_, p) in enumerate(named) if p is table)
+    assert table.dtype == torch.float32  # the embedding block stays fp32 under bf16 weights
+    cached = _bf16_copy(table)
+    with torch.no_grad():
+        masters.master[i][5] += 1.0
+    masters._rows[i] = torch.tensor([5])  # the rows of the step's sparse gradient
+    masters.master_to_model()
+    assert torch.equal(table[5], masters.master[i][5]) and not torch.equal(_bf16_copy(table)[5], cached[5])

@@ -150,21 +150,22 @@ def cmd_recipes(args) -> int:
             return 2
         for ck in replaced:
             print(f"note: {ck} was retrained with another key; its ledger row is replaced", file=sys.stderr)
+    planned = {c.checkpoint for c in plan.training_cells()}
+    finished = set(table["checkpoint"]) if len(table) else set()
+    source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
+    print(f"Recipe search {run.dir.name}: {len(planned & finished)} of {len(planned)} training cells finished{source}; "
+          "verdicts on English selection rows (score of the selected epoch, Wilson CI vs the selection rows' majority "
+          "rate)\n")
+    for ck in sorted(planned - finished):  # cut off mid-way: the same `xlt run` goes on from its saved state
+        info = epoch_state_info(run.resume_path(ck))
+        if info is not None:
+            print(f"in progress: {ck}, epoch {info['epoch'] + 1} finished and saved "
+                  f"({info['elapsed_s'] / 60:.0f} min of training so far)")
     if not len(table):
         print(f"xlt: error: {run.path('results', 'train')} holds no finished training cell", file=sys.stderr)
         return 1
     order = list(dict.fromkeys(setting_text(plan.cfg.split_entry(m)[1]) for m in plan.cfg.grid_methods()))
     choice = choose_recipes(table, order)
-    planned = {c.checkpoint for c in plan.training_cells()}
-    done = len(planned & set(table["checkpoint"]))
-    source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
-    print(f"Recipe search {run.dir.name}: {done} of {len(planned)} training cells finished{source}; verdicts on "
-          "English selection rows (score of the selected epoch, Wilson CI vs the selection rows' majority rate)\n")
-    for ck in sorted(planned - set(table["checkpoint"])):  # cut off mid-way: the same command goes on from here
-        info = epoch_state_info(run.resume_path(ck))
-        if info is not None:
-            print(f"in progress: {ck}, epoch {info['epoch'] + 1} finished and saved "
-                  f"({info['elapsed_s'] / 60:.0f} min of training so far)")
     show = table.assign(select_score=lambda d: (100 * d.select_score).round(1), ci_lo=lambda d: (100 * d.ci_lo).round(1),
                         ci_hi=lambda d: (100 * d.ci_hi).round(1), majority=lambda d: (100 * d.majority).round(1),
                         train_seconds=lambda d: d.train_seconds.round(0))

@@ -170,7 +170,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     # what decides the numbers, the method aside: the shared clean prefix's fingerprint; the cell's adds the method
     settings = dict(cfg=cfg.model_dump(), seed=seed, model=model_name, task=getattr(task, "name", None), kind=k.name,
                     num_labels=num_labels, n_train=len(train_records), n_select=len(select_records or []),
-                    steps=total_steps, precision=prec.mode, device=device.type)
+                    steps=total_steps, precision=prec.mode, device=device.type, threads=torch.get_num_threads())
     cell_print = fingerprint(key=resume_key, objective=objective.entry, hparams=getattr(objective, "hparams", None),
                              **settings)
     shares_prefix = prefix_path is not None and cfg.clean_epochs > 0

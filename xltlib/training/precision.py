@@ -83,7 +83,9 @@ class MasterWeights:
         dense = [i for i in range(len(self.params)) if i not in self._rows]
         torch._foreach_copy_([self.params[i] for i in dense], [self.master[i] for i in dense])
         for i, rows in self._rows.items():
-            self.params[i].data.index_copy_(0, rows, self.master[i].data.index_select(0, rows).to(self.params[i].dtype))
+            # on the parameter, not its .data: the in-place version moves, so bf16_inference's cached copy of the
+            # table (selection scoring between epochs) is made again instead of scoring the table of epoch 0
+            self.params[i].index_copy_(0, rows, self.master[i].index_select(0, rows).to(self.params[i].dtype))
 
     @torch.no_grad()
     def restore(self) -> nn.Module:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def save_epoch_state(path: str | Path, state: EpochState, fingerprint_: str) -> 
                    best=None if state.best is None else
                    (state.best[0], state.best[1], [p.detach().cpu().clone() for p in state.best[2]]),
                    global_rngs=state.global_rngs)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two cells may write one shared prefix at once
+    # two cells (on two hosts of a shared folder) may write one shared prefix at once
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
