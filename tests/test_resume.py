@@ -95,34 +95,23 @@ def test_a_cut_off_run_resumed_equals_the_uncut_run(tmp_path, monkeypatch, metho
     assert resumed[2][-1]["elapsed_s"] >= saved_clock > 0
 
 
-def test_bf16_weights_resume_through_the_fp32_masters(tmp_path, monkeypatch):
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # the mechanism, on any CPU
-    kw = dict(num_labels=3, epochs=2, batch_size=8, lr=1e-3, max_length=32, bf16=True, bf16_weights=True, seed=1)
-    uncut = train_classifier("tiny-random", _records(), objective=build_objective("pgd"), **kw)
+@pytest.mark.parametrize("method,extra,cut", [
+    ("pgd", dict(epochs=2, seed=1), 0),
+    # a trainable word-embedding table: SparseAdam's state and the masters copied back by rows, with selection
+    # between epochs (bf16 inference)
+    ("baseline", dict(epochs=3, seed=3, lr=1e-2, freeze_embeddings=False, select_records=_records(9)), 1)])
+def test_bf16_weights_resume_through_the_fp32_masters(tmp_path, monkeypatch, method, extra, cut):
+    native = lambda: monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # noqa: E731 (any CPU)
+    native()
+    kw = dict(dict(num_labels=3, batch_size=8, lr=1e-3, max_length=32, bf16=True, bf16_weights=True), **extra)
+    uncut = train_classifier("tiny-random", _records(), objective=build_objective(method), **kw)
     state = tmp_path / "cell.resume.pt"
-    _cut_after(monkeypatch, 0)
+    _cut_after(monkeypatch, cut)
     with pytest.raises(Cut):
-        train_classifier("tiny-random", _records(), objective=build_objective("pgd"), resume_path=state, **kw)
+        train_classifier("tiny-random", _records(), objective=build_objective(method), resume_path=state, **kw)
     monkeypatch.undo()
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    _same_run(uncut, train_classifier("tiny-random", _records(), objective=build_objective("pgd"),
-                                      resume_path=state, **kw))
-
-
-def test_a_trainable_table_resumes_too_and_selection_scores_the_table_of_its_epoch(tmp_path, monkeypatch):
-    """A trainable word-embedding table: SparseAdam's state and the masters copied back by rows, with bf16 weights
-    and selection between epochs (bf16 inference)."""
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    kw = dict(num_labels=3, epochs=3, batch_size=8, lr=1e-2, max_length=32, bf16=True, bf16_weights=True, seed=3,
-              freeze_embeddings=False, select_records=_records(9))
-    uncut = train_classifier("tiny-random", _records(), objective=build_objective("baseline"), **kw)
-    state = tmp_path / "cell.resume.pt"
-    _cut_after(monkeypatch, 1)
-    with pytest.raises(Cut):
-        train_classifier("tiny-random", _records(), objective=build_objective("baseline"), resume_path=state, **kw)
-    monkeypatch.undo()
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    _same_run(uncut, train_classifier("tiny-random", _records(), objective=build_objective("baseline"),
+    native()
+    _same_run(uncut, train_classifier("tiny-random", _records(), objective=build_objective(method),
                                       resume_path=state, **kw))
 
 
