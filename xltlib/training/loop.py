@@ -226,8 +226,8 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             tokens += n_tokens
             examples += len(idx)
             rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=optimizer.last_lr(),
-                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean, resumed=resumed,
-                             **step_objective.last_stats, **text_stats))
+                             elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean,
+                             resumed=resumed, **step_objective.last_stats, **text_stats))
             bar.update()
         if select_records and rows and rows[-1]["epoch"] == epoch:
             score = selection_score(model, tokenizer, k, task, select_records, cfg, bf16=prec.mode != "fp32")
