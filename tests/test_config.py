@@ -286,8 +286,32 @@ def test_shipped_params_validate(path, monkeypatch):
     assert cfg.name == path.stem
     cells = expand_grid(cfg)
     settings = int(np.prod([len(v) for v in cfg.search.values()])) if cfg.search else 1
-    assert len(cells) == (len(cfg.grid.model) * len(cfg.grid.task) * len(cfg.grid.method) * len(cfg.grid.seed)
-                          * settings)
+    excluded = sum(len(set(ms) & set(cfg.grid.method)) for t, ms in cfg.grid.exclude.items() if t in cfg.grid.task)
+    assert len(cells) == (len(cfg.grid.model) * (len(cfg.grid.task) * len(cfg.grid.method) - excluded)
+                          * len(cfg.grid.seed) * settings)
+
+
+def test_grid_exclude_leaves_cells_out_of_the_product_at_every_searched_setting(tmp_path):
+    p = write_yaml(tmp_path, "grid: {task: [pawsx, xnli], method: [baseline, strong], exclude: {pawsx: [strong]}}\n"
+                             "methods: {strong: {type: pgd, eps: 0.1}}\nsearch: {lr: [1.0e-4, 2.0e-5]}\n")
+    cells = expand_grid(load_config(p))
+    assert [(c.task, c.method) for c in cells] == [
+        ("pawsx", "baseline@lr=0.0001"), ("pawsx", "baseline@lr=2e-05"),
+        ("xnli", "baseline@lr=0.0001"), ("xnli", "strong@lr=0.0001"),
+        ("xnli", "baseline@lr=2e-05"), ("xnli", "strong@lr=2e-05")]
+    # a subset of the grid (one task, one method) keeps the exclusion valid: names are checked against registries
+    assert [c.method for c in expand_grid(load_config(p, ["grid.task=[xnli]", "grid.method=[baseline]"]))] == [
+        "baseline@lr=0.0001", "baseline@lr=2e-05"]
+    assert expand_grid(load_config(p, ["grid.task=[pawsx]", "grid.method=[strong]"])) == []
+
+
+@pytest.mark.parametrize("exclude, words", [("{pawsx_typo: [baseline]}", ["grid.exclude.pawsx_typo", "registered"]),
+                                            ("{pawsx: [stronk]}", ["grid.exclude.pawsx", "'stronk'", "strong"])])
+def test_grid_exclude_names_a_task_or_method_that_does_not_exist(tmp_path, exclude, words):
+    p = write_yaml(tmp_path, f"grid: {{task: [pawsx], method: [baseline, strong], exclude: {exclude}}}\n"
+                             "methods: {strong: {type: pgd, eps: 0.1}}\n")
+    msg = config_error(p)
+    assert all(w in msg for w in words), msg
 
 
 def test_search_expands_every_method_at_every_setting(tmp_path):

@@ -47,6 +47,9 @@ class GridConfig(_Strict):
     task: list[str] = ["xnli"]  # names from the task registry (xlt list-tasks)
     method: list[str] = ["baseline"]  # entries of `methods` (or registered objective names)
     seed: list[int] = [1]  # training seeds; every cell is seeded and the seed recorded
+    # cells left out of the cross product, per task: {pawsx: [pgd_r10]} (e.g. a search arm already ruled out on
+    # another task); names are checked against the registries, not the grid, so `--set grid.task=[...]` subsets work
+    exclude: dict[str, list[str]] = {}
 
 
 class ProtocolConfig(_Strict):

@@ -82,6 +82,14 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             raise ConfigError(f"{source}: grid.task '{t}' ({TASKS[t].kind}) cannot be fine-tuned and scored here; "
                               f"tasks that can: {', '.join(trainable)}")
 
+    for task, methods in cfg.grid.exclude.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: grid.exclude.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        for m in methods:
+            if m not in cfg.methods and m not in robust.OBJECTIVES:
+                raise ConfigError(f"{source}: grid.exclude.{task}: '{m}' is neither an entry of methods "
+                                  f"({', '.join(cfg.methods) or 'none'}) nor a registered method")
+
     for d in cfg.alignment.datasets:
         if d not in PARALLEL:
             raise ConfigError(f"{source}: alignment.datasets '{d}' is not registered; registered: {', '.join(PARALLEL)}")
