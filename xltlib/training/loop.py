@@ -26,11 +26,10 @@ from xltlib.training.objectives import Objective, build_objective
 from xltlib.training.plateau import mark_plateau
 from xltlib.training.precision import Precision, clip_grad_norm
 from xltlib.training.resume import (
-    EpochState,
-    capture_global_rngs,
+    capture_epoch_state,
     fingerprint,
     load_epoch_state,
-    restore_global_rngs,
+    restore_epoch_state,
     save_epoch_state,
 )
 
@@ -185,16 +184,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
                      cfg.clean_epochs)
     resumed = 0  # how many cut-offs came before this process's steps (the log's ``resumed`` column)
     if state is not None:  # go on after its epoch, as if never stopped: weights, moments, schedule, generators
-        with torch.no_grad():
-            torch._foreach_copy_(prec.params, [p.to(device) for p in state.params])
-        prec.sync_model()
-        for opt, saved in zip(optimizer.optimizers, state.optimizers):
-            opt.load_state_dict(saved)
-        for sched, saved in zip(optimizer.schedulers, state.schedulers):
-            sched.load_state_dict(saved)
-        objective.load_state_dict(state.objective)  # a prefix's is empty: the method has not stepped yet
-        rng.bit_generator.state = state.data_rng
-        restore_global_rngs(state.global_rngs, device)
+        restore_epoch_state(state, prec=prec, optimizer=optimizer, objective=objective, data_rng=rng, device=device)
         rows, step, tokens, examples = state.rows, state.step, state.tokens, state.examples
         resumed = 1 + max((r.get("resumed", 0) for r in rows), default=0)
         t0 = time.perf_counter() - state.elapsed_s
@@ -235,11 +225,9 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             if not clean and (best is None or score > best[0]):  # the earliest epoch wins a tie
                 best = (score, epoch, [p.detach().clone() for p in prec.params])
         if epoch + 1 < math.ceil(epochs) and step < total_steps and (resume_path is not None or shares_prefix):
-            done = EpochState(
-                epoch=epoch, step=step, tokens=tokens, examples=examples, elapsed_s=time.perf_counter() - t0,
-                rows=rows, params=prec.params, optimizers=[o.state_dict() for o in optimizer.optimizers],
-                schedulers=[s.state_dict() for s in optimizer.schedulers], objective=objective.state_dict(),
-                data_rng=rng.bit_generator.state, best=best, global_rngs=capture_global_rngs(device))
+            done = capture_epoch_state(epoch=epoch, step=step, tokens=tokens, examples=examples,
+                                       elapsed_s=time.perf_counter() - t0, rows=rows, best=best, prec=prec,
+                                       optimizer=optimizer, objective=objective, data_rng=rng, device=device)
             if resume_path is not None:
                 save_epoch_state(resume_path, done, cell_print)
             if shares_prefix and epoch == cfg.clean_epochs - 1 and source != prefix_path:

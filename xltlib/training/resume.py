@@ -81,6 +81,33 @@ def restore_global_rngs(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def capture_epoch_state(*, epoch: int, step: int, tokens: int, examples: int, elapsed_s: float, rows: list[dict],
+                        best, prec, optimizer, objective, data_rng: np.random.Generator,
+                        device: torch.device) -> EpochState:
+    """The loop's state after ``epoch`` (``prec``: its :class:`~xltlib.training.precision.Precision`;
+    ``optimizer``: its optimizers and schedules; ``objective``: the method's); tensors are not copied here."""
+    return EpochState(epoch=epoch, step=step, tokens=tokens, examples=examples, elapsed_s=elapsed_s, rows=rows,
+                      params=prec.params, optimizers=[o.state_dict() for o in optimizer.optimizers],
+                      schedulers=[s.state_dict() for s in optimizer.schedulers], objective=objective.state_dict(),
+                      data_rng=data_rng.bit_generator.state, best=best, global_rngs=capture_global_rngs(device))
+
+
+def restore_epoch_state(state: EpochState, *, prec, optimizer, objective, data_rng: np.random.Generator,
+                        device: torch.device) -> None:
+    """Put back what :func:`capture_epoch_state` took: the trained parameters (and the model's copy of them), the
+    optimizers' moments, the schedules, the objective's counters and every generator the loop draws from."""
+    with torch.no_grad():
+        torch._foreach_copy_(prec.params, [p.to(device) for p in state.params])
+    prec.sync_model()
+    for opt, saved in zip(optimizer.optimizers, state.optimizers):
+        opt.load_state_dict(saved)
+    for sched, saved in zip(optimizer.schedulers, state.schedulers):
+        sched.load_state_dict(saved)
+    objective.load_state_dict(state.objective)  # a prefix's is empty: the method has not stepped yet
+    data_rng.bit_generator.state = state.data_rng
+    restore_global_rngs(state.global_rngs, device)
+
+
 def _rows_json(rows: list[dict]) -> str:
     # numpy scalars in a row (text statistics) become plain numbers; rows are read back as they were logged
     return json.dumps(rows, default=lambda v: v.item() if hasattr(v, "item") else str(v))
