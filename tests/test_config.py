@@ -286,9 +286,10 @@ def test_shipped_params_validate(path, monkeypatch):
     assert cfg.name == path.stem
     cells = expand_grid(cfg)
     settings = int(np.prod([len(v) for v in cfg.search.values()])) if cfg.search else 1
-    excluded = sum(len(set(ms) & set(cfg.grid.method)) for t, ms in cfg.grid.exclude.items() if t in cfg.grid.task)
-    assert len(cells) == (len(cfg.grid.model) * (len(cfg.grid.task) * len(cfg.grid.method) - excluded)
-                          * len(cfg.grid.seed) * settings)
+    per_task = [len(cfg.grid.task_seeds.get(t, cfg.grid.seed))
+                * (len(cfg.grid.method) - len(set(cfg.grid.exclude.get(t, ())) & set(cfg.grid.method)))
+                for t in cfg.grid.task]
+    assert len(cells) == len(cfg.grid.model) * sum(per_task) * settings
 
 
 def test_grid_exclude_leaves_cells_out_of_the_product_at_every_searched_setting(tmp_path):
@@ -303,6 +304,25 @@ def test_grid_exclude_leaves_cells_out_of_the_product_at_every_searched_setting(
     assert [c.method for c in expand_grid(load_config(p, ["grid.task=[xnli]", "grid.method=[baseline]"]))] == [
         "baseline@lr=0.0001", "baseline@lr=2e-05"]
     assert expand_grid(load_config(p, ["grid.task=[pawsx]", "grid.method=[strong]"])) == []
+
+
+def test_grid_task_seeds_train_a_task_at_its_own_seeds(tmp_path):
+    p = write_yaml(tmp_path, "grid: {task: [xnli, panx], method: [baseline, pgd], seed: [3, 1, 2], "
+                             "task_seeds: {panx: [1]}}\n")
+    cells = expand_grid(load_config(p))
+    assert [(c.task, c.method, c.seed) for c in cells] == [
+        ("xnli", "baseline", 3), ("xnli", "baseline", 1), ("xnli", "baseline", 2),
+        ("xnli", "pgd", 3), ("xnli", "pgd", 1), ("xnli", "pgd", 2), ("panx", "baseline", 1), ("panx", "pgd", 1)]
+    # a seed of its own, outside grid.seed, is trained too; a task not in grid.task is not trained at all
+    assert [c.seed for c in expand_grid(load_config(p, ["grid.task_seeds={panx: [7], pawsx: [1]}"]))
+            if c.task == "panx"] == [7, 7]
+
+
+@pytest.mark.parametrize("task_seeds, words", [("{pan_x: [1]}", ["grid.task_seeds.pan_x", "registered"]),
+                                               ("{panx: []}", ["grid.task_seeds.panx", "non-empty"])])
+def test_grid_task_seeds_names_a_task_that_does_not_exist_or_no_seed(tmp_path, task_seeds, words):
+    msg = config_error(write_yaml(tmp_path, f"grid: {{task: [panx], task_seeds: {task_seeds}}}\n"))
+    assert all(w in msg for w in words), msg
 
 
 @pytest.mark.parametrize("exclude, words", [("{pawsx_typo: [baseline]}", ["grid.exclude.pawsx_typo", "registered"]),

@@ -25,18 +25,20 @@ class Cell:
 
 
 def expand_grid(cfg: RunConfig) -> list[Cell]:
-    """Every (model, task, method, seed) cell but those ``grid.exclude`` leaves out, with a stable id used for
-    folders and resume, and the id of the checkpoint it evaluates."""
+    """Every (model, task, method, seed) cell but those ``grid.exclude`` leaves out, a task at its
+    ``grid.task_seeds`` when it has them, with a stable id used for folders and resume, and the id of the checkpoint
+    it evaluates."""
 
     cells = []
-    for model, task, method, seed in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid_methods(), cfg.grid.seed):
+    for model, task, method in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid_methods()):
         if cfg.split_entry(method)[0] in cfg.grid.exclude.get(task, ()):
             continue
-        kind, hp = cfg.method_spec(method)
-        # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
-        checkpoint = cell_id(model, get_task(task).training_task, method, seed)
-        cells.append(Cell(cell_id=cell_id(model, task, method, seed), model=model, task=task, method=method,
-                          method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
+        for seed in cfg.grid.task_seeds.get(task, cfg.grid.seed):
+            kind, hp = cfg.method_spec(method)
+            # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
+            checkpoint = cell_id(model, get_task(task).training_task, method, seed)
+            cells.append(Cell(cell_id=cell_id(model, task, method, seed), model=model, task=task, method=method,
+                              method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
     return cells
 
 

@@ -50,6 +50,8 @@ class GridConfig(_Strict):
     # cells left out of the cross product, per task: {pawsx: [pgd_r10]} (e.g. a search arm already ruled out on
     # another task); names are checked against the registries, not the grid, so `--set grid.task=[...]` subsets work
     exclude: dict[str, list[str]] = {}
+    # a task trained at other seeds than grid.seed: {panx: [1]} (a task the budget runs at fewer seeds)
+    task_seeds: dict[str, list[int]] = {}
 
 
 class ProtocolConfig(_Strict):

@@ -90,6 +90,13 @@ def check_registries(cfg: RunConfig, source: str) -> None:
                 raise ConfigError(f"{source}: grid.exclude.{task}: '{m}' is neither an entry of methods "
                                   f"({', '.join(cfg.methods) or 'none'}) nor a registered method")
 
+    for task, seeds in cfg.grid.task_seeds.items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: grid.task_seeds.{task}: not a registered task; registered: {', '.join(TASKS)}")
+        if not seeds:
+            raise ConfigError(f"{source}: grid.task_seeds.{task} = []: expected a non-empty list of training seeds "
+                              "(leave the task out of grid.task to train it at none)")
+
     for d in cfg.alignment.datasets:
         if d not in PARALLEL:
             raise ConfigError(f"{source}: alignment.datasets '{d}' is not registered; registered: {', '.join(PARALLEL)}")
