@@ -33,8 +33,8 @@ def expand_grid(cfg: RunConfig) -> list[Cell]:
     for model, task, method in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid_methods()):
         if cfg.split_entry(method)[0] in cfg.grid.exclude.get(task, ()):
             continue
+        kind, hp = cfg.method_spec(method)
         for seed in cfg.grid.task_seeds.get(task, cfg.grid.seed):
-            kind, hp = cfg.method_spec(method)
             # Tasks that train on another task's data (XQuAD, MLQA on TyDiQA) share its checkpoint.
             checkpoint = cell_id(model, get_task(task).training_task, method, seed)
             cells.append(Cell(cell_id=cell_id(model, task, method, seed), model=model, task=task, method=method,

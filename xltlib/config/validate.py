@@ -68,6 +68,13 @@ def check_hyperparameters(kind: str, hparams: dict, entry: str, source: str) -> 
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def check_task_keys(tasks, key: str, source: str) -> None:
+    """Every task a per-task mapping of the params names (``key``: its place, e.g. ``grid.exclude``) is registered."""
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"{source}: {key}.{task}: not a registered task; registered: {', '.join(TASKS)}")
+
+
 def check_registries(cfg: RunConfig, source: str) -> None:
     """Names in the grid must exist in their registries; method hyperparameters must validate."""
     data = cfg.resolved_data_dir()
@@ -82,17 +89,15 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             raise ConfigError(f"{source}: grid.task '{t}' ({TASKS[t].kind}) cannot be fine-tuned and scored here; "
                               f"tasks that can: {', '.join(trainable)}")
 
+    check_task_keys(cfg.grid.exclude, "grid.exclude", source)
     for task, methods in cfg.grid.exclude.items():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: grid.exclude.{task}: not a registered task; registered: {', '.join(TASKS)}")
         for m in methods:
             if m not in cfg.methods and m not in robust.OBJECTIVES:
                 raise ConfigError(f"{source}: grid.exclude.{task}: '{m}' is neither an entry of methods "
                                   f"({', '.join(cfg.methods) or 'none'}) nor a registered method")
 
+    check_task_keys(cfg.grid.task_seeds, "grid.task_seeds", source)
     for task, seeds in cfg.grid.task_seeds.items():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: grid.task_seeds.{task}: not a registered task; registered: {', '.join(TASKS)}")
         if not seeds:
             raise ConfigError(f"{source}: grid.task_seeds.{task} = []: expected a non-empty list of training seeds "
                               "(leave the task out of grid.task to train it at none)")
@@ -135,9 +140,8 @@ def check_registries(cfg: RunConfig, source: str) -> None:
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
+    check_task_keys(cfg.protocol.train_sets, "protocol.train_sets", source)
     for task, names in cfg.protocol.train_sets.items():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: protocol.train_sets.{task}: not a registered task; registered: {', '.join(TASKS)}")
         for name in names:
             if name not in TRAIN_SETS:
                 raise ConfigError(f"{source}: protocol.train_sets.{task}: unknown training set '{name}'; "
@@ -146,9 +150,8 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             check_train_sets(task, names)
         except ValueError as exc:
             raise ConfigError(f"{source}: protocol.train_sets.{task}: {exc}") from None
-    for task in cfg.protocol.max_train if isinstance(cfg.protocol.max_train, dict) else ():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: protocol.max_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
+    check_task_keys(cfg.protocol.max_train if isinstance(cfg.protocol.max_train, dict) else (), "protocol.max_train",
+                    source)
     caps: dict[str, tuple[str, int | None]] = {}  # training task -> (first grid task, its cap)
     for task in cfg.grid.task:
         if task not in TASKS:
@@ -158,9 +161,8 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             raise ConfigError(f"{source}: protocol.max_train: {caps[train_task][0]} ({caps[train_task][1]}) and {task} "
                               f"({cap}) train one {train_task} checkpoint and need the same cap")
         caps.setdefault(train_task, (task, cap))
+    check_task_keys(cfg.task_train, "task_train", source)
     for task, over in cfg.task_train.items():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: task_train.{task}: not a registered task; registered: {', '.join(TASKS)}")
         if not isinstance(over, dict):
             raise ConfigError(f"{source}: task_train.{task} must be a mapping of train settings, got {over!r}")
         try:
@@ -169,9 +171,8 @@ def check_registries(cfg: RunConfig, source: str) -> None:
             raise ConfigError(_format_validation(exc, f"{source}: task_train.{task}", TrainConfig)) from None
     check_search_and_recipes(cfg, source)
     check_robustness(cfg, source)
+    check_task_keys(cfg.languages, "languages", source)
     for task, langs in cfg.languages.items():
-        if task not in TASKS:
-            raise ConfigError(f"{source}: languages.{task}: not a registered task; registered: {', '.join(TASKS)}")
         for lang in langs:
             if lang not in TASKS[task].languages:
                 raise ConfigError(f"{source}: languages.{task} has '{lang}', which task '{task}' lacks; "
@@ -183,10 +184,7 @@ def check_robustness(cfg: RunConfig, source: str) -> None:
     task of the grid (the attacks of xltlib.evaluation.robustness); the synonym table can be found."""
     ev = cfg.evaluate
     for key in ("robustness_pgd_eps", "robustness_noise_sigma"):
-        for task in getattr(ev, key) if isinstance(getattr(ev, key), dict) else ():
-            if task not in TASKS:
-                raise ConfigError(f"{source}: evaluate.{key}.{task}: not a registered task; "
-                                  f"registered: {', '.join(TASKS)}")
+        check_task_keys(getattr(ev, key) if isinstance(getattr(ev, key), dict) else (), f"evaluate.{key}", source)
     if not ev.robustness:
         return
     for task in cfg.grid.task:
