@@ -53,11 +53,13 @@ notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
 
 # %% [markdown]
 # ## Step 1: do the models learn their tasks? The model-quality gate
-# `apply_gate`: English score per task and checkpoint with its Wilson CI (F1, QA and mAP: their bootstrap CI), beside
-# the majority-label rate, decided on the English *selection* rows (`protocol.selection`: the selected epoch's score
-# in the train log; `split` names the rows; a run without them falls back to test and says so). A checkpoint whose
-# lower bound does not clear the majority rate has no transfer to explain: its rows are left out of every later
-# step. The note names a run whose training loss never left the majority plateau.
+# `apply_gate`: English score per task and checkpoint with its CI beside the bar it must clear (`bar`, `bar_kind`),
+# decided on the English *selection* rows (`protocol.selection`; `split` names the rows; a run without them falls
+# back to test and says so): accuracy with its Wilson CI against the majority-label rate (XNLI, PAWS-X); PAN-X's
+# span F1 with a bootstrap CI over sentences against the memorized-entity F1, a lookup of the training entities
+# (`xltlib.evaluation.memorized`); UD-POS, QA and mAP show their bootstrap CI, not gated. A checkpoint whose lower
+# bound does not clear its bar has no transfer to explain: its rows are left out of every later step. The note
+# names a run whose training loss never left the majority plateau.
 
 # %%
 gate = apply_gate(transfer, run.majority_rates(), train=run.load_results("train"), selection=selection_rows(run),

@@ -294,6 +294,9 @@ def test_suite_runs_every_task_kind_end_to_end(suite_run):
     assert score["value"].between(0, 1).all()
     assert df.loc[df["task"].isin(["xquad", "mlqa"]), "checkpoint"].str.contains("__tydiqa__").all()
     assert df.loc[df["task"] == "lareqa", "checkpoint"].str.contains("__lareqa__").all()
+    # PAN-X is gated on its selection sentences: the train stage wrote the kept weights' chunk counts
+    assert sorted(p.stem for p in (suite_run / "results" / "selection").glob("*.parquet")) == [
+        f"tiny-random__panx__{m}__s1" for m in ("baseline", "rs_da")]
     html = (suite_run / "report" / "index.html").read_text()
     assert "XTREME-R style suite" in html and "XTREME-R avg" in html and "TyDiQA-GoldP English train" in html
 

@@ -5,9 +5,12 @@ rate, decided on the English *selection* rows (``protocol.selection``: PAWS-X En
 blocks; rows neither trained on nor scored): the selected epoch's ``select_score`` from the train log, its n the
 number of selection rows, the majority rate that of their labels. Only a run without selection rows falls back to
 the English *test* rows (the translations of the items scored in every language), and the table and the notes say
-so. Other task kinds (F1, QA, mAP) are not gated: their test score's bootstrap CI is shown.
+so. An entity-tagging task (PAN-X) has no majority rate: its kept weights' span F1 on the selection sentences, with
+a bootstrap CI over sentences, must clear the memorized-entity F1 on the same sentences
+(:mod:`xltlib.evaluation.memorized`, the CoNLL-2003 baseline). Other task kinds (UD-POS, QA, mAP) are not gated:
+their test score's bootstrap CI is shown. The bar a row was held to is in ``bar`` and named in ``bar_kind``.
 
-A checkpoint whose CI does not clear the majority rate has no transfer to explain, so its rows are left out of every
+A checkpoint whose CI does not clear its bar has no transfer to explain, so its rows are left out of every
 later step (:func:`apply_gate`). The note names a run whose training loss never left the majority plateau
 (:mod:`xltlib.training.plateau`, recorded in the train log).
 """
@@ -22,11 +25,17 @@ from scipy import stats
 
 from xltlib.analysis.score import SOURCE, score_rows
 from xltlib.data import tasks as T
-from xltlib.data.split import SELECTION, select_records
+from xltlib.data.split import SELECTION, select_records, train_records
+from xltlib.evaluation.memorized import is_entity_tagging, memorized_entity_counts
+from xltlib.evaluation.metrics import f1_from_counts
+from xltlib.evaluation.predict import bootstrap_ci
 from xltlib.training.plateau import FLAGGED, PRIOR_KINDS, plateau_note
 
 GATE_COLS = ["task", "checkpoint", "method", "seed", "split", "english", "ci_lo", "ci_hi", "ci_level", "n", "majority",
-             "passes", "plateau", "note"]
+             "bar", "bar_kind", "passes", "plateau", "note"]
+MAJORITY = "majority rate"
+MEMORIZED = "memorized-entity F1"
+N_BOOT_SPANS = 2000  # the bootstrap of a tagger's selection F1: its tail at 1 - 0.05 / 5 epochs holds 10 replicates
 TEST_FALLBACK = ("DECIDED ON ENGLISH TEST ROWS: the run has no selection rows (protocol.selection: false), and "
                  "test rows are the translations of the items scored in every language")
 
@@ -37,8 +46,23 @@ class SelectionRows:
 
     task: str
     n: int  # rows scored after every epoch (xltlib.training.loop.selection_score)
-    majority: float  # share of the most frequent label among them
+    majority: float  # share of the most frequent label among them (NaN for an entity-tagging task)
     source: str  # where they come from, in words
+    memorized: float = math.nan  # entity tagging: the memorized-entity F1 on these rows (its bar)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)  # entity tagging: checkpoint -> per-sentence counts
+
+    @property
+    def spans(self) -> bool:
+        """Decided on span F1 against the memorized-entity bar, not on accuracy against the majority rate."""
+        return bool(np.isfinite(self.memorized))
+
+    @property
+    def bar(self) -> float:
+        return self.memorized if self.spans else self.majority
+
+    @property
+    def bar_kind(self) -> str:
+        return MEMORIZED if self.spans else MAJORITY
 
     @property
     def label(self) -> str:
@@ -47,15 +71,19 @@ class SelectionRows:
 
 
 def selection_rows(run) -> dict[str, SelectionRows] | None:
-    """Per classification task of ``run`` (``cfg``, ``split(task)``, ``data_dir``, ``path``: a run folder), its
-    English selection rows; None when the run has none (``protocol.selection: false``: the gate falls back to test).
+    """Per classification and entity-tagging task of ``run`` (``cfg``, ``split(task)``, ``data_dir``, ``path``,
+    ``selection_counts()``: a run folder), its English selection rows; None when the run has none
+    (``protocol.selection: false``: the gate falls back to test). An entity-tagging task's rows carry the
+    memorized-entity F1 on them (learned from the run's own training rows) and each checkpoint's chunk counts.
 
     A task without selection rows in a run that asked for them is an error naming the task: the gate needs them."""
     if not run.cfg.protocol.selection:
         return None
     out = {}
+    counts = None
     for task in run.cfg.grid.task:
-        if T.get_task(task).kind not in PRIOR_KINDS:
+        spec = T.get_task(task)
+        if spec.kind not in PRIOR_KINDS and not is_entity_tagging(spec):
             continue
         split = run.split(task)
         recs = select_records(split, run.data_dir) if split.select_rows else []
@@ -63,10 +91,15 @@ def selection_rows(run) -> dict[str, SelectionRows] | None:
             raise ValueError(f"task {task}: no English selection rows (select_rows in "
                              f"{run.path('data', f'{task}.json')}) although protocol.selection is on; selection is "
                              "required for the model-quality gate: re-run the data and train stages")
-        counts = np.bincount([int(r["label"]) for r in recs])
         where = ("English dev" if split.protocol == "zero_shot" and SELECTION.get(task) == "dev" else
                  "held-out groups of the English training rows: " + ", ".join(split.select_rows))
-        out[task] = SelectionRows(task, len(recs), float(counts.max() / len(recs)), f"{task} {where}")
+        if is_entity_tagging(spec):
+            counts = run.selection_counts() if counts is None else counts
+            bar = float(f1_from_counts(memorized_entity_counts(train_records(split, run.data_dir), recs)))
+            out[task] = SelectionRows(task, len(recs), math.nan, f"{task} {where}", memorized=bar, counts=counts)
+            continue
+        labels = np.bincount([int(r["label"]) for r in recs])
+        out[task] = SelectionRows(task, len(recs), float(labels.max() / len(recs)), f"{task} {where}")
     return out
 
 
@@ -116,9 +149,12 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, t
     With selection rows the score is the selected epoch's ``select_score`` and its Wilson CI is taken at
     ``1 - (1 - level) / E`` over the E epochs selection chose among (the best of E scores on the same rows is an
     optimistic estimate; Bonferroni bounds the chance that a model at the majority rate passes by luck).
-    ``passes`` is False when the CI's lower bound does not exceed the majority rate or there is no English score;
-    tasks without a majority rate (tagging, QA, retrieval) are not gated and say so. A gated task of a run with
-    selection rows whose rows or scores are missing is an error naming the task."""
+    ``passes`` is False when the CI's lower bound does not exceed the majority rate or there is no English score.
+    An entity-tagging task with selection rows is decided on its kept weights' span F1 over the selection
+    sentences, with a percentile bootstrap CI over sentences at the same level, against the memorized-entity F1
+    (``bar``, ``bar_kind``). Tasks without a bar (UD-POS, QA, retrieval; tagging without selection rows) are not
+    gated and say so. A gated task of a run with selection rows whose rows or scores are missing is an error naming
+    the task."""
     majority, scored = majority or {}, scored or {}
     logs = train_verdicts(train)
     rows = []
@@ -127,9 +163,12 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, t
         row = dict(task=task, checkpoint=ck, method=g["method"].iloc[0] if "method" in g else "",
                    seed=g["seed"].iloc[0] if "seed" in g else -1, split=scored.get(task, "test"), english=math.nan,
                    ci_lo=math.nan, ci_hi=math.nan, ci_level=level, n=0, majority=majority.get(task, math.nan),
+                   bar=majority.get(task, math.nan), bar_kind=MAJORITY if task in majority else "",
                    passes=True, plateau=log["plateau"] if log is not None else "", note="")
         gated = task in majority and np.isfinite(majority[task])
-        if gated and selection is not None:
+        if selection is not None and task in selection and selection[task].spans:
+            row = span_verdict(row, selection[task], log, level)
+        elif gated and selection is not None:
             row = selection_verdict(row, selection.get(task), log, level)
         else:
             row = _scored_row(row, g[g["language"] == SOURCE], gated, level)
@@ -157,7 +196,29 @@ def selection_verdict(row: dict, sel: SelectionRows | None, log: pd.Series | Non
     note = "" if passes else "English selection score does not clear the selection rows' majority rate: excluded " \
                              "from RQ1/RQ2"
     return dict(row, split=sel.label, english=score, ci_lo=lo, ci_hi=hi, ci_level=lvl, n=sel.n, majority=sel.majority,
-                passes=passes, note=note)
+                bar=sel.majority, bar_kind=MAJORITY, passes=passes, note=note)
+
+
+def span_verdict(row: dict, sel: SelectionRows, log: pd.Series | None, level: float) -> dict:
+    """``row`` of an entity-tagging task decided on its selection sentences: the kept weights' span F1 (from the
+    chunk counts the train stage wrote), a percentile bootstrap CI over sentences at the Bonferroni level of
+    :func:`selection_verdict`, against the memorized-entity F1 on the same sentences."""
+    task, ck = row["task"], row["checkpoint"]
+    counts = sel.counts.get(ck)
+    if counts is None or len(counts) != sel.n:
+        found = "none" if counts is None else f"{len(counts)} sentences, not {sel.n}"
+        raise ValueError(f"task {task}: checkpoint {ck} has no chunk counts on its {sel.n} English selection sentences "
+                         f"(results/selection/{ck}.parquet: {found}); the model-quality gate of an entity-tagging task "
+                         "needs them: re-run its train stage")
+    epochs = int(log["epochs_scored"]) if log is not None and log["epochs_scored"] else 1
+    lvl = 1 - (1 - level) / epochs
+    score = float(f1_from_counts(counts))
+    lo, hi = bootstrap_ci(counts, n_boot=N_BOOT_SPANS, level=lvl, stat=f1_from_counts)
+    passes = bool(lo > sel.memorized)
+    note = "" if passes else ("English selection F1 does not clear the memorized-entity F1 (a lookup of the training "
+                              "entities): excluded from RQ1/RQ2")
+    return dict(row, split=sel.label, english=score, ci_lo=lo, ci_hi=hi, ci_level=lvl, n=sel.n, majority=math.nan,
+                bar=sel.memorized, bar_kind=MEMORIZED, passes=passes, note=note)
 
 
 def _scored_row(row: dict, en: pd.DataFrame, gated: bool, level: float) -> dict:
@@ -167,7 +228,7 @@ def _scored_row(row: dict, en: pd.DataFrame, gated: bool, level: float) -> dict:
         return dict(row, passes=False, note="no English score")
     n = int(en["n"].sum()) if "n" in en else 0
     val = float(np.average(en["value"], weights=en["n"])) if n else float(en["value"].mean())
-    if not gated:  # F1, QA, mAP are not proportions: the row's own bootstrap CI over examples
+    if not gated:  # F1, QA, mAP are not proportions: the row's own bootstrap CI over examples; no bar
         one = len(en) == 1 and {"ci_low", "ci_high"} <= set(en)
         lo, hi = (float(en["ci_low"].iloc[0]), float(en["ci_high"].iloc[0])) if one else (math.nan, math.nan)
         return dict(row, english=val, ci_lo=lo, ci_hi=hi, n=n, ci_level=row["ci_level"] if one else math.nan,
@@ -238,7 +299,7 @@ def apply_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, tra
 
 
 def _gated(table: pd.DataFrame) -> pd.Series:
-    return pd.to_numeric(table["majority"], errors="coerce").notna()
+    return pd.to_numeric(table["bar"], errors="coerce").notna()
 
 
 def collapse_text(table: pd.DataFrame) -> str:
@@ -271,5 +332,6 @@ def decided_on(t: pd.DataFrame) -> str:
     levels = sorted(set(t["ci_level"].round(4)))
     level = " or ".join(f"{100 * v:.1f}%" for v in levels)
     if split.startswith("selection"):
-        return f"{split}, Wilson CI at {level} (95% over the epochs checkpoint selection chose among, Bonferroni)"
+        ci = "bootstrap CI over sentences" if (t["bar_kind"] == MEMORIZED).all() else "Wilson CI"
+        return f"{split}, {ci} at {level} (95% over the epochs checkpoint selection chose among, Bonferroni)"
     return f"{int(t['n'].max())} English {split} rows, Wilson {level} CI"

@@ -185,15 +185,15 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
         L.append("No English scores: the gate could not be applied.")
     else:
         for task, t in g.groupby("task"):
-            maj = t["majority"].iloc[0]
-            if not np.isfinite(maj):
+            bar = t["bar"].iloc[0]
+            if not np.isfinite(bar):
                 L.append(f"- {task}: English {100 * t['english'].mean():.1f}% (mean over {len(t)} checkpoints); no "
-                         "majority rate for this task kind, not gated.")
+                         "majority rate or memorized-entity bar for this task kind, not gated.")
                 continue
             n_fail = int((~t["passes"].astype(bool)).sum())
             L.append(f"- {task}: English scores from {100 * t['english'].min():.1f}% to {100 * t['english'].max():.1f}% "
                      f"across {len(t)} checkpoints (decided on {decided_on(t)}; a checkpoint passes "
-                     f"when the lower end of its CI is above the majority rate {100 * maj:.1f}%): "
+                     f"when the lower end of its CI is above the {t['bar_kind'].iloc[0]} {100 * bar:.1f}%): "
                      + ("every checkpoint clears it." if n_fail == 0 else
                         f"**{n_fail} of {len(t)} checkpoint(s) do not clear it and are left out of RQ1 and RQ2** "
                         "(no transfer to explain)."))

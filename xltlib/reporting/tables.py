@@ -283,7 +283,9 @@ def result_tables(res: AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
     """(file name, table, title) of every statistics table, in the order a reader needs them."""
     return [
         ("quality_gate", res.gate.table,
-         "Model-quality gate: English score (Wilson 95% CI; F1/QA/mAP: bootstrap CI) vs the majority rate"),
+         "Model-quality gate: English score with its CI vs the bar in `bar` (`bar_kind`): accuracy (Wilson CI) vs the "
+         "majority rate; PAN-X span F1 (bootstrap CI over sentences) vs the memorized-entity F1; UD-POS/QA/mAP: "
+         "bootstrap CI, not gated"),
         ("method_vs_baseline", res.comparison.scores,
          "Method vs baseline: mean over target languages of the method's score minus the baseline's (each over its "
          "checkpoints), shown for the checkpoints passing the gate and for every trained checkpoint (`checkpoints`). "

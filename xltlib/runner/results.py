@@ -19,6 +19,8 @@ from xltlib.training.drift import DRIFT_METRIC, checkpoint_drift
 
 ALIGNMENT_OUTCOMES = "alignment_outcomes"  # results/<this>/: per-pair outcomes of each checkpoint's alignment
 PARALLEL_ITEMS = "parallel_items.parquet"  # data/<this>: the item each parallel pair is
+SELECTION_COUNTS = "selection"  # results/<this>/: per selection sentence, an entity tagger's chunk counts
+CHUNK_COUNTS = ["correct", "predicted", "gold"]
 
 
 def load_results(run, kind: str) -> pd.DataFrame:
@@ -84,6 +86,17 @@ def alignment_outcomes(run, metric: str, layer: int) -> pd.DataFrame:
                     for d, lang, pool in zip(out["dataset"], out["language"], out["in_pool"])]
     out["correct"] = [np.asarray(c, bool) for c in out["correct"]]
     return out.drop(columns=["in_pool"])
+
+
+def selection_counts(run) -> dict[str, np.ndarray]:
+    """Checkpoint -> its kept weights' (correct, predicted, gold) chunk counts per English selection sentence, in
+    row order, for the live checkpoints of entity-tagging tasks (the train stage writes them beside the checkpoint;
+    the model-quality gate bootstraps their F1)."""
+    df = read_rows(run.path("results", SELECTION_COUNTS))
+    if not len(df):
+        return {}
+    df = df[df["key"].isin(live_keys(run, "train"))]
+    return {ck: g.sort_values("item")[CHUNK_COUNTS].to_numpy(np.int64) for ck, g in df.groupby("checkpoint")}
 
 
 def majority_rates(run) -> dict[str, float]:

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xltlib.config.grid import Cell, expand_grid
@@ -116,6 +117,10 @@ class Run:
     def train_path(self, checkpoint: str) -> Path:
         return self.path("results", "train", f"{checkpoint}.parquet")
 
+    def selection_counts_path(self, checkpoint: str) -> Path:
+        """An entity tagger's chunk counts per English selection sentence (the gate's F1 and its bootstrap)."""
+        return self.path("results", results.SELECTION_COUNTS, f"{checkpoint}.parquet")
+
     def transfer_path(self, cell_id: str) -> Path:
         return self.path("results", "transfer", f"{cell_id}.parquet")
 
@@ -157,6 +162,9 @@ class Run:
 
     def majority_rates(self) -> dict[str, float]:
         return results.majority_rates(self)
+
+    def selection_counts(self) -> dict[str, np.ndarray]:
+        return results.selection_counts(self)
 
 
 def init_run(cfg: RunConfig, run_dir: Path, params_file: str = "") -> Run:

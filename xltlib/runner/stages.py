@@ -19,12 +19,14 @@ from xltlib.data import tasks as T
 from xltlib.data.parallel import PARALLEL, load_parallel
 from xltlib.data.split import content_hash, eval_records, make_split, select_records, train_records
 from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, item_ids
+from xltlib.evaluation.memorized import is_entity_tagging
+from xltlib.evaluation.metrics import tag_f1
 from xltlib.evaluation.predictions import write_predictions
 from xltlib.evaluation.robustness import robustness_settings, score_robustness
 from xltlib.evaluation.task_types import get_kind, load_checkpoint
 from xltlib.models.load import load_encoder, load_tokenizer
 from xltlib.runner import keys
-from xltlib.runner.results import ALIGNMENT_OUTCOMES, PARALLEL_ITEMS
+from xltlib.runner.results import ALIGNMENT_OUTCOMES, CHUNK_COUNTS, PARALLEL_ITEMS
 from xltlib.runner.run_dir import Run  # noqa: F401 - notebooks import Run from here with the stage functions
 from xltlib.training.checkpoints import save_checkpoint
 from xltlib.training.drift import DRIFT_METRIC, trained_state, weight_drift
@@ -75,6 +77,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     task = T.get_task(T.get_task(cell.task).training_task)
     split = run.split(cell.task)
     records = train_records(split, run.data_dir)
+    selection = select_records(split, run.data_dir)
     t = run.cfg.train_for(task.name, cell.method)
     kind = T.get_task(cell.task).kind
     ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
@@ -84,7 +87,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
         model, tokenizer, log = train_model(
             cell.model, records, task_type=get_kind(kind), task=task, num_labels=get_kind(kind).num_labels(task),
             objective=build_objective_for(run, cell), seed=cell.seed, cfg=t, device=run.device,
-            select_records=select_records(split, run.data_dir) or None, resume_path=resume, resume_key=key,
+            select_records=selection or None, resume_path=resume, resume_key=key,
             prefix_path=run.clean_prefix_path(prefix_key), prefix_key=prefix_key)
         # this process's part of the loop's clock (a resumed cell's log goes on from the earlier processes' time)
         earlier = max((r["elapsed_s"] for r in log if r["resumed"] < log[-1]["resumed"]), default=0.0) if log else 0.0
@@ -111,6 +114,9 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     rows.append(dict(checkpoint=ck, model=cell.model, task=task.name, method=cell.method, seed=cell.seed,
                      language="en", language2="", layer=-1, metric=DRIFT_METRIC, value=drift.value, n=drift.n_params,
                      key=key))
+    if selection and is_entity_tagging(task):  # span F1 has no Wilson CI: the gate bootstraps these counts
+        with timed("train: selection chunk counts (entity tagging)"):
+            write_selection_counts(run, ck, key, get_kind(kind), model, tokenizer, task, selection, t)
     with timed("train: saving rows and checkpoint"):
         write_rows(rows, run.train_path(ck), run.prov())
         save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
@@ -118,6 +124,17 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     if all(keys.cell_done(run, c) for c in run.training_cells() if keys.clean_prefix_key(run, c) == prefix_key):
         clear_epoch_state(run.clean_prefix_path(prefix_key))  # the group's last cell: no method needs it now
     return log_df
+
+
+def write_selection_counts(run: Run, ck: str, key: str, kind, model, tokenizer, task, records: list[dict],
+                           t) -> None:
+    """The kept weights' (correct, predicted, gold) chunk counts per English selection sentence, in row order
+    (``results/selection/``; the model-quality gate bootstraps their F1 against the memorized-entity bar)."""
+    table = kind.predict(model, tokenizer, task, {"en": records}, batch_size=2 * t.batch_size,
+                         max_length=t.max_length, bf16=run.bf16)[("en", "")]
+    counts = tag_f1([list(g) for g in table["gold"]], [list(p) for p in table["prediction"]])["per_sentence"]
+    frame = pd.DataFrame(counts, columns=CHUNK_COUNTS).assign(checkpoint=ck, key=key, item=np.arange(len(counts)))
+    write_parquet_atomic(frame, run.selection_counts_path(ck))
 
 
 # ----------------------------------------------------------------------- transfer
