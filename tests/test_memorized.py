@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from xltlib.analysis.gate import MEMORIZED, SelectionRows, apply_gate, collapse_text, quality_gate, selection_rows
+from xltlib.analysis.recipes import recipe_table
 from xltlib.config.validate import load_config
 from xltlib.data import tasks as T
 from xltlib.data.split import select_records, train_records
@@ -103,6 +104,18 @@ def test_the_span_gate_holds_the_selection_f1_ci_to_the_memorized_bar():
     short = {"panx": SelectionRows("panx", 301, np.nan, "x", memorized=0.13, counts=counts)}
     with pytest.raises(ValueError, match="300 sentences, not 301"):
         quality_gate(_rows(["pgd-1"]), {}, train=_log(["pgd-1"]), selection=short)
+
+
+def test_a_recipe_search_on_an_entity_task_judges_each_cell_by_the_same_span_rule():
+    rng = np.random.default_rng(2)
+    counts = {"pgd@lr=1e-4-1": _tagger_counts(rng, 300, 0.7), "pgd@lr=2e-5-1": _tagger_counts(rng, 300, 0.1)}
+    log = _log(counts).assign(method=lambda d: d["checkpoint"].str.rsplit("-", n=1).str[0], seed=1, n=10,
+                              elapsed_s=60.0)
+    sel = {"panx": SelectionRows("panx", 300, np.nan, "x", memorized=0.13, counts=counts)}
+    table = recipe_table(log, sel, lambda entry: (entry.split("@")[0], {"lr": float(entry.split("=")[1])}))
+    t = table.set_index("checkpoint")
+    assert t.loc["pgd@lr=1e-4-1", "learned"] and not t.loc["pgd@lr=2e-5-1", "learned"]
+    assert t.loc["pgd@lr=1e-4-1", "select_score"] == pytest.approx(f1_from_counts(counts["pgd@lr=1e-4-1"]))
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def cmd_recipes(args) -> int:
     source = f" ({in_run} from this run, the rest from {args.ledger})" if args.ledger else ""
     print(f"Recipe search {run.dir.name}: {len(planned & finished)} of {len(planned)} training cells finished{source}; "
           "verdicts on English selection rows (score of the selected epoch, Wilson CI vs the selection rows' majority "
-          "rate)\n")
+          "rate; entity tagging: span F1, bootstrap CI vs the memorized-entity F1)\n")
     for ck in sorted(planned - finished):  # cut off mid-way: the same `xlt run` goes on from its saved state
         info = epoch_state_info(run.resume_path(ck))
         if info is not None:

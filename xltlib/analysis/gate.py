@@ -166,9 +166,8 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, t
                    bar=majority.get(task, math.nan), bar_kind=MAJORITY if task in majority else "",
                    passes=True, plateau=log["plateau"] if log is not None else "", note="")
         gated = task in majority and np.isfinite(majority[task])
-        if selection is not None and task in selection and selection[task].spans:
-            row = span_verdict(row, selection[task], log, level)
-        elif gated and selection is not None:
+        spans = selection is not None and task in selection and selection[task].spans
+        if selection is not None and (gated or spans):
             row = selection_verdict(row, selection.get(task), log, level)
         else:
             row = _scored_row(row, g[g["language"] == SOURCE], gated, level)
@@ -180,11 +179,14 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, t
 
 
 def selection_verdict(row: dict, sel: SelectionRows | None, log: pd.Series | None, level: float) -> dict:
-    """``row`` decided on its task's English selection rows and the selection scores in its train log."""
+    """``row`` decided on its task's English selection rows and the selection scores in its train log (an
+    entity-tagging task's: :func:`span_verdict`)."""
     task, ck = row["task"], row["checkpoint"]
     if sel is None:
         raise ValueError(f"task {task}: the run has no English selection rows for it, though it has them for other "
                          "tasks; selection is required for the model-quality gate")
+    if sel.spans:
+        return span_verdict(row, sel, log, level)
     if log is None or not log["epochs_scored"]:
         raise ValueError(f"task {task}: checkpoint {ck} has no English selection score (select_score) in its train log "
                          f"(results/train/{ck}.parquet); selection is required for the model-quality gate: re-run its "
