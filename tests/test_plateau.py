@@ -129,10 +129,23 @@ def test_mark_plateau_writes_the_verdict_on_every_row_and_says_when_it_does_not_
     v = mark_plateau(log, "pair_classification", records, 2, warmup_steps=WARMUP)
     assert v.status == "plateau" and all(r["plateau"] == "plateau" for r in log)
     assert log[0]["prior_entropy"] == pytest.approx(stats.entropy(label_prior([r["label"] for r in records], 2)))
-    tags = rows(np.linspace(2, 0.1, 50))
-    na = mark_plateau(tags, "token_classification", [dict(tokens=["a"], tags=["O"])], 7)
-    assert na.status == "not applicable" and tags[-1]["plateau"] == "not applicable"
-    assert np.isnan(tags[0]["prior_entropy"])
+    spans = rows(np.linspace(2, 0.1, 50))
+    na = mark_plateau(spans, "span_extraction", [dict(question="q", context="c")], 2)
+    assert na.status == "not applicable" and spans[-1]["plateau"] == "not applicable"
+    assert np.isnan(spans[0]["prior_entropy"])
     assert "not applicable" in plateau_note(na.status, na.tail_loss, na.prior_entropy)
+
+
+def test_a_tagger_is_judged_against_the_prior_of_its_training_tags_over_words():
+    """A tagger that tags every word with the tag prior (PAN-X: mostly O) has a per-word loss of the prior's
+    entropy: one stuck there is flagged, one whose loss falls well below it is not."""
+    records = [dict(tokens=["w"] * 5, tags=["B-PER", "I-PER", "O", "O", "O"]),
+               dict(tokens=["w"] * 5, tags=["O", "O", "B-LOC", "O", "O"])]
+    h = stats.entropy([7 / 10, 1 / 10, 1 / 10, 1 / 10])
+    stuck = rows(h + 0.01 * np.random.default_rng(3).standard_normal(STEPS))
+    v = mark_plateau(stuck, "token_classification", records, 7, warmup_steps=WARMUP)
+    assert v.prior_entropy == pytest.approx(h) and v.status == "plateau" and stuck[0]["plateau"] == "plateau"
+    learned = rows(np.linspace(h, 0.2 * h, STEPS))
+    assert mark_plateau(learned, "token_classification", records, 7, warmup_steps=WARMUP).status == "left"
     with pytest.raises(ValueError, match="no training labels"):
         label_prior([], 2)

@@ -1,4 +1,4 @@
-"""Did a classification run leave the majority plateau? A check on its per-step training loss.
+"""Did a classification or tagging run leave the majority plateau? A check on its per-step training loss.
 
 A classifier that outputs the training labels' prior p whatever its input has an expected cross-entropy of
 H(p), the prior's entropy (any other constant output does worse). A run that "collapsed" onto the majority class
@@ -6,7 +6,9 @@ sits there: quick's RS-DA PAWS-X cell ends at 0.664 nats against H = 0.686 (Engl
 study-lite's failed PAWS-X checkpoints at 0.686. The loss drop below H is what the model's predictions tell about
 the label, so a run whose late loss is still within a small share of H has learned (almost) nothing, whatever the
 noise of single batches. :func:`detect_plateau` names it, so the collapse is read in the train log, on the
-training page and in the model-quality gate's note instead of being discovered in the transfer tables.
+training page and in the model-quality gate's note instead of being discovered in the transfer tables. A tagger's
+loss is the mean over labelled words, so the same holds with p the prior of the training tags over words: one that
+tags every word with the prior (``O`` mostly, on PAN-X) sits at its entropy.
 
 Judged on the steps after warm-up (the learning rate still climbs before that, so a flat start says nothing):
 
@@ -24,7 +26,7 @@ returned       within ``MARGIN`` of H at the end after dipping ``DROP``    yes
 above          ``tail_loss > (1 + MARGIN) H``: worse than a constant       yes
                output (an over-confident collapse, or divergence)
 too short      fewer than ``MIN_STEPS`` steps after warm-up                no
-not applicable no label prior (tagging, QA, retrieval)                     no
+not applicable no label prior (QA, retrieval)                              no
 =============  ==========================================================  =========
 """
 from __future__ import annotations
@@ -38,8 +40,9 @@ import pandas as pd
 from scipy import stats
 
 # Task kinds whose training labels have a prior: one label per example (sentence pairs) or per item (the index of
-# the right choice). Tagging, span extraction and retrieval have none: "not applicable".
+# the right choice). Span extraction and retrieval have none: "not applicable".
 PRIOR_KINDS = ("pair_classification", "multiple_choice")
+TAG_KINDS = ("token_classification",)  # a tag per word: the prior of the training tags over words
 
 # The band around H, as a share of H. The drop H - L is the label information the predictions carry: a calibrated
 # classifier on balanced labels reaches 0.95 H at about 63% accuracy with two classes and 50% with three, so a run
@@ -147,8 +150,14 @@ def mark_plateau(rows: list[dict], kind: str, records: Sequence[dict], num_label
                  warmup_steps: int = 0) -> Plateau:
     """Judge a finished training run and write the verdict (:meth:`Plateau.columns`) on every row of its log.
 
-    ``kind``: the task kind's name; the prior is that of ``records``' labels for :data:`PRIOR_KINDS`."""
-    prior = label_prior([r["label"] for r in records], num_labels) if kind in PRIOR_KINDS and records else None
+    ``kind``: the task kind's name; the prior is that of ``records``' labels for :data:`PRIOR_KINDS`, of their
+    tags over words for :data:`TAG_KINDS`."""
+    prior = None
+    if kind in PRIOR_KINDS and records:
+        prior = label_prior([r["label"] for r in records], num_labels)
+    elif kind in TAG_KINDS and any(r["tags"] for r in records):
+        tags = [t for r in records for t in r["tags"]]
+        prior = label_prior(np.unique(tags, return_inverse=True)[1], len(set(tags)))
     verdict = detect_plateau(rows, prior, warmup_steps=warmup_steps)
     for r in rows:
         r.update(verdict.columns())
