@@ -51,7 +51,7 @@ if diag or extra:
 
 # %% [markdown]
 # Did training leave the majority plateau? (`xltlib.training.plateau`) A classifier that predicts the training labels'
-# prior whatever its input has a loss equal to the prior's entropy; a run whose loss over the last quarter of its steps
+# prior whatever its input (a tagger: the tags' prior for every word) has a loss equal to the prior's entropy; a run whose loss over the last quarter of its steps
 # is still within a small share of it (`MARGIN`) learned (almost) nothing, and the model-quality gate's note says so.
 
 # %%

@@ -147,5 +147,25 @@ def test_a_tagger_is_judged_against_the_prior_of_its_training_tags_over_words():
     assert v.prior_entropy == pytest.approx(h) and v.status == "plateau" and stuck[0]["plateau"] == "plateau"
     learned = rows(np.linspace(h, 0.2 * h, STEPS))
     assert mark_plateau(learned, "token_classification", records, 7, warmup_steps=WARMUP).status == "left"
+    # the words that survived truncation (the loop passes them) decide the prior, not the records' tags
+    ids = np.array([0] * 9 + [1])
+    v = mark_plateau(rows(np.full(STEPS, 0.3)), "token_classification", records, 7, warmup_steps=WARMUP,
+                     word_labels=ids)
+    assert v.prior_entropy == pytest.approx(stats.entropy([0.9, 0.1]))
+
+
+def test_a_taggers_steps_are_weighted_by_their_labelled_words():
+    """Length-bucketed batches differ in tag mix: short entity-dense fragments vs long sentences. A tagger that
+    outputs the overall prior p scores H(p_b, p) on batch b; weighted by the batch's labelled words the mean is
+    H(p), unweighted it is not: the check weights by ``labelled``."""
+    p_dense, p_sparse, n_dense, n_sparse = np.array([0.5, 0.5]), np.array([0.95, 0.05]), 40, 400
+    p = (n_dense * p_dense + n_sparse * p_sparse) / (n_dense + n_sparse)
+    h = stats.entropy(p)
+    cross = [-(q * np.log(p)).sum() for q in (p_dense, p_sparse)]
+    log = [dict(step=i + 1, loss=cross[i % 2], labelled=(n_dense, n_sparse)[i % 2]) for i in range(STEPS)]
+    v = detect_plateau(log, p, warmup_steps=WARMUP)
+    assert v.tail_loss == pytest.approx(h, rel=0.02) and v.status == "plateau"
+    unweighted = detect_plateau([{k: r[k] for k in ("step", "loss")} for r in log], p, warmup_steps=WARMUP)
+    assert unweighted.tail_loss > 1.3 * h and unweighted.status == "above"  # what the check would say unweighted
     with pytest.raises(ValueError, match="no training labels"):
         label_prior([], 2)

@@ -125,13 +125,13 @@ def cmd_cost(args) -> int:
 
 def cmd_recipes(args) -> int:
     run = Run.open(args.dir)
-    selection = selection_rows(run)
+    # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
+    plan = Run(load_config(args.params, list(args.set)), run.dir) if args.params else run
+    selection = selection_rows(plan)  # an entity tagger's chunk counts: those of every cell the plan names
     if selection is None:
         print(f"xlt: error: {run.dir}: protocol.selection is off; a recipe is chosen on English selection rows "
               "(set protocol.selection: true and re-run the data and train stages)", file=sys.stderr)
         return 2
-    # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
-    plan = Run(load_config(args.params, list(args.set)), run.dir) if args.params else run
     # rows live under the run's last config or under the plan: a folder where several subsets were trained one
     # after another (each `xlt run` rewrites config.yaml) keeps every cell the plan names
     rows = run.load_results("train")

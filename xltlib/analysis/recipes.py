@@ -4,7 +4,8 @@ and which setting each (task, method) keeps (``params: search``; ``xlt recipes R
 Every method gets the same search (the settings of ``search`` crossed with the task's epoch budget, the best epoch
 kept by checkpoint selection), and every verdict is decided on English *selection* rows, never on test: a setting
 *learns* at a seed when the selected epoch's score clears the selection rows' majority rate by its Wilson CI (the
-gate's rule, :func:`xltlib.analysis.gate.selection_verdict`, at the level corrected for choosing among epochs).
+gate's rule, :func:`xltlib.analysis.gate.selection_verdict`, at the level corrected for choosing among epochs; an
+entity tagger's span F1 must beat the memorized-entity F1, :func:`xltlib.analysis.gate.span_verdict`).
 The chosen setting of a (task, method) is the best mean selection score among the settings that learned at every
 seed tried; a method with no such setting is a finding, reported as "cannot learn at any setting of the search".
 """
@@ -29,7 +30,8 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
                  split_entry: Callable[[str], tuple[str, dict]], *, level: float = 0.95) -> pd.DataFrame:
     """One row per checkpoint of a search run: its method and setting (``split_entry``: 'pgd@lr=2e-05' ->
     ('pgd', {'lr': 2e-05}), :meth:`RunConfig.split_entry`), the selected epoch's English selection score with its
-    CI against the selection rows' majority rate, whether it learned, the plateau check's verdict, and its cost."""
+    CI against the selection rows' majority rate (an entity tagger's: its span F1 against the memorized-entity F1;
+    ``majority`` is NaN), whether it learned, the plateau check's verdict, and its cost."""
     if train is None or not len(train):
         return pd.DataFrame(columns=RECIPE_COLS)
     log = train[train["metric"] == "train_loss"] if "metric" in train else train

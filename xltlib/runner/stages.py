@@ -133,7 +133,8 @@ def write_selection_counts(run: Run, ck: str, key: str, kind, model, tokenizer, 
     table = kind.predict(model, tokenizer, task, {"en": records}, batch_size=2 * t.batch_size,
                          max_length=t.max_length, bf16=run.bf16)[("en", "")]
     counts = tag_f1([list(g) for g in table["gold"]], [list(p) for p in table["prediction"]])["per_sentence"]
-    frame = pd.DataFrame(counts, columns=CHUNK_COUNTS).assign(checkpoint=ck, key=key, item=np.arange(len(counts)))
+    frame = pd.DataFrame(counts, columns=CHUNK_COUNTS).assign(checkpoint=ck, key=key, item=np.arange(len(counts)),
+                                                              **run.prov())
     write_parquet_atomic(frame, run.selection_counts_path(ck))
 
 

@@ -203,6 +203,9 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
             n_tokens = int(batch["attention_mask"].sum())  # counted on the host: no device sync
+            # a tagger's loss is a mean over the batch's labelled words: the plateau check weights steps by them
+            per_word = "labels" in batch and batch["labels"].dim() == 2
+            words = dict(labelled=int((batch["labels"] != -100).sum())) if per_word else {}
             batch = to_device(batch, device)
             model.zero_grad(set_to_none=True)  # masters keep their fp32 grads between steps (precision.py)
             step_objective.last_stats = {}
@@ -217,7 +220,7 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
             examples += len(idx)
             rows.append(dict(step=step, epoch=epoch, loss=float(loss), lr=optimizer.last_lr(),
                              elapsed_s=time.perf_counter() - t0, tokens=tokens, examples=examples, clean_epoch=clean,
-                             resumed=resumed, **step_objective.last_stats, **text_stats))
+                             resumed=resumed, **words, **step_objective.last_stats, **text_stats))
             bar.update()
         if select_records and rows and rows[-1]["epoch"] == epoch:
             score = selection_score(model, tokenizer, k, task, select_records, cfg, bf16=prec.mode != "fp32")
@@ -234,7 +237,8 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
                 save_epoch_state(prefix_path, replace(done, objective={}), prefix_print)
     bar.close()
     # a collapse onto the majority class, named in the log (plateau columns on every row; xltlib.training.plateau)
-    mark_plateau(rows, k.name, records, num_labels, warmup_steps=int(cfg.warmup_ratio * total_steps))
+    mark_plateau(rows, k.name, records, num_labels, warmup_steps=int(cfg.warmup_ratio * total_steps),
+                 word_labels=word_labels(features))
     if best is not None:
         with torch.no_grad():  # into the masters (or the model's own parameters): restore() returns them
             torch._foreach_copy_(prec.params, best[2])
@@ -245,6 +249,14 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     model = prec.restore()
     model.eval()
     return model, tokenizer, rows
+
+
+def word_labels(features: list[dict]) -> np.ndarray | None:
+    """The labels a tagger is trained on, a tag id per word that survived truncation (None for other kinds)."""
+    if not features or "labels" not in features[0] or np.ndim(features[0]["labels"]) != 1:
+        return None
+    ids = np.concatenate([np.asarray(f["labels"]) for f in features])
+    return ids[ids != -100]
 
 
 def selection_score(model, tokenizer, kind, task, records: list[dict], cfg: TrainConfig, *, bf16: bool) -> float:

@@ -118,7 +118,9 @@ def detect_plateau(rows: Sequence[dict] | pd.DataFrame, prior: Sequence[float] |
     """Judge a run from its per-step log ``rows`` (``loss``, and ``clean_loss`` where the objective logs the loss
     on unperturbed inputs: that one, since a strong adversary can hold the perturbed loss up while the model
     learns) and the training labels' ``prior`` (None: the task kind has none). The first ``warmup_steps`` steps
-    are left out."""
+    are left out. Where the log has ``labelled`` (a tagger: the labelled words of each step's batch, whose mean
+    its loss is), the tail and the smoothed curve are means over words, not steps: a model outputting the prior
+    then sits at H exactly, however the tag mix varies between the length-bucketed batches."""
     if prior is None:
         return Plateau("not applicable")
     log = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
@@ -129,14 +131,17 @@ def detect_plateau(rows: Sequence[dict] | pd.DataFrame, prior: Sequence[float] |
     # A run logging it only in its clean epochs (train.clean_epochs, diagnostics off) is judged on loss
     if "clean_loss" in log and len(log) and pd.notna(log["clean_loss"].iloc[-1]):
         losses, col = log["clean_loss"].fillna(log["loss"]).to_numpy(dtype=float), "clean_loss"
+    weights = (log["labelled"].fillna(1).to_numpy(dtype=float) if "labelled" in log and len(log)
+               else np.ones(len(losses)))
     start = min(max(0, int(warmup_steps)), len(losses))
-    after = losses[start:]
+    after, w = losses[start:], weights[start:]
     tail_n = min(len(after), max(MIN_STEPS, math.ceil(TAIL * len(losses))))
     if len(after) < MIN_STEPS:
         return Plateau("too short", prior_entropy=h, steps=len(after), loss=col)
-    tail = float(after[-tail_n:].mean())
+    tail = float(np.average(after[-tail_n:], weights=w[-tail_n:]))
     window = max(MIN_STEPS, round(WINDOW * len(after)))
-    lowest = float(pd.Series(after).rolling(window).mean().min()) if len(after) >= window else tail
+    smooth = pd.Series(after * w).rolling(window).sum() / pd.Series(w).rolling(window).sum()
+    lowest = float(smooth.min()) if len(after) >= window else tail
     if tail < (1 - MARGIN) * h:
         status = "left"
     elif tail > (1 + MARGIN) * h:
@@ -147,14 +152,17 @@ def detect_plateau(rows: Sequence[dict] | pd.DataFrame, prior: Sequence[float] |
 
 
 def mark_plateau(rows: list[dict], kind: str, records: Sequence[dict], num_labels: int, *,
-                 warmup_steps: int = 0) -> Plateau:
+                 warmup_steps: int = 0, word_labels: Sequence[int] | None = None) -> Plateau:
     """Judge a finished training run and write the verdict (:meth:`Plateau.columns`) on every row of its log.
 
-    ``kind``: the task kind's name; the prior is that of ``records``' labels for :data:`PRIOR_KINDS`, of their
-    tags over words for :data:`TAG_KINDS`."""
+    ``kind``: the task kind's name; the prior is that of ``records``' labels for :data:`PRIOR_KINDS`; for
+    :data:`TAG_KINDS` that of ``word_labels`` (the tag ids trained on: the words that survived truncation), else
+    of the records' tags over words."""
     prior = None
     if kind in PRIOR_KINDS and records:
         prior = label_prior([r["label"] for r in records], num_labels)
+    elif kind in TAG_KINDS and word_labels is not None and len(word_labels):
+        prior = label_prior(word_labels, num_labels)
     elif kind in TAG_KINDS and any(r["tags"] for r in records):
         tags = [t for r in records for t in r["tags"]]
         prior = label_prior(np.unique(tags, return_inverse=True)[1], len(set(tags)))
