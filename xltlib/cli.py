@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xltlib.analysis.gate import selection_rows
+from xltlib.analysis.gate import selection_rows, with_counts
 from xltlib.analysis.recipes import choose_recipes, merge_ledger, recipe_table, recipes_yaml, setting_text
 from xltlib.config.schema import ConfigError
 from xltlib.config.validate import load_config
@@ -127,7 +127,7 @@ def cmd_recipes(args) -> int:
     run = Run.open(args.dir)
     # the whole search's plan: a session that trained a subset (--set search.lr=[...]) is judged against it
     plan = Run(load_config(args.params, list(args.set)), run.dir) if args.params else run
-    selection = selection_rows(plan)  # an entity tagger's chunk counts: those of every cell the plan names
+    selection = selection_rows(run)
     if selection is None:
         print(f"xlt: error: {run.dir}: protocol.selection is off; a recipe is chosen on English selection rows "
               "(set protocol.selection: true and re-run the data and train stages)", file=sys.stderr)
@@ -138,6 +138,8 @@ def cmd_recipes(args) -> int:
     if plan is not run:
         planned_rows = plan.load_results("train")
         rows = pd.concat([planned_rows, rows[~rows["checkpoint"].isin(planned_rows["checkpoint"])]], ignore_index=True)
+        # an entity tagger's chunk counts: those made under the keys of the rows judged, not only the last config's
+        selection = with_counts(selection, run.selection_counts(set(rows["key"])))
     table = recipe_table(rows, selection, run.cfg.split_entry)
     in_run = len(table)
     if args.ledger:

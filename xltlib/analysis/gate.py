@@ -17,7 +17,7 @@ later step (:func:`apply_gate`). The note names a run whose training loss never 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -107,6 +107,14 @@ def selection_rows(run) -> dict[str, SelectionRows] | None:
         labels = np.bincount([int(r["label"]) for r in recs])
         out[task] = SelectionRows(task, len(recs), float(labels.max() / len(recs)), f"{task} {where}")
     return out
+
+
+def with_counts(selection: dict[str, SelectionRows] | None,
+                counts: dict[str, np.ndarray]) -> dict[str, SelectionRows] | None:
+    """``selection`` with the entity-tagging tasks' checkpoint chunk counts replaced by ``counts``."""
+    if selection is None:
+        return None
+    return {task: replace(s, counts=counts) if s.spans else s for task, s in selection.items()}
 
 
 def scored_splits(run) -> dict[str, str]:

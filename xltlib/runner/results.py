@@ -88,14 +88,14 @@ def alignment_outcomes(run, metric: str, layer: int) -> pd.DataFrame:
     return out.drop(columns=["in_pool"])
 
 
-def selection_counts(run) -> dict[str, np.ndarray]:
+def selection_counts(run, keys: set[str] | None = None) -> dict[str, np.ndarray]:
     """Checkpoint -> its kept weights' (correct, predicted, gold) chunk counts per English selection sentence, in
-    row order, for the live checkpoints of entity-tagging tasks (the train stage writes them beside the checkpoint;
-    the model-quality gate bootstraps their F1)."""
+    row order, for the checkpoints of entity-tagging tasks made under ``keys`` (default: the live ones; the train
+    stage writes them beside the checkpoint; the model-quality gate bootstraps their F1)."""
     df = read_rows(run.path("results", SELECTION_COUNTS))
     if not len(df):
         return {}
-    df = df[df["key"].isin(live_keys(run, "train"))]
+    df = df[df["key"].isin(live_keys(run, "train") if keys is None else keys)]
     return {ck: g.sort_values("item")[CHUNK_COUNTS].to_numpy(np.int64) for ck, g in df.groupby("checkpoint")}
 
 

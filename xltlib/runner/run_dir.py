@@ -163,8 +163,8 @@ class Run:
     def majority_rates(self) -> dict[str, float]:
         return results.majority_rates(self)
 
-    def selection_counts(self) -> dict[str, np.ndarray]:
-        return results.selection_counts(self)
+    def selection_counts(self, keys: set[str] | None = None) -> dict[str, np.ndarray]:
+        return results.selection_counts(self, keys)
 
 
 def init_run(cfg: RunConfig, run_dir: Path, params_file: str = "") -> Run:
