@@ -165,6 +165,8 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
     optimizer.schedule(int(cfg.warmup_ratio * total_steps), total_steps)
     rows, step, t0, tokens, examples = [], 0, time.perf_counter(), 0, 0
     best = None  # (selection score, epoch, trained parameters) of the best epoch so far
+    # a tagger's loss is a mean over the batch's labelled words: the plateau check weights its steps by them
+    per_word = word_labels(features) is not None
     bar = progress(total_steps, "training steps", "step")  # a terminal / JupyterLab bar, or xlt run's live view
     # what decides the numbers, the method aside: the shared clean prefix's fingerprint; the cell's adds the method
     settings = dict(cfg=cfg.model_dump(), seed=seed, model=model_name, task=getattr(task, "name", None), kind=k.name,
@@ -203,8 +205,6 @@ def train_model(model_name: str, records: list[dict], *, task_type, task, num_la
                 break
             batch = k.collate([features[i] for i in idx], tokenizer.pad_token_id)
             n_tokens = int(batch["attention_mask"].sum())  # counted on the host: no device sync
-            # a tagger's loss is a mean over the batch's labelled words: the plateau check weights steps by them
-            per_word = "labels" in batch and batch["labels"].dim() == 2
             words = dict(labelled=int((batch["labels"] != -100).sum())) if per_word else {}
             batch = to_device(batch, device)
             model.zero_grad(set_to_none=True)  # masters keep their fp32 grads between steps (precision.py)
