@@ -22,6 +22,7 @@ from xltlib.evaluation.alignment import (
     encode_layers,
     item_ids,
     langid_probe,
+    pool_rows,
     read_parallel,
     retrieval,
     retrieval_outcomes,
@@ -286,6 +287,38 @@ def test_retrieval_outcomes_are_kept_per_pair_in_pool_order():
     kept = np.flatnonzero(sw["in_pool"])
     assert np.array_equal(sw["correct"], retrieval_outcomes(x["sw"][1][kept], y["sw"][1][kept])["acc1_en2xx"])
     assert 0 < sw["correct"].mean() < 1
+
+
+def test_encoding_only_the_pool_gives_the_rows_of_encoding_every_pair():
+    """The stage encodes only the pairs the pool keeps (``available`` + :func:`pool_rows`): every pair metric's
+    value, n, n_available and per-pair outcome is that of passing every pair; only the pool's rows are read."""
+    g = rng(17)
+    y = {"de": g.standard_normal((2, 30, 16)), "sw": g.standard_normal((2, 50, 16)),
+         "am": g.standard_normal((2, 12, 16))}
+    x = {lang: v + 1.0 * g.standard_normal(v.shape) for lang, v in y.items()}
+    available = {lang: v.shape[1] for lang, v in x.items()}
+    keep = pool_rows(available)
+    assert {lang: len(k) for lang, k in keep.items()} == {"de": 12, "sw": 12, "am": 12}
+    assert np.array_equal(keep["am"], np.arange(12))
+    full_out: list[dict] = []
+    full = compute_alignment_pairs(x, y, metrics=["retrieval", "cka", "cosine_gap"], outcomes=full_out)
+    px = {lang: v[:, keep[lang]] for lang, v in x.items()}
+    py = {lang: v[:, keep[lang]] for lang, v in y.items()}
+    pooled_out: list[dict] = []
+    pooled = compute_alignment_pairs(px, py, metrics=["retrieval", "cka", "cosine_gap"], outcomes=pooled_out,
+                                     available=available)
+    assert pooled == full
+    assert len(pooled_out) == len(full_out)
+    for a, b in zip(pooled_out, full_out):
+        assert {k: v for k, v in a.items() if k not in ("in_pool", "correct")} == \
+            {k: v for k, v in b.items() if k not in ("in_pool", "correct")}
+        assert np.array_equal(a["in_pool"], b["in_pool"]) and np.array_equal(a["correct"], b["correct"])
+    assert compute_alignment_pairs(x, y, metrics=["cka"], pool="full", available=available) == \
+        compute_alignment_pairs(x, y, metrics=["cka"], pool="full")  # a full pool is every pair
+    with pytest.raises(ValueError, match="row counts"):
+        compute_alignment_pairs(x, y, metrics=["cka"], available=available)  # every pair passed, not the pool
+    with pytest.raises(ValueError, match="other languages"):
+        compute_alignment_pairs(px, py, metrics=["cka"], available={"de": 30, "sw": 50})
 
 
 def test_item_ids_name_the_english_sentence():

@@ -33,6 +33,7 @@ __all__ = [
     "compute_alignment_pairs",
     "encode_layers",
     "item_ids",
+    "pool_rows",
     "read_parallel",
     "register_metric",
     "retrieval_outcomes",
@@ -45,7 +46,10 @@ _CHUNK = 4096  # rows per similarity block: memory stays O(_CHUNK * n)
 #    retrieval keeps its per-sentence outcomes (``outcomes`` of :func:`compute_alignment_pairs`).
 # 3: ``langid_probe`` fits its folds at once with bf16 products (:mod:`xltlib.evaluation.probe`), not with
 #    scikit-learn: the same classifier and folds, accuracy within +-0.01 of version 2's.
-METRICS_VERSION = 3
+# 4: with ``pool="common"`` only the pooled pairs are encoded, so ``langid_probe`` draws its rows from each
+#    language's pool, not from every available sentence (the pair metrics' values are unchanged; where every
+#    language has as many pairs as the pool, quick's Tatoeba, nothing changes at all).
+METRICS_VERSION = 4
 
 
 # --------------------------------------------------------------------------- encoding
@@ -330,6 +334,19 @@ def _pool_rows(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+def pool_rows(available: dict[str, int], pool: Literal["common", "full"] = "common",
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """Per language, the positions of the pairs the pair metrics score out of its ``available`` pairs: with
+    ``pool="common"`` a seeded subsample of the smallest language's size (the same ``seed`` for every language and
+    checkpoint), with ``"full"`` every pair. A caller that knows the counts before encoding encodes only these
+    (:func:`compute_alignment_pairs`' ``available``): with 61 Tatoeba languages the common pool is 168 pairs (Amharic)
+    of up to 1,000, a fifth of the encoding."""
+    if pool not in ("common", "full"):
+        raise ValueError(f"unknown pool {pool!r}; expected 'common' or 'full'")
+    n_pool = min(available.values(), default=0)
+    return {lang: _pool_rows(n, n_pool if pool == "common" else n, seed) for lang, n in available.items()}
+
+
 def compute_alignment_pairs(
     x_by_lang: dict[str, np.ndarray],
     y_by_lang: dict[str, np.ndarray],
@@ -342,6 +359,7 @@ def compute_alignment_pairs(
     pool: Literal["common", "full"] = "common",
     pool_seed: int = 0,
     outcomes: list[dict] | None = None,
+    available: dict[str, int] | None = None,
 ) -> list[dict]:
     """Per-layer alignment where each language has its own pivot side (e.g. Tatoeba).
 
@@ -362,6 +380,11 @@ def compute_alignment_pairs(
     retrieval accuracy falls with the pool size and linear CKA's bias grows as n shrinks, so unequal
     pools (Tatoeba: sw 390, th 548, most 1000) confound a comparison across languages. ``n`` is the
     pool used, ``n_available`` the pairs there were. ``pool="full"`` keeps every pair.
+
+    ``available``: when given, the number of pairs each language has, and ``x_by_lang`` / ``y_by_lang`` (and
+    ``multi_inputs``) hold only the rows :func:`pool_rows` keeps of them (``pool``, ``pool_seed``), in that order:
+    the caller encoded the pool only. Every value, ``n_available`` and ``in_pool`` are those of encoding every
+    pair; multi metrics (``langid_probe``) then see the pooled rows.
     """
     if pool not in ("common", "full"):
         raise ValueError(f"unknown pool {pool!r}; expected 'common' or 'full'")
@@ -380,9 +403,17 @@ def compute_alignment_pairs(
         if nx != ny:
             raise ValueError(f"row counts differ for {lang!r}: {lang}={nx}, {pivot}={ny}")
     layers = _check_layers(layers, next(iter(depths.values()), 0))
-    available = {lang: int(np.shape(x_by_lang[lang])[1]) for lang in x_by_lang}
-    n_pool = min(available.values(), default=0)
-    keep = {lang: _pool_rows(n, n_pool if pool == "common" else n, pool_seed) for lang, n in available.items()}
+    held = {lang: int(np.shape(x_by_lang[lang])[1]) for lang in x_by_lang}
+    pooled = available is not None  # the inputs are the pool's rows only
+    if pooled and set(available) != set(x_by_lang):
+        raise ValueError(f"available names other languages than the inputs: {sorted(available)} vs {sorted(x_by_lang)}")
+    available = {lang: int(available[lang]) for lang in x_by_lang} if pooled else held
+    keep = pool_rows(available, pool, pool_seed)
+    if pooled:
+        wrong = {lang: (held[lang], len(keep[lang])) for lang in x_by_lang if held[lang] != len(keep[lang])}
+        if wrong:
+            raise ValueError(f"inputs hold other row counts than the pool of `available` (held, pool): {wrong}")
+    rows_of = {lang: np.arange(held[lang]) if pooled else keep[lang] for lang in x_by_lang}  # rows in the inputs
     rows: list[dict] = []
     spent: dict[str, list[float]] = {}  # wall and CPU seconds per metric over layers and languages (xlt cost)
     for layer in layers:
@@ -391,7 +422,7 @@ def compute_alignment_pairs(
             spec, opts = METRICS[name], options.get(name, {})
             if spec.kind == "pair":
                 for lang in x_by_lang:
-                    x, y = x_by_lang[lang][layer][keep[lang]], y_by_lang[lang][layer][keep[lang]]
+                    x, y = x_by_lang[lang][layer][rows_of[lang]], y_by_lang[lang][layer][rows_of[lang]]
                     if spec.per_item is not None:  # the value is the mean of the per-pair outcomes: one pass
                         per = spec.per_item(x, y, **opts)
                         values = {sub: float(np.mean(v)) for sub, v in per.items()}

@@ -18,7 +18,7 @@ from xltlib.core.timing import record, timed
 from xltlib.data import tasks as T
 from xltlib.data.parallel import PARALLEL, load_parallel
 from xltlib.data.split import content_hash, eval_records, make_split, select_records, train_records
-from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, item_ids
+from xltlib.evaluation.alignment import compute_alignment_pairs, encode_layers, item_ids, pool_rows
 from xltlib.evaluation.memorized import is_entity_tagging
 from xltlib.evaluation.metrics import tag_f1
 from xltlib.evaluation.predictions import write_predictions
@@ -272,12 +272,16 @@ def stage_alignment(run: Run, unit: str = "", compute: bool = True) -> pd.DataFr
         for dataset, pairs in data.items():
             if not pairs:
                 continue
-            x = {lang: encode(xs) for lang, (xs, _) in pairs.items()}
-            y = {lang: encode(ys) for lang, (_, ys) in pairs.items()}
+            # only the pairs the metrics score are encoded: a common pool over 61 Tatoeba languages is 168 pairs
+            available = {lang: len(xs) for lang, (xs, _) in pairs.items()}
+            keep = pool_rows(available, a.pool)
+            x = {lang: encode([xs[i] for i in keep[lang]]) for lang, (xs, _) in pairs.items()}
+            y = {lang: encode([ys[i] for i in keep[lang]]) for lang, (_, ys) in pairs.items()}
             per_pair: list[dict] = []
             with timed("alignment: metrics (pools, rows)", unit=ck.checkpoint):  # each metric on its own inside
                 for r in compute_alignment_pairs(x, y, metrics=a.metrics, layers=a.layers, pool=a.pool,
-                                                 options=PARALLEL[dataset].options, outcomes=per_pair):
+                                                 options=PARALLEL[dataset].options, outcomes=per_pair,
+                                                 available=available):
                     rows.append(dict(r, dataset=dataset))
             outcomes += [dict(r, dataset=dataset) for r in per_pair]
             cache.clear()
