@@ -13,8 +13,9 @@ import torch
 from transformers import BertConfig, BertModel
 
 from xltlib.config.validate import load_config
-from xltlib.evaluation.alignment import METRICS_VERSION
-from xltlib.runner import results
+from xltlib.evaluation.alignment import METRICS_VERSION, compute_alignment_pairs
+from xltlib.models.load import load_encoder, load_tokenizer
+from xltlib.runner import results, stages
 from xltlib.runner.keys import AlignmentCheckpoint, alignment_key
 from xltlib.runner.run_dir import init_run
 from xltlib.runner.stages import stage_alignment, stage_data
@@ -71,6 +72,39 @@ def test_the_metric_version_is_in_the_alignment_key(aligned, monkeypatch):
     now = alignment_key(run, ck)
     monkeypatch.setattr("xltlib.runner.keys.METRICS_VERSION", METRICS_VERSION - 1)
     assert alignment_key(run, ck) != now
+
+
+def test_the_stage_encodes_only_the_pool_and_scores_as_if_it_encoded_every_pair(tmp_path, monkeypatch):
+    """Languages with unequal pairs (sw cut to 17 of 30): the stage encodes the common pool only (17 pairs per
+    language), and its pair rows and per-pair outcomes are those of encoding every pair."""
+    run = init_run(load_config(SMOKE), tmp_path)
+    stage_data(run)
+    full = stages.parallel_sentences(run, "tatoeba")
+    cut = {lang: (xs[:17], en[:17]) if lang == "sw" else (xs, en) for lang, (xs, en) in full.items()}
+    monkeypatch.setattr(stages, "parallel_sentences", lambda run, dataset: cut)
+    encoded: list[int] = []
+    real_encode = stages.encode_layers
+    monkeypatch.setattr(stages, "encode_layers", lambda model, tok, texts, **kw: (
+        encoded.append(len(texts)), real_encode(model, tok, texts, **kw))[1])
+    rows = stage_alignment(run)
+    assert set(encoded) == {17}  # every side of every language: the pool, not the 30 pairs
+    a = run.cfg.alignment
+    model, tok = load_encoder("tiny-random"), load_tokenizer("tiny-random")
+    kw = dict(pooling=a.pooling, batch_size=a.batch_size, max_length=a.max_length, bf16=run.bf16)
+    x = {lang: real_encode(model, tok, xs, **kw) for lang, (xs, _) in cut.items()}
+    y = {lang: real_encode(model, tok, en, **kw) for lang, (_, en) in cut.items()}
+    outcomes: list[dict] = []
+    want = compute_alignment_pairs(x, y, metrics=[m for m in a.metrics if m != "langid_probe"], layers=a.layers,
+                                   pool=a.pool, outcomes=outcomes)
+    got = rows[rows["language"] != "all"].set_index(["metric", "language", "layer"])
+    for r in want:
+        stored = got.loc[(r["metric"], r["language"], r["layer"])]
+        assert stored["value"] == pytest.approx(r["value"], abs=1e-6)
+        assert (stored["n"], stored["n_available"]) == (17, 30 if r["language"] != "sw" else 17)
+    out = run.alignment_outcomes(METRIC, 2).set_index("language")
+    for o in outcomes:
+        if o["metric"] == METRIC and o["layer"] == 2:
+            assert np.array_equal(out.loc[o["language"], "correct"], o["correct"])
 
 
 # ------------------------------------------------------------------------------------------------ drift
