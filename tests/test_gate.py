@@ -60,6 +60,18 @@ def test_the_gate_decides_on_the_selected_epochs_selection_score():
     assert (g.loc["pgd-1", "ci_lo"], g.loc["pgd-1", "ci_hi"]) == pytest.approx(wilson_ci(0.57, 500, 1 - 0.05 / 3))
 
 
+def test_a_clean_epoch_is_neither_the_score_nor_one_of_the_epochs_chosen_among():
+    """With train.clean_epochs the first epoch is scored in the log but never kept: a robust run that learned in its
+    clean epoch (0.80) and collapsed after it (0.57, 0.56) is judged on its kept epoch, at 1 - 0.05 / 2."""
+    tr = transfer_rows({"baseline-1": 0.85, "pgd-1": 0.85})
+    logs = train_rows({"baseline-1": [0.80, 0.84, 0.83], "pgd-1": [0.80, 0.57, 0.56]})
+    logs["clean_epoch"] = np.where(logs["metric"] == "train_loss", logs["epoch"] == 0, None)
+    g = quality_gate(tr, {"pawsx": 0.55}, train=logs, selection=SEL, scored={"pawsx": "test"}).set_index("checkpoint")
+    assert g.loc["pgd-1", "english"] == pytest.approx(0.57) and not g.loc["pgd-1", "passes"]
+    assert g.loc["baseline-1", "english"] == pytest.approx(0.84) and g.loc["baseline-1", "passes"]
+    assert g["ci_level"].tolist() == pytest.approx([1 - 0.05 / 2] * 2)
+
+
 def test_a_plateau_run_is_named_in_the_note_the_gate_notes_and_the_opening_line():
     tr = transfer_rows({"baseline-1": 0.85, "baseline-2": 0.84, "pgd-1": 0.56, "pgd-2": 0.56})
     logs = train_rows({"baseline-1": [0.8, 0.82], "baseline-2": [0.8, 0.81], "pgd-1": [0.56, 0.56],

@@ -124,8 +124,10 @@ def scored_splits(run) -> dict[str, str]:
 
 def train_verdicts(train: pd.DataFrame | None) -> pd.DataFrame:
     """Per checkpoint of the train logs (``results/train``): the selected epoch's English selection score (the best
-    ``select_score``: checkpoint selection keeps the best epoch), how many epochs were scored, and the plateau check's
-    verdict (``plateau``, ``prior_entropy``, ``plateau_tail_loss``; "" and NaN in logs written before it existed)."""
+    ``select_score``: checkpoint selection keeps the best epoch), how many epochs selection chose among, and the
+    plateau check's verdict (``plateau``, ``prior_entropy``, ``plateau_tail_loss``; "" and NaN in logs written
+    before it existed). A clean epoch (``train.clean_epochs``) is scored in the log but never kept, so it counts in
+    neither: a robust run that scored well in its clean epoch and then collapsed is judged on what it kept."""
     cols = ["select_score", "epochs_scored", "plateau", "prior_entropy", "plateau_tail_loss"]
     if train is None or not len(train) or "checkpoint" not in train:
         return pd.DataFrame(columns=cols)
@@ -134,6 +136,9 @@ def train_verdicts(train: pd.DataFrame | None) -> pd.DataFrame:
     log = log.assign(**{c: log[c] if c in log else np.nan for c in numbers},
                      plateau=log["plateau"].where(log["plateau"].map(lambda v: isinstance(v, str)), "")
                      if "plateau" in log else "")
+    if "clean_epoch" in log:
+        log = log.assign(select_score=log["select_score"].where(log["clean_epoch"].astype("boolean").fillna(False)
+                                                                .eq(False).to_numpy(bool)))
     by = log.groupby("checkpoint")
     out = pd.DataFrame(dict(select_score=by["select_score"].max(), epochs_scored=by["select_score"].count(),
                             plateau=by["plateau"].first(), prior_entropy=by["prior_entropy"].first(),
