@@ -137,8 +137,7 @@ def train_verdicts(train: pd.DataFrame | None) -> pd.DataFrame:
                      plateau=log["plateau"].where(log["plateau"].map(lambda v: isinstance(v, str)), "")
                      if "plateau" in log else "")
     if "clean_epoch" in log:
-        log = log.assign(select_score=log["select_score"].where(log["clean_epoch"].astype("boolean").fillna(False)
-                                                                .eq(False).to_numpy(bool)))
+        log = log.assign(select_score=log["select_score"].where(~log["clean_epoch"].fillna(False).astype(bool)))
     by = log.groupby("checkpoint")
     out = pd.DataFrame(dict(select_score=by["select_score"].max(), epochs_scored=by["select_score"].count(),
                             plateau=by["plateau"].first(), prior_entropy=by["prior_entropy"].first(),

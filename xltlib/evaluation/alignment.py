@@ -386,9 +386,7 @@ def compute_alignment_pairs(
     the caller encoded the pool only. Every value, ``n_available`` and ``in_pool`` are those of encoding every
     pair; multi metrics (``langid_probe``) then see the pooled rows.
     """
-    if pool not in ("common", "full"):
-        raise ValueError(f"unknown pool {pool!r}; expected 'common' or 'full'")
-    _check_metrics(metrics)
+    _check_metrics(metrics)  # an unknown pool is refused by pool_rows below
     options = options or {}
     if set(x_by_lang) != set(y_by_lang):
         raise ValueError(f"x/y languages differ: {sorted(x_by_lang)} vs {sorted(y_by_lang)}")
