@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from xltlib.analysis.gate import SelectionRows
-from xltlib.analysis.recipes import NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_table, recipes_yaml
+from xltlib.analysis.recipes import (NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_grid, recipe_table,
+                                    recipes_yaml)
 from xltlib.cli import main
 from xltlib.config.schema import RunConfig
 from xltlib.config.validate import load_config
@@ -31,7 +32,8 @@ def train_log(method: str, seed: int, scores: list[float]) -> pd.DataFrame:
             n = epoch * 10 + step + 1
             rows.append(dict(checkpoint=f"me5__pawsx__{method}__s{seed}", task="pawsx", method=method, seed=seed,
                              metric="train_loss", value=0.5, n=n, epoch=epoch, elapsed_s=2.0 * n,
-                             select_score=score if step == 9 else float("nan"), selected_epoch=best))
+                             select_score=score if step == 9 else float("nan"), selected_epoch=best,
+                             precision="bf16"))
     return pd.DataFrame(rows)
 
 
@@ -49,7 +51,7 @@ def test_a_setting_learns_when_its_selection_ci_clears_the_majority_and_the_best
     assert len(table) == 8 and set(table["setting"]) == {"lr=0.0001", "lr=2e-05"}
     row = table[(table.method == "baseline") & (table.setting == "lr=0.0001") & (table.seed == 1)].iloc[0]
     assert row.select_score == pytest.approx(0.82) and row.selected_epoch == 2 and row.updates == 30
-    assert row.learned and row.ci_lo > 0.576 and row.n == 1000
+    assert row.learned and row.ci_lo > 0.576 and row.n == 1000 and row.precision == "bf16"
     collapsed = table[(table.method == "pgd") & (table.setting == "lr=0.0001") & (table.seed == 1)].iloc[0]
     assert not collapsed.learned  # 58.0% on 1,000 rows does not clear 57.6%
     choice = choose_recipes(table, ["lr=0.0001", "lr=2e-05"]).set_index("method")
@@ -103,6 +105,28 @@ def test_a_ledger_without_the_tables_columns_is_an_error_naming_them():
     assert list(merge_ledger(None, table)[0].columns) == RECIPE_COLS
 
 
+def test_the_grid_shows_every_planned_cell_and_bolds_a_choice_only_once_its_row_is_complete():
+    train = search_logs({("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81], ("baseline@lr=0.0001", 2): [0.80, 0.83, 0.84],
+                         ("baseline@lr=2e-05", 1): [0.70, 0.75, 0.77], ("pgd@lr=0.0001", 1): [0.576, 0.58, 0.57]})
+    table = recipe_table(train, SELECTION, CFG.split_entry)
+    planned = [("pawsx", m, s) for m in ("baseline", "pgd") for s in ("lr=0.0001", "lr=2e-05")]
+    grid = recipe_grid(table, choose_recipes(table, ["lr=0.0001", "lr=2e-05"]), planned).set_index("method")
+    assert list(grid.columns) == ["task", "lr=0.0001", "lr=2e-05", "precision"]
+    assert grid.loc["baseline", "lr=0.0001"] == "**83.0 (2 seeds)**"  # (0.82 + 0.84) / 2, the chosen setting
+    assert grid.loc["baseline", "lr=2e-05"] == "77.0" and grid.loc["baseline", "precision"] == "bf16"
+    # pgd's row is not complete: no bold, its untrained setting a dash, its collapse named
+    assert grid.loc["pgd", "lr=0.0001"] == "58.0 (not learned)" and grid.loc["pgd", "lr=2e-05"] == "—"
+
+
+def test_a_ledger_from_before_the_precision_column_merges_with_its_rows_not_recorded():
+    old = recipe_table(search_logs({("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81]}), SELECTION, CFG.split_entry)
+    new = recipe_table(search_logs({("pgd@lr=0.0001", 1): [0.70, 0.76, 0.79]}).assign(precision="fp32"),
+                       SELECTION, CFG.split_entry)
+    ledger, _ = merge_ledger(old.drop(columns=["precision"]), new)
+    assert list(ledger.columns) == RECIPE_COLS
+    assert ledger.set_index("method")["precision"].to_dict() == {"baseline": "", "pgd": "fp32"}
+
+
 @pytest.mark.e2e
 def test_subsets_trained_one_after_another_in_one_folder_all_count(tmp_path, capsys):
     """Each `xlt run` of a subset rewrites the folder's config.yaml; `xlt recipes --params --set` still finds the
@@ -119,9 +143,17 @@ def test_subsets_trained_one_after_another_in_one_folder_all_count(tmp_path, cap
     assert main(["run", str(search), *common, "--set", "search.lr=[1.0e-4]"]) == 0
     capsys.readouterr()
     ledger = tmp_path / "ledger.csv"
+    table = tmp_path / "search.md"  # a docs page: only the part between its marks is rewritten
+    table.write_text("# Recipes\n\n<!-- recipe-table: start (written by `xlt recipes --markdown`, do not edit) -->\n"
+                     "a stale table\n<!-- recipe-table: end -->\n\nThe prose after it.\n")
     assert main(["recipes", str(out), "--params", str(search), "--set", "train.threads=1",
-                 "--ledger", str(ledger)]) == 0
+                 "--ledger", str(ledger), "--markdown", str(table)]) == 0
     assert "2 of 12 training cells finished" in capsys.readouterr().out
+    markdown = table.read_text()
+    assert "2 of 12 cells finished" in markdown and "| lr=0.001 " in markdown and "| pgd " in markdown
+    assert markdown.startswith("# Recipes\n") and markdown.endswith("The prose after it.\n")
+    assert "a stale table" not in markdown
+    assert "| xnli   | baseline |" in markdown and "—" in markdown  # pgd and PAWS-X: not trained yet
     assert sorted(pd.read_csv(ledger)["setting"]) == ["lr=0.0001", "lr=0.001"]
     # without the overrides the cells were trained with, their keys are not the plan's: only the last config's cell
     assert main(["recipes", str(out), "--params", str(search)]) == 0

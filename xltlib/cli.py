@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from xltlib.analysis.gate import selection_rows, with_counts
-from xltlib.analysis.recipes import choose_recipes, merge_ledger, recipe_table, recipes_yaml, setting_text
+from xltlib.analysis.recipes import (choose_recipes, merge_ledger, recipe_grid, recipe_table, recipes_yaml,
+                                    setting_text)
 from xltlib.config.schema import ConfigError
 from xltlib.config.validate import load_config
 from xltlib.core.rows import write_csv_atomic
@@ -139,7 +140,7 @@ def cmd_recipes(args) -> int:
         planned_rows = plan.load_results("train")
         rows = pd.concat([planned_rows, rows[~rows["checkpoint"].isin(planned_rows["checkpoint"])]], ignore_index=True)
         # an entity tagger's chunk counts: those made under the keys of the rows judged, not only the last config's
-        selection = with_counts(selection, run.selection_counts(set(rows["key"])))
+        selection = with_counts(selection, run.selection_counts(set(rows["key"]) if "key" in rows else set()))
     table = recipe_table(rows, selection, run.cfg.split_entry)
     in_run = len(table)
     if args.ledger:
@@ -181,7 +182,36 @@ def cmd_recipes(args) -> int:
     if args.ledger:
         write_csv_atomic(table, Path(args.ledger))
         print(f"\nledger: {args.ledger} ({len(table)} checkpoints)")
+    if args.markdown:
+        plan_cells = [(c.task, *plan.cfg.split_entry(c.method)) for c in plan.training_cells()]
+        grid = recipe_grid(table, choice, [(task, method, setting_text(s)) for task, method, s in plan_cells])
+        write_recipe_markdown(Path(args.markdown), grid, f"{len(planned & finished)} of {len(planned)} cells",
+                              args.ledger or str(run.dir))
+        print(f"table: {args.markdown}")
     return 0
+
+
+RECIPE_TABLE_MARKS = ("<!-- recipe-table: start (written by `xlt recipes --markdown`, do not edit) -->",
+                      "<!-- recipe-table: end -->")
+
+
+def write_recipe_markdown(path: Path, grid: pd.DataFrame, progress: str, source: str) -> None:
+    """The search's table for the docs, written by the command so that no number in it is typed by hand: between
+    the :data:`RECIPE_TABLE_MARKS` of a page that has them (the rest of the page kept), else the whole file."""
+    start, end = RECIPE_TABLE_MARKS
+    table = (f"Recipe search: {progress} finished (`{source}`). English selection score of the kept epoch, %, "
+             "mean over the seeds trained; **bold**: the setting chosen (the best that learned at every seed), once "
+             "every setting of its row was trained; (not learned): the Wilson CI does not clear the selection rows' "
+             "majority rate (PAN-X: the memorized-entity F1) at some seed; —: not trained yet; precision: bf16 "
+             "weights with fp32 masters (a CPU with bf16) or fp32, blank where not recorded.\n\n"
+             + grid.to_markdown(index=False) + "\n")
+    page = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if start in page and end in page:
+        head, rest = page.split(start, 1)
+        text = f"{head}{start}\n\n{table}\n{end}{rest.split(end, 1)[1]}"
+    else:
+        text = f"{start}\n\n{table}\n{end}\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def cmd_list(args) -> int:
@@ -277,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ledger", help="a CSV file that keeps the search's finished cells across sessions and machines: "
                    "the run's cells are merged into it (replacing a row of the same checkpoint), the verdicts are "
                    "taken over all of them, and it is written back")
+    p.add_argument("--markdown", help="write the search's table (a row per task and method, a column per setting, "
+                   "the chosen setting in bold) into this Markdown page, between its recipe-table marks if it has "
+                   "them (docs/recipes.md does), else as the whole file")
     p.set_defaults(func=cmd_recipes)
     p = sub.add_parser("list", help="list the registries: tasks, training sets, methods, metrics, parallel data, task kinds, executors")
     p.add_argument("what", nargs="?", default="all", choices=["tasks", "train-sets", "methods", "metrics", "parallel", "kinds", "executors", "all"])

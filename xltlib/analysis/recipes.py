@@ -21,7 +21,9 @@ import yaml
 from xltlib.analysis.gate import SelectionRows, selection_verdict, train_verdicts
 
 RECIPE_COLS = ["task", "method", "setting", "seed", "checkpoint", "key", "select_score", "ci_lo", "ci_hi", "majority", "n",
-               "selected_epoch", "epochs_scored", "learned", "plateau", "updates", "train_seconds"]
+               "selected_epoch", "epochs_scored", "learned", "plateau", "updates", "train_seconds", "precision"]
+# added after the ledger's first rows: an older ledger's rows read "" (not recorded) in it
+LATER_COLS = {"precision": ""}
 CHOICE_COLS = ["task", "method", "chosen", "select_score", "seeds", "settings_learned", "settings_tried", "finding"]
 NO_RECIPE = "cannot learn at any setting of the search"
 
@@ -31,7 +33,8 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
     """One row per checkpoint of a search run: its method and setting (``split_entry``: 'pgd@lr=2e-05' ->
     ('pgd', {'lr': 2e-05}), :meth:`RunConfig.split_entry`), the selected epoch's English selection score with its
     CI against the selection rows' majority rate (an entity tagger's: its span F1 against the memorized-entity F1;
-    ``majority`` is NaN), whether it learned, the plateau check's verdict, and its cost."""
+    ``majority`` is NaN), whether it learned, the plateau check's verdict, its cost and the precision it trained in
+    (bf16 weights with fp32 masters where the machine has bf16, else fp32: a search that spans machines says so)."""
     if train is None or not len(train):
         return pd.DataFrame(columns=RECIPE_COLS)
     log = train[train["metric"] == "train_loss"] if "metric" in train else train
@@ -50,8 +53,14 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
                          selected_epoch=int(selected.iloc[0]) + 1 if len(selected) else math.nan,
                          epochs_scored=int(verdicts.loc[ck, "epochs_scored"]), learned=judged["passes"],
                          plateau=verdicts.loc[ck, "plateau"], updates=int(g["n"].max()),
-                         train_seconds=float(g["elapsed_s"].max()) if "elapsed_s" in g else math.nan))
+                         train_seconds=float(g["elapsed_s"].max()) if "elapsed_s" in g else math.nan,
+                         precision=_recorded(g, "precision")))
     return pd.DataFrame(rows, columns=RECIPE_COLS)
+
+
+def _recorded(rows: pd.DataFrame, column: str) -> str:
+    values = rows[column].dropna().unique() if column in rows else []
+    return ",".join(sorted(map(str, values)))
 
 
 def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -63,6 +72,7 @@ def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.D
     checkpoint, the run's row winning, sorted by cell (a merge adds lines to the file's diff, never moves them)."""
     if ledger is None or not len(ledger):
         return _by_cell(table), []
+    ledger = ledger.assign(**{c: v for c, v in LATER_COLS.items() if c not in ledger})
     missing = [c for c in RECIPE_COLS if c not in ledger]
     if missing:
         raise ValueError(f"recipe ledger lacks the columns {missing}: expected the columns of `xlt recipes --csv` "
@@ -107,6 +117,33 @@ def choose_recipes(table: pd.DataFrame, settings_order: list[str] | None = None)
                        finding=f"{method} {NO_RECIPE} on {task} ({len(per)} settings tried)")
         rows.append(row)
     return pd.DataFrame(rows, columns=CHOICE_COLS)
+
+
+def recipe_grid(table: pd.DataFrame, choice: pd.DataFrame, planned: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """The search at a glance: a row per (task, method), a column per setting (the plan's order), each cell the mean
+    English selection score in % over its seeds; ``**bold**`` the chosen setting once every setting of the row was
+    trained, "(not learned)" a setting that did not learn at every seed, "—" one not trained yet; the precisions the
+    row trained in. ``planned``: (task, method,
+    setting) of every cell of the search, trained or not, in the plan's order."""
+    settings = list(dict.fromkeys(s for _, _, s in planned))
+    chosen = {(r.task, r.method): r.chosen for r in choice.itertuples()}
+    rows = []
+    for task, method in dict.fromkeys((t, m) for t, m, _ in planned):
+        mine = table[(table["task"] == task) & (table["method"] == method)]
+        complete = all(s in set(mine["setting"]) for t, m, s in planned if (t, m) == (task, method))
+        row = {"task": task, "method": method}
+        for setting in settings:
+            g = mine[mine["setting"] == setting]
+            if not len(g):
+                row[setting] = "—" if (task, method, setting) in planned else ""
+                continue
+            text = f"{100 * g['select_score'].mean():.1f}" + (f" ({len(g)} seeds)" if len(g) > 1 else "")
+            if complete and chosen.get((task, method)) == setting:
+                text = f"**{text}**"
+            row[setting] = text if g["learned"].all() else f"{text} (not learned)"
+        row["precision"] = _recorded(mine, "precision") if "precision" in mine else ""
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["task", "method", *settings, "precision"])
 
 
 def recipes_yaml(choice: pd.DataFrame, split_entry: Callable[[str], tuple[str, dict]]) -> str:
