@@ -310,9 +310,10 @@ def test_grid_task_seeds_train_a_task_at_its_own_seeds(tmp_path):
     p = write_yaml(tmp_path, "grid: {task: [xnli, panx], method: [baseline, pgd], seed: [3, 1, 2], "
                              "task_seeds: {panx: [1]}}\n")
     cells = expand_grid(load_config(p))
+    # seed by seed, in the params' order of seeds, tasks and methods: a run over sessions has whole replicates early
     assert [(c.task, c.method, c.seed) for c in cells] == [
-        ("xnli", "baseline", 3), ("xnli", "baseline", 1), ("xnli", "baseline", 2),
-        ("xnli", "pgd", 3), ("xnli", "pgd", 1), ("xnli", "pgd", 2), ("panx", "baseline", 1), ("panx", "pgd", 1)]
+        ("xnli", "baseline", 3), ("xnli", "pgd", 3), ("xnli", "baseline", 1), ("xnli", "pgd", 1),
+        ("panx", "baseline", 1), ("panx", "pgd", 1), ("xnli", "baseline", 2), ("xnli", "pgd", 2)]
     # a seed of its own, outside grid.seed, is trained too; a task not in grid.task is not trained at all
     assert [c.seed for c in expand_grid(load_config(p, ["grid.task_seeds={panx: [7], pawsx: [1]}"]))
             if c.task == "panx"] == [7, 7]

@@ -90,6 +90,21 @@ def test_a_plateau_run_is_named_in_the_note_the_gate_notes_and_the_opening_line(
     assert "decided on the English selection rows" in line
 
 
+def test_the_precision_each_checkpoint_trained_in_is_in_the_table_and_a_mix_is_named():
+    tr = transfer_rows({"baseline-1": 0.85, "baseline-2": 0.84, "pgd-1": 0.80, "pgd-2": 0.81})
+    logs = train_rows({"baseline-1": [0.8, 0.82], "baseline-2": [0.8, 0.81], "pgd-1": [0.7, 0.8], "pgd-2": [0.7, 0.8]})
+    one = apply_gate(tr, {"pawsx": 0.55}, train=logs.assign(precision="bf16"), selection=SEL).table
+    assert (one["precision"] == "bf16").all() and "precision" not in collapse_text(one)
+    logs["precision"] = np.where(logs["checkpoint"].isin(["baseline-2", "pgd-2"]), "fp32", "bf16")
+    mixed = apply_gate(tr, {"pawsx": 0.55}, train=logs, selection=SEL).table.set_index("checkpoint")
+    assert mixed.loc["pgd-2", "precision"] == "fp32" and mixed.loc["pgd-1", "precision"] == "bf16"
+    assert "more than one precision" in collapse_text(mixed.reset_index())
+    assert "baseline: 1 bf16, 1 fp32; pgd: 1 bf16, 1 fp32." in collapse_text(mixed.reset_index())
+    # logs written before provenance carried it: blank, and no sentence
+    assert (apply_gate(tr, {"pawsx": 0.55}, train=logs.drop(columns="precision"), selection=SEL)
+            .table["precision"] == "").all()
+
+
 def test_without_selection_rows_the_gate_falls_back_to_test_and_says_so_loudly():
     tr = transfer_rows({"baseline-1": 0.85, "pgd-1": 0.56})
     gate = apply_gate(tr, {"pawsx": 0.55}, train=train_rows({"baseline-1": [], "pgd-1": []}), selection=None,

@@ -31,7 +31,7 @@ from xltlib.evaluation.metrics import f1_from_counts
 from xltlib.training.plateau import FLAGGED, PRIOR_KINDS, plateau_note
 
 GATE_COLS = ["task", "checkpoint", "method", "seed", "split", "english", "ci_lo", "ci_hi", "ci_level", "n", "majority",
-             "bar", "bar_kind", "passes", "plateau", "note"]
+             "bar", "bar_kind", "passes", "plateau", "precision", "note"]
 MAJORITY = "majority rate"
 MEMORIZED = "memorized-entity F1"
 N_BOOT_SPANS = 2000  # the bootstrap of a tagger's selection F1: its tail at 1 - 0.05 / 5 epochs holds 10 replicates
@@ -126,22 +126,24 @@ def train_verdicts(train: pd.DataFrame | None) -> pd.DataFrame:
     """Per checkpoint of the train logs (``results/train``): the selected epoch's English selection score (the best
     ``select_score``: checkpoint selection keeps the best epoch), how many epochs selection chose among, and the
     plateau check's verdict (``plateau``, ``prior_entropy``, ``plateau_tail_loss``; "" and NaN in logs written
-    before it existed). A clean epoch (``train.clean_epochs``) is scored in the log but never kept, so it counts in
+    before it existed), and the precision it trained in (``precision``: "bf16" or "fp32", "" where not recorded). A clean epoch (``train.clean_epochs``) is scored in the log but never kept, so it counts in
     neither: a robust run that scored well in its clean epoch and then collapsed is judged on what it kept."""
-    cols = ["select_score", "epochs_scored", "plateau", "prior_entropy", "plateau_tail_loss"]
+    cols = ["select_score", "epochs_scored", "plateau", "prior_entropy", "plateau_tail_loss", "precision"]
     if train is None or not len(train) or "checkpoint" not in train:
         return pd.DataFrame(columns=cols)
     log = train[train["metric"] == "train_loss"] if "metric" in train else train
     numbers = ("select_score", "prior_entropy", "plateau_tail_loss")
     log = log.assign(**{c: log[c] if c in log else np.nan for c in numbers},
                      plateau=log["plateau"].where(log["plateau"].map(lambda v: isinstance(v, str)), "")
-                     if "plateau" in log else "")
+                     if "plateau" in log else "",
+                     precision=log["precision"].where(log["precision"].map(lambda v: isinstance(v, str)), "")
+                     if "precision" in log else "")
     if "clean_epoch" in log:
         log = log.assign(select_score=log["select_score"].where(~log["clean_epoch"].fillna(False).astype(bool)))
     by = log.groupby("checkpoint")
     out = pd.DataFrame(dict(select_score=by["select_score"].max(), epochs_scored=by["select_score"].count(),
                             plateau=by["plateau"].first(), prior_entropy=by["prior_entropy"].first(),
-                            plateau_tail_loss=by["plateau_tail_loss"].first()))
+                            plateau_tail_loss=by["plateau_tail_loss"].first(), precision=by["precision"].first()))
     return out[cols]
 
 
@@ -182,7 +184,8 @@ def quality_gate(transfer: pd.DataFrame, majority: dict[str, float] | None, *, t
                    seed=g["seed"].iloc[0] if "seed" in g else -1, split=scored.get(task, "test"), english=math.nan,
                    ci_lo=math.nan, ci_hi=math.nan, ci_level=level, n=0, majority=majority.get(task, math.nan),
                    bar=majority.get(task, math.nan), bar_kind=MAJORITY if task in majority else "",
-                   passes=True, plateau=log["plateau"] if log is not None else "", note="")
+                   passes=True, plateau=log["plateau"] if log is not None else "",
+                   precision=log["precision"] if log is not None else "", note="")
         gated = task in majority and np.isfinite(majority[task])
         spans = selection is not None and task in selection and selection[task].spans
         if selection is not None and (gated or spans):
@@ -361,7 +364,21 @@ def collapse_text(table: pd.DataFrame) -> str:
         parts.append(f"{method}: " + ", ".join(clauses) + " did not learn")
     on = ("the English selection rows" if g["split"].str.startswith("selection").all() else
           "English TEST rows: the run has no selection rows")
-    return f"**Which checkpoints learned** (model-quality gate, decided on {on}): " + "; ".join(parts) + "."
+    return (f"**Which checkpoints learned** (model-quality gate, decided on {on}): " + "; ".join(parts) + "."
+            + precision_text(table))
+
+
+def precision_text(table: pd.DataFrame) -> str:
+    """A sentence when the checkpoints trained in more than one precision (a study run over sessions on machines
+    with and without bf16): how many in each, per method, so that a method's difference can be read against it."""
+    recorded = table[table["precision"].astype(str) != ""] if "precision" in table else table.iloc[:0]
+    if recorded["precision"].nunique() < 2:
+        return ""
+    by = recorded.drop_duplicates("checkpoint").groupby(["method", "precision"]).size().unstack(fill_value=0)
+    per = "; ".join(f"{m}: " + ", ".join(f"{by.loc[m, p]} {p}" for p in by.columns if by.loc[m, p])
+                    for m in by.index)
+    return (" The checkpoints trained in more than one precision (bf16 weights with fp32 masters on a CPU or GPU "
+            f"with bf16, fp32 elsewhere): {per}.")
 
 
 def decided_on(t: pd.DataFrame) -> str:

@@ -54,7 +54,7 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
                          epochs_scored=int(verdicts.loc[ck, "epochs_scored"]), learned=judged["passes"],
                          plateau=verdicts.loc[ck, "plateau"], updates=int(g["n"].max()),
                          train_seconds=float(g["elapsed_s"].max()) if "elapsed_s" in g else math.nan,
-                         precision=_recorded(g, "precision")))
+                         precision=verdicts.loc[ck, "precision"]))
     return pd.DataFrame(rows, columns=RECIPE_COLS)
 
 

@@ -27,7 +27,10 @@ class Cell:
 def expand_grid(cfg: RunConfig) -> list[Cell]:
     """Every (model, task, method, seed) cell but those ``grid.exclude`` leaves out, a task at its
     ``grid.task_seeds`` when it has them, with a stable id used for folders and resume, and the id of the checkpoint
-    it evaluates."""
+    it evaluates. Seed by seed (every task and method of the first seed, then the next): a study that spans
+    sessions has whole replicates early, and each seed's methods train close together in time, on the same
+    machine as far as one session goes (its precision and speed), so a seed-matched method difference does not
+    carry a machine's difference."""
 
     cells = []
     for model, task, method in itertools.product(cfg.grid.model, cfg.grid.task, cfg.grid_methods()):
@@ -39,7 +42,8 @@ def expand_grid(cfg: RunConfig) -> list[Cell]:
             checkpoint = cell_id(model, get_task(task).training_task, method, seed)
             cells.append(Cell(cell_id=cell_id(model, task, method, seed), model=model, task=task, method=method,
                               method_type=kind, method_params=hp, seed=seed, checkpoint=checkpoint))
-    return cells
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    return sorted(cells, key=lambda c: seeds.index(c.seed))  # stable: tasks and methods keep the params' order
 
 
 def cell_id(model: str, task: str, method: str, seed: int) -> str:
