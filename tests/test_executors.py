@@ -130,6 +130,38 @@ def test_two_local_workers_give_the_one_worker_rows(both_runs, pooled_run, kind)
     pd.testing.assert_frame_equal(_rows(local, kind), _rows(pooled_run, kind))
 
 
+@pytest.fixture(scope="module")
+def chained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain") / "run"
+    cfg = load_config(SMOKE, SMALL + ["train.threads=1", "executor.evaluate_as_trained=true"])
+    run_pipeline(cfg, out, params_file=str(SMOKE))
+    return out
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["train", "transfer", "alignment"])
+def test_evaluating_each_checkpoint_as_trained_gives_the_same_rows(pooled_run, chained_run, kind):
+    pd.testing.assert_frame_equal(_rows(pooled_run, kind), _rows(chained_run, kind))
+
+
+@pytest.mark.e2e
+def test_evaluate_as_trained_scores_and_aligns_each_checkpoint_before_the_next_trains(chained_run):
+    status = json.loads((chained_run / "status.json").read_text())
+    assert all(s["ok"] for s in status.values()), status
+    units = [k for k in status if k.startswith(("02_train/", "03_transfer/", "04_alignment/"))]
+    assert units[0] == "04_alignment/pretrained__me5-small" or units[0].startswith("04_alignment/pretrained")
+    trained = [u for u in units if u.startswith("02_train/")]
+    for first, second in zip(trained, trained[1:]):  # the first checkpoint's rows are all written before the next
+        ck = first.split("/", 1)[1]
+        between = units[units.index(first) + 1:units.index(second)]
+        assert any(u.startswith("03_transfer/") for u in between) and f"04_alignment/{ck}" in between, units
+
+
+def test_evaluate_as_trained_is_a_local_executor_setting():
+    with pytest.raises(ValueError, match="evaluate_as_trained needs executor.name = 'local'"):
+        ExecutorConfig(name="ray", evaluate_as_trained=True)
+
+
 @pytest.mark.e2e
 def test_two_local_workers_run_transfer_and_alignment_per_unit(pooled_run):
     status = json.loads((pooled_run / "status.json").read_text())

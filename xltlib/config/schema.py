@@ -221,6 +221,17 @@ class ExecutorConfig(_Strict):
     address: str | None = None  # ray: None = a local cluster on this machine, 'auto' = the running cluster, 'ray://host:port'
     cell_resources: dict[str, float] = {"num_cpus": 2, "num_gpus": 0}  # ray: resources of each task
     max_retries: int = Field(1, ge=0)  # ray: a failed task is retried this many times, then marked failed
+    # local: each checkpoint's transfer scores and alignment right after its training, by the worker that trained
+    # it, before the next cell: a run cut off (a session's end, on a machine whose disk does not come back) leaves
+    # complete rows for every checkpoint it finished, which a later run on another machine keeps (xltlib.runner.keys)
+    evaluate_as_trained: bool = False
+
+    @model_validator(mode="after")
+    def _chains_run_locally(self):
+        if self.evaluate_as_trained and self.name != "local":
+            raise ValueError(f"executor.evaluate_as_trained needs executor.name = 'local' (got {self.name!r}): a "
+                             "cluster's run folder is on a shared disk that outlives its workers")
+        return self
 
 
 class RunConfig(_Strict):

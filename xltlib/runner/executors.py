@@ -50,6 +50,20 @@ class Unit:
     stage: str  # train | transfer | alignment
     name: str  # the executed notebook's name under DIR/notebooks (and its page under DIR/report)
     parameters: dict = field(hash=False)  # what papermill injects
+    # units run after this one by the same worker, each only if the one before it succeeded (a checkpoint's
+    # transfer and alignment after its training: ``executor.evaluate_as_trained``); the local executor only
+    then: tuple["Unit", ...] = field(default=(), hash=False)
+
+
+def execute_chain(run_dir: str | Path, unit: Unit, live: bool = True) -> list[tuple[Unit, dict]]:
+    """``unit`` and then its ``then`` units, stopping at the first that fails: each with its status entry."""
+    done = []
+    for u in (unit, *unit.then):
+        entry = execute_notebook(run_dir, u.stage, u.name, u.parameters, live=live)
+        done.append((u, entry))
+        if not entry["ok"]:
+            break
+    return done
 
 
 Record = Callable[[Unit, dict], None]  # the driver's bookkeeping for one finished unit (status.json, log line)
@@ -85,8 +99,12 @@ class LocalExecutor:
     def run(self, run_dir: Path, units: list[Unit], record: Record, position: Callable[[], str]) -> None:
         if self.workers == 1:
             for unit in units:
-                label = f"{position()} {unit.name}"
-                record(unit, execute_notebook(run_dir, unit.stage, unit.name, unit.parameters, label=label), label)
+                for u in (unit, *unit.then):
+                    label = f"{position()} {u.name}"
+                    entry = execute_notebook(run_dir, u.stage, u.name, u.parameters, label=label)
+                    record(u, entry, label)
+                    if not entry["ok"]:
+                        break
             return
         if not units:
             return
@@ -94,16 +112,16 @@ class LocalExecutor:
         # spawn: a clean interpreter per worker (no inherited locks or thread pools of the driver)
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_pool_worker_env, initargs=(threads,)) as pool:
-            pending = {pool.submit(execute_notebook, str(run_dir), u.stage, u.name, u.parameters, live=False): u
-                       for u in units}
+            pending = {pool.submit(execute_chain, str(run_dir), u, live=False): u for u in units}
             try:
                 for future in as_completed(pending):
                     unit = pending[future]
                     try:
-                        entry = future.result()
+                        done = future.result()
                     except Exception as exc:  # noqa: BLE001 - a worker process died: the unit failed
-                        entry = _failed_entry(unit, exc)
-                    record(unit, entry, f"{position()} {unit.name}")
+                        done = [(unit, _failed_entry(unit, exc))]
+                    for u, entry in done:
+                        record(u, entry, f"{position()} {u.name}")
             finally:  # the driver is stopping: units not started stay undone and run next time
                 pool.shutdown(wait=True, cancel_futures=True)
 

@@ -135,13 +135,42 @@ def alignment_done(run, ck: AlignmentCheckpoint) -> bool:
     return bool(parallel_key(run)) and cached(run.alignment_path(ck.checkpoint), alignment_key(run, ck))
 
 
+def trained_rows(run, cell: Cell) -> bool:
+    """The cell's training rows are on disk under its current checkpoint key (whether or not the checkpoint is)."""
+    rows = run.train_path(cell.checkpoint)
+    try:
+        return rows.is_file() and cached(rows, checkpoint_key(run, cell))
+    except FileNotFoundError:  # no split yet: nothing can be done
+        return False
+
+
+def alignment_checkpoint(run, cell: Cell) -> AlignmentCheckpoint:
+    """What the alignment stage encodes for ``cell``'s checkpoint, with its key (trained or not yet)."""
+    return AlignmentCheckpoint(checkpoint=cell.checkpoint, model=cell.model, task=T.get_task(cell.task).training_task,
+                               method=cell.method, seed=cell.seed, path=run.checkpoint_dir(cell.checkpoint),
+                               key=checkpoint_key(run, cell))
+
+
+def evaluated(run, cell: Cell) -> bool:
+    """Every row the run makes from ``cell``'s checkpoint is on disk under its current keys: its training rows,
+    the transfer rows of every grid cell that scores it and, when the run aligns, its alignment rows. Its folder is
+    then no longer needed: a run that comes back without it (pruned, or left on a machine that is gone, the rows
+    kept) trains it again only when a setting that its rows depend on changes."""
+    if not trained_rows(run, cell):
+        return False
+    if not all(transfer_done(run, c) for c in run.cells() if c.checkpoint == cell.checkpoint):
+        return False
+    return not run.cfg.alignment.datasets or alignment_done(run, alignment_checkpoint(run, cell))
+
+
 def finished_cells(run) -> list[Cell]:
     return [c for c in run.cells() if cell_done(run, c)]
 
 
 def missing_cells(run) -> list[str]:
-    """Ids of the cells without a checkpoint under the current key (training failed or not run)."""
-    return [c.cell_id for c in run.cells() if not cell_done(run, c)]
+    """Ids of the cells without a checkpoint under the current key (training failed or not run), but those whose
+    rows are all on disk (:func:`evaluated`)."""
+    return [c.cell_id for c in run.cells() if not cell_done(run, c) and not evaluated(run, c)]
 
 
 def alignment_checkpoints(run) -> list[AlignmentCheckpoint]:
@@ -149,24 +178,14 @@ def alignment_checkpoints(run) -> list[AlignmentCheckpoint]:
     ck = []
     if run.cfg.alignment.include_pretrained:
         ck += [AlignmentCheckpoint.pretrained(m) for m in run.cfg.grid.model]
-    ck += [AlignmentCheckpoint(checkpoint=c.checkpoint, model=c.model, task=T.get_task(c.task).training_task,
-                               method=c.method, seed=c.seed, path=run.checkpoint_dir(c.checkpoint),
-                               key=checkpoint_key(run, c))
-           for c in run.training_cells() if cell_done(run, c)]
-    return ck
+    # and those whose folder is gone but whose rows are all on disk (their alignment rows stay live)
+    return ck + [alignment_checkpoint(run, c) for c in run.training_cells() if cell_done(run, c) or evaluated(run, c)]
 
 
 def scored_cells(run) -> list[Cell]:
     """Cells whose results can be analysed: checkpoint on disk, or training rows under the current key (a run
     folder whose checkpoints were pruned, or that came back from a remote machine without them)."""
-    def trained(c: Cell) -> bool:
-        rows = run.train_path(c.checkpoint)
-        try:
-            return rows.is_file() and cached(rows, checkpoint_key(run, c))
-        except FileNotFoundError:  # no split yet: nothing can be done
-            return False
-
-    return [c for c in run.cells() if cell_done(run, c) or trained(c)]
+    return [c for c in run.cells() if cell_done(run, c) or trained_rows(run, c)]
 
 
 def live_keys(run, kind: str) -> set[str]:

@@ -58,6 +58,23 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
         executor.close()
 
 
+def alignment_units(run: Run, checkpoints: list[keys.AlignmentCheckpoint]) -> list[Unit]:
+    """One alignment unit per checkpoint whose rows are not on disk under its current key."""
+    return [Unit("alignment", notebook_name("alignment", ck.checkpoint), stage_parameters(run, "alignment", ck.checkpoint))
+            for ck in checkpoints if not keys.alignment_done(run, ck)]
+
+
+def evaluation_units(run: Run, cell, stages: tuple[str, ...]) -> list[Unit]:
+    """What ``executor.evaluate_as_trained`` runs after a training cell: the transfer unit of every grid cell that
+    scores its checkpoint and its alignment unit, those whose rows are not on disk yet."""
+    units = [Unit("transfer", notebook_name("transfer", c.cell_id), stage_parameters(run, "transfer", c.cell_id))
+             for c in run.cells() if "transfer" in stages and c.checkpoint == cell.checkpoint
+             and not keys.transfer_done(run, c)]
+    if "alignment" in stages and run.cfg.alignment.datasets:
+        units += alignment_units(run, [keys.alignment_checkpoint(run, cell)])
+    return units
+
+
 def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
     sp = run.path("status.json")
     status: dict = json.loads(sp.read_text()) if sp.exists() else {}
@@ -85,27 +102,42 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
 
     if "data" in stages and not run_here("data"):
         stages = ()  # nothing downstream can run without the split
+    split = executor.splits_stages or run.cfg.executor.evaluate_as_trained
     if "train" in stages:
         todo = []
+        if run.cfg.executor.evaluate_as_trained and "alignment" in stages:  # the pre-trained encoder's, first
+            executor.run(run.dir, alignment_units(run, [ck for ck in keys.alignment_checkpoints(run)
+                                                         if ck.path is None]), record, position)
         for cell in cells:
             name = notebook_name("train", cell.checkpoint)
+            train = []
+            if keys.evaluated(run, cell):
+                log.info("%-46s skipped (every row of it is on disk)", f"{position()} {name}")
+                status[name] = dict(stage="train", ok=True, skipped=True)
+                continue
             if keys.cell_done(run, cell):
                 log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
                 status[name] = dict(stage="train", ok=True, skipped=True)
-                continue
-            todo.append(Unit("train", name, stage_parameters(run, "train", cell.cell_id)))
+            else:
+                train = [Unit("train", name, stage_parameters(run, "train", cell.cell_id))]
+            if run.cfg.executor.evaluate_as_trained:  # its transfer and alignment units follow it in one worker
+                chain = train + evaluation_units(run, cell, stages)
+                total += len(chain) - len(train)
+                if chain:
+                    todo.append(Unit(chain[0].stage, chain[0].name, chain[0].parameters, then=tuple(chain[1:])))
+            else:
+                todo += train
         executor.run(run.dir, todo, record, position)
-    if executor.splits_stages:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
+    if split:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
         units = [Unit("transfer", notebook_name("transfer", c.cell_id), stage_parameters(run, "transfer", c.cell_id))
                  for c in keys.finished_cells(run) if "transfer" in stages and not keys.transfer_done(run, c)]
-        units += [Unit("alignment", notebook_name("alignment", ck.checkpoint),
-                       stage_parameters(run, "alignment", ck.checkpoint))
-                  for ck in keys.alignment_checkpoints(run) if "alignment" in stages and not keys.alignment_done(run, ck)]
+        if "alignment" in stages:
+            units += alignment_units(run, keys.alignment_checkpoints(run))
         total += len(units)
         executor.run(run.dir, units, record, position)
     for stage in ("transfer", "alignment", "analysis"):
         if stage in stages:
-            run_here(stage, compute=not (executor.splits_stages and stage != "analysis"))
+            run_here(stage, compute=not (split and stage != "analysis"))
     write_index(run, status)
     if failures:
         raise StageFailed(f"{len(failures)} stage notebook(s) failed: {', '.join(failures)}; "
