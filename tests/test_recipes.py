@@ -116,6 +116,11 @@ def test_the_grid_shows_every_planned_cell_and_bolds_a_choice_only_once_its_row_
     assert grid.loc["baseline", "lr=2e-05"] == "77.0" and grid.loc["baseline", "precision"] == "bf16"
     # pgd's row is not complete: no bold, its untrained setting a dash, its collapse named
     assert grid.loc["pgd", "lr=0.0001"] == "58.0 (not learned)" and grid.loc["pgd", "lr=2e-05"] == "—"
+    # a row whose settings trained in different precisions (or before the ledger recorded it) says so per setting
+    mixed = table.assign(precision=table["setting"].map({"lr=0.0001": "", "lr=2e-05": "bf16"}))
+    grid = recipe_grid(mixed, choose_recipes(mixed, ["lr=0.0001", "lr=2e-05"]), planned).set_index("method")
+    assert grid.loc["baseline", "precision"] == "lr=0.0001: not recorded; lr=2e-05: bf16"
+    assert grid.loc["pgd", "precision"] == "not recorded"
 
 
 def test_a_ledger_from_before_the_precision_column_merges_with_its_rows_not_recorded():

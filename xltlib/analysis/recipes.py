@@ -58,11 +58,6 @@ def recipe_table(train: pd.DataFrame, selection: dict[str, SelectionRows],
     return pd.DataFrame(rows, columns=RECIPE_COLS)
 
 
-def _recorded(rows: pd.DataFrame, column: str) -> str:
-    values = rows[column].dropna().unique() if column in rows else []
-    return ",".join(sorted(map(str, values)))
-
-
 def merge_ledger(ledger: pd.DataFrame | None, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The search's ledger (its per-checkpoint table kept in a CSV file) with a run's table merged in, and the
     checkpoints whose ledger row the run replaced with another training key (its settings or code changed).
@@ -141,9 +136,19 @@ def recipe_grid(table: pd.DataFrame, choice: pd.DataFrame, planned: list[tuple[s
             if complete and chosen.get((task, method)) == setting:
                 text = f"**{text}**"
             row[setting] = text if g["learned"].all() else f"{text} (not learned)"
-        row["precision"] = _recorded(mine, "precision") if "precision" in mine else ""
+        row["precision"] = precision_text(mine, settings)
         rows.append(row)
     return pd.DataFrame(rows, columns=["task", "method", *settings, "precision"])
+
+
+def precision_text(cells: pd.DataFrame, settings: list[str]) -> str:
+    """The precision a row of the grid trained in: one word when its cells agree, else per setting ("not
+    recorded" for a ledger row from before the column)."""
+    if not len(cells):
+        return ""
+    recorded = cells.get("precision", pd.Series("", index=cells.index)).fillna("").astype(str).replace("", "not recorded")
+    per = {s: ", ".join(sorted(set(recorded[cells["setting"] == s]))) for s in settings if (cells["setting"] == s).any()}
+    return next(iter(per.values())) if len(set(per.values())) == 1 else "; ".join(f"{s}: {v}" for s, v in per.items())
 
 
 def recipes_yaml(choice: pd.DataFrame, split_entry: Callable[[str], tuple[str, dict]]) -> str:
