@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 # a smaller smoke grid (4 training cells): enough to compare executors, quick on two cores
 SMALL = ["grid.seed=[1]", "grid.method=[baseline,pgd]"]
-PROVENANCE = {"created_at", "git_commit", "host", "device", "params_file", "python", "interactive"}
+PROVENANCE = {"created_at", "git_commit", "git_diff", "host", "device", "params_file", "python", "interactive"}
 
 
 def test_unknown_executor_is_refused_listing_the_registered_ones(tmp_path, capsys):
@@ -157,9 +157,18 @@ def test_evaluate_as_trained_scores_and_aligns_each_checkpoint_before_the_next_t
         assert any(u.startswith("03_transfer/") for u in between) and f"04_alignment/{ck}" in between, units
 
 
-def test_evaluate_as_trained_is_a_local_executor_setting():
-    with pytest.raises(ValueError, match="evaluate_as_trained needs executor.name = 'local'"):
-        ExecutorConfig(name="ray", evaluate_as_trained=True)
+def test_a_worker_that_dies_in_a_chain_names_the_chain():
+    """A pool process that dies while running a training unit and its evaluation: the entry names every unit of
+    the chain (the keys say next time which of them finished)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from xltlib.runner.executors import Unit, _failed_entry
+
+    chain = Unit("train", "02_train/ck", {}, then=(Unit("transfer", "03_transfer/c", {}),))
+    entry = _failed_entry(chain, BrokenProcessPool("A process in the process pool was terminated abruptly"))
+    assert not entry["ok"] and entry["error"].startswith("BrokenProcessPool: A process in the process pool")
+    assert entry["error"].endswith("(the worker died in the chain of 02_train/ck, 03_transfer/c)")
+    assert "chain" not in _failed_entry(Unit("train", "02_train/ck", {}), RuntimeError("x"))["error"]
 
 
 @pytest.mark.e2e

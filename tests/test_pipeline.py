@@ -203,6 +203,16 @@ def test_a_run_folder_without_its_checkpoints_still_reports(smoke_run, tmp_path)
     status = json.loads((copy / "status.json").read_text())
     assert all(s.get("skipped") for k, s in status.items() if k.startswith("02_train/"))
     assert not (copy / "checkpoints").exists() and _created(copy / "results" / "transfer") == rows_before
+    # a chain cut between a checkpoint's transfer and its alignment, on a machine that is gone: the checkpoint is
+    # trained again, and its transfer rows are those of the new training, not kept from the lost one
+    cut = pruned.training_cells()[0]
+    pruned.alignment_path(cut.checkpoint).unlink()
+    assert main(["run", str(SMOKE), "--out", str(copy), "--stages", "data,train,transfer,alignment"]) == 0
+    after = _created(copy / "results" / "transfer")
+    scored_by_cut = {f"{c.cell_id}.parquet" for c in pruned.cells() if c.checkpoint == cut.checkpoint}
+    assert all(after[f] != rows_before[f] for f in scored_by_cut)
+    assert all(after[f] == rows_before[f] for f in rows_before if f not in scored_by_cut)
+    assert pruned.alignment_path(cut.checkpoint).is_file() and keys.missing_cells(pruned) == []
     (copy / "data" / "xnli.json").unlink()  # a split not made yet: no results, no crash
     assert pruned.load_results("transfer")["task"].ne("xnli").all()
 

@@ -16,7 +16,7 @@ from xltlib.config.schema import ConfigError
 from xltlib.config.validate import load_config
 from xltlib.core.rows import write_csv_atomic
 from xltlib.data.parallel import PARALLEL
-from xltlib.data.tasks import TASKS
+from xltlib.data.tasks import TASKS, get_task
 from xltlib.data.trainsets import TRAIN_SETS
 from xltlib.evaluation.alignment import METRICS
 from xltlib.evaluation.task_types import KINDS
@@ -183,10 +183,15 @@ def cmd_recipes(args) -> int:
         write_csv_atomic(table, Path(args.ledger))
         print(f"\nledger: {args.ledger} ({len(table)} checkpoints)")
     if args.markdown:
-        plan_cells = [(c.task, *plan.cfg.split_entry(c.method)) for c in plan.training_cells()]
+        # the training task: XQuAD and MLQA cells are TyDiQA's checkpoints, named so in the table
+        plan_cells = [(get_task(c.task).training_task, *plan.cfg.split_entry(c.method)) for c in plan.training_cells()]
         grid = recipe_grid(table, choice, [(task, method, setting_text(s)) for task, method, s in plan_cells])
-        write_recipe_markdown(Path(args.markdown), grid, f"{len(planned & finished)} of {len(planned)} cells",
-                              args.ledger or str(run.dir))
+        try:
+            write_recipe_markdown(Path(args.markdown), grid, f"{len(planned & finished)} of {len(planned)} cells",
+                                  args.ledger or str(run.dir))
+        except ValueError as e:
+            print(f"xlt: error: {e}", file=sys.stderr)
+            return 2
         print(f"table: {args.markdown}")
     return 0
 
@@ -203,10 +208,12 @@ def write_recipe_markdown(path: Path, grid: pd.DataFrame, progress: str, source:
              "mean over the seeds trained; **bold**: the setting chosen (the best that learned at every seed), once "
              "every setting of its row was trained; (not learned): the Wilson CI does not clear the selection rows' "
              "majority rate (PAN-X: the memorized-entity F1) at some seed; —: not trained yet; precision: bf16 "
-             "weights with fp32 masters (a CPU with bf16) or fp32, blank where not recorded.\n\n"
+             "weights with fp32 masters (a CPU with bf16) or fp32, per setting where a row mixes them.\n\n"
              + grid.to_markdown(index=False) + "\n")
     page = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if start in page and end in page:
+    if (start in page) != (end in page) or (start in page and page.index(end) < page.index(start)):
+        raise ValueError(f"{path}: expected the marks {start!r} and then {end!r}, each once, or neither")
+    if start in page:
         head, rest = page.split(start, 1)
         text = f"{head}{start}\n\n{table}\n{end}{rest.split(end, 1)[1]}"
     else:

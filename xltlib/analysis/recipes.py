@@ -125,7 +125,8 @@ def recipe_grid(table: pd.DataFrame, choice: pd.DataFrame, planned: list[tuple[s
     rows = []
     for task, method in dict.fromkeys((t, m) for t, m, _ in planned):
         mine = table[(table["task"] == task) & (table["method"] == method)]
-        complete = all(s in set(mine["setting"]) for t, m, s in planned if (t, m) == (task, method))
+        wanted = pd.Series([s for t, m, s in planned if (t, m) == (task, method)]).value_counts()  # seeds per setting
+        complete = all((mine["setting"] == s).sum() >= n for s, n in wanted.items())
         row = {"task": task, "method": method}
         for setting in settings:
             g = mine[mine["setting"] == setting]

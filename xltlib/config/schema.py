@@ -223,15 +223,9 @@ class ExecutorConfig(_Strict):
     max_retries: int = Field(1, ge=0)  # ray: a failed task is retried this many times, then marked failed
     # local: each checkpoint's transfer scores and alignment right after its training, by the worker that trained
     # it, before the next cell: a run cut off (a session's end, on a machine whose disk does not come back) leaves
-    # complete rows for every checkpoint it finished, which a later run on another machine keeps (xltlib.runner.keys)
+    # complete rows for every checkpoint it finished, which a later run on another machine keeps (xltlib.runner.keys).
+    # Ray runs the stages one after another as before (its run folder is on a shared disk), and says so
     evaluate_as_trained: bool = False
-
-    @model_validator(mode="after")
-    def _chains_run_locally(self):
-        if self.evaluate_as_trained and self.name != "local":
-            raise ValueError(f"executor.evaluate_as_trained needs executor.name = 'local' (got {self.name!r}): a "
-                             "cluster's run folder is on a shared disk that outlives its workers")
-        return self
 
 
 class RunConfig(_Strict):

@@ -90,6 +90,7 @@ class LocalExecutor:
     AMX ran two PAWS-X training cells at once in 4,257 s and 5,135 s where each took 4,062 s and 5,043 s alone."""
 
     name = "local"
+    chains = True  # runs a unit's ``then`` units after it (executor.evaluate_as_trained)
 
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
@@ -193,6 +194,7 @@ class RayExecutor:
 
     name = "ray"
     splits_stages = True  # transfer and alignment also run per cell / checkpoint
+    chains = False  # every unit its own task: the pipeline runs the stages one after another
 
     def __init__(self, cfg: ExecutorConfig):
         try:
@@ -264,7 +266,9 @@ def _failed_entry(unit: Unit, exc: BaseException) -> dict:
     if isinstance(cause, UnitFailed) and cause.args and isinstance(cause.args[0], dict):
         return dict(cause.args[0], attempts="all retries failed")
     msg = str(cause).strip().splitlines()
-    return dict(stage=unit.stage, ok=False, error=f"{type(cause).__name__}: {msg[-1] if msg else ''}",
+    # a chain's later units may have run before its worker died: the keys say next time what is on disk
+    chain = f" (the worker died in the chain of {', '.join(u.name for u in (unit, *unit.then))})" if unit.then else ""
+    return dict(stage=unit.stage, ok=False, error=f"{type(cause).__name__}: {msg[-1] if msg else ''}{chain}",
                 notebook="", seconds=float("nan"))
 
 

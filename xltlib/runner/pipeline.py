@@ -102,12 +102,17 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
 
     if "data" in stages and not run_here("data"):
         stages = ()  # nothing downstream can run without the split
-    split = executor.splits_stages or run.cfg.executor.evaluate_as_trained
+    chained = run.cfg.executor.evaluate_as_trained and executor.chains
+    if run.cfg.executor.evaluate_as_trained and not executor.chains:
+        log.warning("executor.evaluate_as_trained: the %s executor runs every unit as its own task, so transfer and "
+                    "alignment run after all training, as without it", executor.name)
+    split = executor.splits_stages or chained
+    ran: set[str] = set()  # units run in a chain: not run a second time below
     if "train" in stages:
         todo = []
-        if run.cfg.executor.evaluate_as_trained and "alignment" in stages:  # the pre-trained encoder's, first
-            executor.run(run.dir, alignment_units(run, [ck for ck in keys.alignment_checkpoints(run)
-                                                         if ck.path is None]), record, position)
+        if chained and "alignment" in stages:  # the pre-trained encoder's, first
+            todo += alignment_units(run, [ck for ck in keys.alignment_checkpoints(run) if ck.path is None])
+            total += len(todo)
         for cell in cells:
             name = notebook_name("train", cell.checkpoint)
             train = []
@@ -119,10 +124,15 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
                 log.info("%-46s skipped (checkpoint exists)", f"{position()} {name}")
                 status[name] = dict(stage="train", ok=True, skipped=True)
             else:
+                if keys.trained_rows(run, cell):  # its folder is gone and some of its rows are not on disk
+                    log.info("%s: its checkpoint folder is gone and not every row of it is on disk under the current "
+                             "keys (a setting of the transfer or alignment stage changed, or a run was cut off "
+                             "before them): training it again", name)
                 train = [Unit("train", name, stage_parameters(run, "train", cell.cell_id))]
-            if run.cfg.executor.evaluate_as_trained:  # its transfer and alignment units follow it in one worker
+            if chained:  # its transfer and alignment units follow it in one worker
                 chain = train + evaluation_units(run, cell, stages)
                 total += len(chain) - len(train)
+                ran.update(u.name for u in chain)
                 if chain:
                     todo.append(Unit(chain[0].stage, chain[0].name, chain[0].parameters, then=tuple(chain[1:])))
             else:
@@ -133,6 +143,7 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
                  for c in keys.finished_cells(run) if "transfer" in stages and not keys.transfer_done(run, c)]
         if "alignment" in stages:
             units += alignment_units(run, keys.alignment_checkpoints(run))
+        units = [u for u in units if u.name not in ran]
         total += len(units)
         executor.run(run.dir, units, record, position)
     for stage in ("transfer", "alignment", "analysis"):

@@ -7,6 +7,8 @@ MLQA cells (both trained on TyDiQA-GoldP English) share one checkpoint.
 """
 from __future__ import annotations
 
+import shutil
+
 from dataclasses import asdict
 
 import numpy as np
@@ -69,6 +71,23 @@ def build_objective_for(run: Run, cell: Cell):
 
 
 # -------------------------------------------------------------------------- train
+def discard_evaluation(run: Run, checkpoint: str) -> None:
+    """Delete the rows scored from an earlier training of ``checkpoint`` (its transfer rows, predictions, attacked
+    rows, alignment rows and outcomes), under whatever key. Called when the checkpoint is trained: its key is a
+    function of the settings, not of the weights, so the rows of a training whose folder is gone (a study resumed
+    on another machine after a chain was cut between its transfer and its alignment) would otherwise stay live
+    beside the new training's, and a checkpoint's alignment and transfer come from two sets of weights."""
+    cells = [c.cell_id for c in run.cells() if c.checkpoint == checkpoint]
+    files = [run.transfer_path(c) for c in cells] + [run.alignment_path(checkpoint),
+                                                     run.path("results", ALIGNMENT_OUTCOMES, run.alignment_path(checkpoint).name)]
+    folders = [run.path("results", kind, c) for kind in ("predictions", "robustness") for c in cells]
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in folders:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
 @timed("train: other stage code (split, rows, keys)")  # the parts below are timed on their own (xlt cost)
 def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     """Fine-tune the checkpoint of one grid cell and save it; returns the per-step log."""
@@ -81,6 +100,7 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
     t = run.cfg.train_for(task.name, cell.method)
     kind = T.get_task(cell.task).kind
     ck, key = cell.checkpoint, keys.checkpoint_key(run, cell)
+    discard_evaluation(run, ck)
     resume = run.resume_path(ck)  # the loop's state after each epoch: a cut-off cell goes on from there
     prefix_key = keys.clean_prefix_key(run, cell)  # the clean epochs every method of the group shares
     with timed("train: model loading + tokenisation"):  # the rest of train_model: its loop has its own clock
@@ -121,7 +141,8 @@ def stage_train(run: Run, cell_id: str) -> pd.DataFrame:
         write_rows(rows, run.train_path(ck), run.prov())
         save_checkpoint(model, tokenizer, run.checkpoint_dir(ck), base_model=cell.model, meta=meta)
     clear_epoch_state(resume)  # only after the checkpoint is saved: a cut here resumes, never loses the cell
-    if all(keys.cell_done(run, c) for c in run.training_cells() if keys.clean_prefix_key(run, c) == prefix_key):
+    if all(keys.cell_done(run, c) or keys.evaluated(run, c) for c in run.training_cells()
+           if keys.clean_prefix_key(run, c) == prefix_key):
         clear_epoch_state(run.clean_prefix_path(prefix_key))  # the group's last cell: no method needs it now
     return log_df
 
