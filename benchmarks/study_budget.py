@@ -11,7 +11,7 @@ stage's ``encode_layers`` on a sample of Tatoeba pairs, each alignment metric on
 params' exact shape (languages x pool x layers x width) and the robustness attacks of the params on a few English
 rows. The params' work is counted in tokens from the real data (its splits, scored rows and Tatoeba pools). A
 robust method's training epoch costs a multiple of the baseline's, from the recipe-search ledger's PAWS-X cells
-(one AVX2 core each, the clean first epoch taken out), else from its XNLI cells. The totals are estimates built from
+(one core each, the clean first epoch taken out, method and baseline in one precision), else from its XNLI cells. The totals are estimates built from
 those measurements; the first line checks the training model against measured cells (the ledger's PAWS-X baseline).
 """
 from __future__ import annotations
@@ -125,18 +125,20 @@ def metric_seconds(metrics: list[str], languages: int, pool: int, layers: int, d
 
 
 def method_multipliers(ledger: pd.DataFrame, methods: dict[str, str], clean: dict[str, float]) -> dict[str, float]:
-    """A method's training seconds per epoch over the baseline's at the same learning rate, from the ledger's
-    PAWS-X cells (all trained on one AVX2 core, the clean epochs taken out); a method without a PAWS-X cell takes
+    """A method's training seconds per epoch over the baseline's at the same learning rate and precision, from the
+    ledger's PAWS-X cells (one core each, the clean epochs taken out); a method without a PAWS-X cell takes
     the mean of its objective type's there, else its XNLI ratio (those cells ran on other machines, but the
     baseline and the method of one rate on the same kind), else 1. ``methods``: name -> objective type."""
     def ratios(task: str) -> dict[str, float]:
         rows = ledger[ledger["task"] == task]
-        base = rows[rows["method"] == "baseline"].set_index("setting")["train_seconds"]
+        # a ratio within one precision: a bf16 cell against an fp32 baseline would measure the machine, not the method
+        rows = rows.assign(precision=rows["precision"].fillna("") if "precision" in rows else "")
+        base = rows[rows["method"] == "baseline"].set_index(["setting", "precision"])["train_seconds"]
         share = clean.get(task, 0.0)  # the fraction of a cell's epochs trained clean, once per group
         found: dict[str, list[float]] = {}
-        for (method, setting), sec in rows.set_index(["method", "setting"])["train_seconds"].items():
-            if method != "baseline" and setting in base.index:
-                b = float(base[setting])
+        for (method, setting, prec), sec in rows.set_index(["method", "setting", "precision"])["train_seconds"].items():
+            if method != "baseline" and (setting, prec) in base.index:
+                b = float(base[(setting, prec)])
                 found.setdefault(method, []).append((float(sec) - share * b) / ((1 - share) * b))
         return {m: float(np.mean(v)) for m, v in found.items()}
 
