@@ -11,8 +11,9 @@ stage's ``encode_layers`` on a sample of Tatoeba pairs, each alignment metric on
 params' exact shape (languages x pool x layers x width) and the robustness attacks of the params on a few English
 rows. The params' work is counted in tokens from the real data (its splits, scored rows and Tatoeba pools). A
 robust method's training epoch costs a multiple of the baseline's, from the recipe-search ledger's PAWS-X cells
-(one core each, the clean first epoch taken out, method and baseline in one precision), else from its XNLI cells. The totals are estimates built from
-those measurements; the first line checks the training model against measured cells (the ledger's PAWS-X baseline).
+(one core each, the clean first epoch taken out, method and baseline in one precision), else from its XNLI cells.
+The totals are estimates built from those measurements; the first line checks the training model against measured
+cells (the ledger's PAWS-X baseline).
 """
 from __future__ import annotations
 
