@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from xltlib.analysis.gate import SelectionRows
 from xltlib.analysis.recipes import (NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_grid, recipe_table,
-                                    recipes_yaml)
-from xltlib.cli import main
+                                    recipes_yaml, setting_text)
+from xltlib.cli import main, replace_top_level_block
 from xltlib.config.schema import RunConfig
 from xltlib.config.validate import load_config
 from xltlib.runner.run_dir import Run
@@ -60,6 +61,18 @@ def test_a_setting_learns_when_its_selection_ci_clears_the_majority_and_the_best
     assert choice.loc["pgd", "chosen"] == "lr=2e-05" and choice.loc["pgd", "settings_learned"] == 1
     assert recipes_yaml(choice.reset_index(), CFG.split_entry).split() == \
         "recipes: pawsx: baseline: {lr: 0.0001} pgd: {lr: 2.0e-05}".split()
+
+
+def test_a_best_so_far_is_not_a_recipe_and_the_block_replaces_the_params_files_own():
+    train = search_logs({("baseline@lr=0.0001", 1): [0.78, 0.82, 0.81], ("baseline@lr=2e-05", 1): [0.7, 0.75, 0.77],
+                         ("pgd@lr=0.0001", 1): [0.70, 0.76, 0.79]})
+    choice = choose_recipes(recipe_table(train, SELECTION, CFG.split_entry), ["lr=0.0001", "lr=2e-05"])
+    block = recipes_yaml(choice, CFG.split_entry, settings=2)
+    assert block.split() == "recipes: pawsx: baseline: {lr: 0.0001}".split()  # pgd tried 1 of 2 rates: none yet
+    params = "name: s\n# a comment kept\nrecipes:\n  pawsx:\n    pgd: {lr: 1.0e-3}\n\nreport:\n  n_boot: 10\n"
+    assert replace_top_level_block(params, "recipes", block) == \
+        "name: s\n# a comment kept\n" + block + "report:\n  n_boot: 10\n"
+    assert replace_top_level_block("name: s\n", "recipes", block) == "name: s\n" + block
 
 
 def test_a_method_that_learns_at_no_setting_is_reported_as_a_finding():
@@ -130,6 +143,27 @@ def test_a_ledger_from_before_the_precision_column_merges_with_its_rows_not_reco
     ledger, _ = merge_ledger(old.drop(columns=["precision"]), new)
     assert list(ledger.columns) == RECIPE_COLS
     assert ledger.set_index("method")["precision"].to_dict() == {"baseline": "", "pgd": "fp32"}
+
+
+def test_the_studys_recipes_are_the_searchs_choice():
+    """params/study.yaml's `recipes:` block is what `xlt recipes` chooses from the ledger for every (task, method)
+    the study requires; a method without one is allowed only while its search is unfinished."""
+    root = Path(__file__).resolve().parents[1]
+    study = yaml.safe_load((root / "params" / "study.yaml").read_text())
+    search = RunConfig.model_validate(yaml.safe_load((root / "params" / "recipe-search.yaml").read_text()))
+    ledger = pd.read_csv(root / "docs" / "results" / "recipe-search.csv")
+    order = list(dict.fromkeys(setting_text(search.split_entry(m)[1]) for m in search.grid_methods()))
+    choice = choose_recipes(ledger, order).set_index(["task", "method"])
+    for task in study["recipes_required"]:
+        for method in study["grid"]["method"]:
+            have = (study.get("recipes") or {}).get(task, {}).get(method)
+            row = choice.loc[(task, method)] if (task, method) in choice.index else None
+            if row is None or not row["chosen"]:
+                assert have is None, f"recipes.{task}.{method} is set but the search chose none"
+                assert row is None or row["settings_tried"] < len(order) or NO_RECIPE in row["finding"]
+                continue
+            chosen = search.split_entry(f"{method}@" + row["chosen"].replace(", ", ","))[1]
+            assert have is None and row["settings_tried"] < len(order) or have == chosen, (task, method, have, chosen)
 
 
 @pytest.mark.e2e

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from xltlib.analysis.gate import selection_rows, with_counts
 from xltlib.analysis.recipes import (choose_recipes, merge_ledger, recipe_grid, recipe_table, recipes_yaml,
@@ -176,7 +177,19 @@ def cmd_recipes(args) -> int:
     print("\nChosen per (task, method): the best mean selection score among settings that learned at every seed\n")
     print(choice.assign(select_score=lambda d: (100 * d.select_score).round(1)).to_string(index=False))
     if args.yaml:
-        print("\n" + recipes_yaml(choice, run.cfg.split_entry))
+        print("\n" + recipes_yaml(choice, run.cfg.split_entry, len(order)))
+    if args.write_recipes:
+        target = Path(args.write_recipes)
+        try:
+            methods = (yaml.safe_load(target.read_text(encoding="utf-8")) or {}).get("grid", {}).get("method", [])
+            mine = choice[choice["method"].isin(methods)]
+            target.write_text(replace_top_level_block(target.read_text(encoding="utf-8"), "recipes",
+                                                      recipes_yaml(mine, run.cfg.split_entry, len(order))),
+                              encoding="utf-8")
+        except (OSError, yaml.YAMLError, AttributeError) as e:
+            print(f"xlt: error: {target}: {e}", file=sys.stderr)
+            return 2
+        print(f"recipes: {target} ({len(mine)} of its methods' rows; only searches tried at every setting)")
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.ledger:
@@ -194,6 +207,19 @@ def cmd_recipes(args) -> int:
             return 2
         print(f"table: {args.markdown}")
     return 0
+
+
+def replace_top_level_block(text: str, key: str, block: str) -> str:
+    """``text`` (a params file) with its top-level ``key:`` block (the line and the indented lines under it)
+    replaced by ``block``, or ``block`` added at the end: the file's comments and order are kept."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{key}:")), None)
+    if start is None:
+        return text + ("" if text.endswith("\n") or not text else "\n") + block
+    end = start + 1
+    while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+        end += 1
+    return "".join(lines[:start]) + block + "".join(lines[end:])
 
 
 RECIPE_TABLE_MARKS = ("<!-- recipe-table: start (written by `xlt recipes --markdown`, do not edit) -->",
@@ -314,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ledger", help="a CSV file that keeps the search's finished cells across sessions and machines: "
                    "the run's cells are merged into it (replacing a row of the same checkpoint), the verdicts are "
                    "taken over all of them, and it is written back")
+    p.add_argument("--write-recipes", metavar="PARAMS", help="write the chosen recipes of the methods of PARAMS's grid "
+                   "(those whose search tried every setting) as its top-level `recipes:` block, e.g. params/study.yaml")
     p.add_argument("--markdown", help="write the search's table (a row per task and method, a column per setting, "
                    "the chosen setting in bold) into this Markdown page, between its recipe-table marks if it has "
                    "them (docs/recipes.md does), else as the whole file")

@@ -152,11 +152,14 @@ def precision_text(cells: pd.DataFrame, settings: list[str]) -> str:
     return next(iter(per.values())) if len(set(per.values())) == 1 else "; ".join(f"{s}: {v}" for s, v in per.items())
 
 
-def recipes_yaml(choice: pd.DataFrame, split_entry: Callable[[str], tuple[str, dict]]) -> str:
-    """The ``recipes:`` block of a params file for the chosen settings (methods without one are left out)."""
+def recipes_yaml(choice: pd.DataFrame, split_entry: Callable[[str], tuple[str, dict]],
+                 settings: int | None = None) -> str:
+    """The ``recipes:`` block of a params file for the chosen settings (methods without one are left out, and with
+    ``settings``, the number of settings of the search, those not tried at all of them yet: a best-so-far is not a
+    recipe)."""
     out: dict[str, dict[str, dict]] = {}
     for r in choice.itertuples():
-        if r.chosen:
+        if r.chosen and (settings is None or r.settings_tried >= settings):
             _, setting = split_entry(f"{r.method}@" + r.chosen.replace(", ", ","))
             out.setdefault(r.task, {})[r.method] = setting
     return yaml.safe_dump({"recipes": out}, sort_keys=False, default_flow_style=None)

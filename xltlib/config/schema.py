@@ -247,6 +247,10 @@ class RunConfig(_Strict):
     # the recipe chosen per (training task, method entry), TrainConfig overrides applied after task_train and the
     # method's own `train`, e.g. {pawsx: {pgd: {lr: 5.0e-5}}} (written from `xlt recipes RUN --yaml`)
     recipes: dict[str, dict[str, dict[str, Any]]] = {}
+    # training tasks whose every method of the grid must have a `recipes` entry: a study that compares methods
+    # refuses to start before the search has chosen theirs (at the baseline's rate, half the robust PAWS-X
+    # checkpoints of study-lite never learned)
+    recipes_required: list[str] = []
     alignment: AlignmentConfig = AlignmentConfig()
     report: ReportConfig = ReportConfig()
     smoke: bool = False  # tiny random model + tiny data made on the fly (tests)

@@ -211,7 +211,8 @@ def check_robustness(cfg: RunConfig, source: str) -> None:
 
 def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
     """``search``: train settings with a non-empty list of values each; ``recipes``: per training task of the grid
-    and method of grid.method, train settings that validate."""
+    and method of grid.method, train settings that validate; ``recipes_required``: training tasks of the grid whose
+    every method has a recipe."""
     for key, values in cfg.search.items():
         if key not in TrainConfig.model_fields:
             raise ConfigError(f"{source}: search.{key}: not a train setting; train settings: "
@@ -240,3 +241,13 @@ def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
                 cfg.train_for(task, method)
             except ValidationError as exc:
                 raise ConfigError(_format_validation(exc, f"{source}: recipes.{task}.{method}", TrainConfig)) from None
+    for task in cfg.recipes_required:
+        if task not in training_tasks:
+            raise ConfigError(f"{source}: recipes_required: {task!r} is not a training task of grid.task "
+                              f"({', '.join(sorted(training_tasks))})")
+        missing = [m for m in cfg.grid.method if m not in cfg.recipes.get(task, {})]
+        if missing:
+            raise ConfigError(f"{source}: recipes.{task} has no recipe for {', '.join(missing)}, and recipes_required "
+                              f"names {task}: write the search's choice into the params file first (`xlt recipes "
+                              f"RUN --ledger docs/results/recipe-search.csv --params params/recipe-search.yaml "
+                              f"--write-recipes {source}`, docs/recipes.md)")
