@@ -182,14 +182,14 @@ def cmd_recipes(args) -> int:
         target = Path(args.write_recipes)
         try:
             methods = (yaml.safe_load(target.read_text(encoding="utf-8")) or {}).get("grid", {}).get("method", [])
-            mine = choice[choice["method"].isin(methods)]
-            target.write_text(replace_top_level_block(target.read_text(encoding="utf-8"), "recipes",
-                                                      recipes_yaml(mine, run.cfg.split_entry, len(order))),
+            block = recipes_yaml(choice[choice["method"].isin(methods)], run.cfg.split_entry, len(order))
+            target.write_text(replace_top_level_block(target.read_text(encoding="utf-8"), "recipes", block),
                               encoding="utf-8")
         except (OSError, yaml.YAMLError, AttributeError) as e:
             print(f"xlt: error: {target}: {e}", file=sys.stderr)
             return 2
-        print(f"recipes: {target} ({len(mine)} of its methods' rows; only searches tried at every setting)")
+        written = sum(len(m) for m in (yaml.safe_load(block)["recipes"] or {}).values())
+        print(f"recipes: {target} ({written} (task, method) recipes, those whose search tried every setting)")
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.ledger:
