@@ -115,12 +115,16 @@ def test_smoke_on_ray_gives_the_local_rows(both_runs, kind):
     pd.testing.assert_frame_equal(a, b)  # same keys, same values: the cells are deterministic on the CPU
 
 
+def _small_run(tmp_path_factory, name: str, executor_setting: str) -> Path:
+    """The small smoke grid on one torch thread per kernel under one executor setting."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    run_pipeline(load_config(SMOKE, SMALL + ["train.threads=1", executor_setting]), out, params_file=str(SMOKE))
+    return out
+
+
 @pytest.fixture(scope="module")
 def pooled_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pool") / "run"
-    cfg = load_config(SMOKE, SMALL + ["train.threads=1", "executor.workers=2"])
-    run_pipeline(cfg, out, params_file=str(SMOKE))
-    return out
+    return _small_run(tmp_path_factory, "pool", "executor.workers=2")
 
 
 @pytest.mark.e2e
@@ -132,10 +136,7 @@ def test_two_local_workers_give_the_one_worker_rows(both_runs, pooled_run, kind)
 
 @pytest.fixture(scope="module")
 def chained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("chain") / "run"
-    cfg = load_config(SMOKE, SMALL + ["train.threads=1", "executor.evaluate_as_trained=true"])
-    run_pipeline(cfg, out, params_file=str(SMOKE))
-    return out
+    return _small_run(tmp_path_factory, "chain", "executor.evaluate_as_trained=true")
 
 
 @pytest.mark.e2e

@@ -58,6 +58,10 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, params_file: str = "", stages: t
         executor.close()
 
 
+def transfer_unit(run: Run, cell) -> Unit:
+    return Unit("transfer", notebook_name("transfer", cell.cell_id), stage_parameters(run, "transfer", cell.cell_id))
+
+
 def alignment_units(run: Run, checkpoints: list[keys.AlignmentCheckpoint]) -> list[Unit]:
     """One alignment unit per checkpoint whose rows are not on disk under its current key."""
     return [Unit("alignment", notebook_name("alignment", ck.checkpoint), stage_parameters(run, "alignment", ck.checkpoint))
@@ -67,9 +71,8 @@ def alignment_units(run: Run, checkpoints: list[keys.AlignmentCheckpoint]) -> li
 def evaluation_units(run: Run, cell, stages: tuple[str, ...]) -> list[Unit]:
     """What ``executor.evaluate_as_trained`` runs after a training cell: the transfer unit of every grid cell that
     scores its checkpoint and its alignment unit, those whose rows are not on disk yet."""
-    units = [Unit("transfer", notebook_name("transfer", c.cell_id), stage_parameters(run, "transfer", c.cell_id))
-             for c in run.cells() if "transfer" in stages and c.checkpoint == cell.checkpoint
-             and not keys.transfer_done(run, c)]
+    units = [transfer_unit(run, c) for c in run.cells()
+             if "transfer" in stages and c.checkpoint == cell.checkpoint and not keys.transfer_done(run, c)]
     if "alignment" in stages and run.cfg.alignment.datasets:
         units += alignment_units(run, [keys.alignment_checkpoint(run, cell)])
     return units
@@ -139,8 +142,8 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
                 todo += train
         executor.run(run.dir, todo, record, position)
     if split:  # one unit per cell / checkpoint, then each stage's page from the rows on disk
-        units = [Unit("transfer", notebook_name("transfer", c.cell_id), stage_parameters(run, "transfer", c.cell_id))
-                 for c in keys.finished_cells(run) if "transfer" in stages and not keys.transfer_done(run, c)]
+        units = [transfer_unit(run, c) for c in keys.finished_cells(run)
+                 if "transfer" in stages and not keys.transfer_done(run, c)]
         if "alignment" in stages:
             units += alignment_units(run, keys.alignment_checkpoints(run))
         units = [u for u in units if u.name not in ran]
