@@ -369,15 +369,29 @@ def test_recipes_apply_per_task_and_method(tmp_path):
     ("grid: {method: [baseline]}\nsearch: {lr: []}\n", "search.lr"),
     ("grid: {method: [baseline]}\nsearch: {learning_rate: [1.0e-4]}\n", "search.learning_rate: not a train setting"),
     ("grid: {method: [baseline]}\nsearch: {lr: [-1]}\n", "search.lr"),
-    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {xnli: {pgd: {lr: 5.0e-5}}}\n",
-     "recipes.xnli.pgd: not a method of grid.method"),
-    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {pawsx: {baseline: {lr: 5.0e-5}}}\n",
-     "recipes.pawsx: not a training task"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {xnli: {pdg: {lr: 5.0e-5}}}\n",
+     "recipes.xnli.pdg: not a method of grid.method"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes: {pawx: {baseline: {lr: 5.0e-5}}}\n",
+     "recipes.pawx: not a training task"),
+    ("grid: {task: [xnli], method: [baseline]}\nrecipes_required: [pawx]\n", "recipes_required: 'pawx'"),
     ("grid: {task: [xnli], method: [baseline]}\nrecipes: {xnli: {baseline: {lr: 0}}}\n", "recipes.xnli.baseline"),
 ])
 def test_bad_search_or_recipes_name_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
         load_config(write_yaml(tmp_path, text))
+
+
+def test_a_grid_subset_keeps_the_recipes_it_does_not_train(tmp_path):
+    # `--set grid.task=[xnli]` or `grid.method=[baseline]` on a study runs part of it: the other recipes stay unused,
+    # and a required task the subset does not train is not asked for
+    p = write_yaml(tmp_path, "grid: {task: [xnli, pawsx], method: [baseline, pgd]}\nmethods: {pgd_r01: {type: pgd}}\n"
+                             "recipes: {xnli: {baseline: {lr: 5.0e-5}, pgd: {lr: 1.0e-4}}, pawsx: {baseline: "
+                             "{lr: 2.0e-5}, pgd_r01: {lr: 2.0e-5}}}\nrecipes_required: [xnli, pawsx]\n")
+    with pytest.raises(ConfigError, match=r"recipes\.pawsx has no recipe for pgd"):
+        load_config(p)
+    cfg = load_config(p, ["grid.task=[xnli]"])
+    assert cfg.train_for("xnli", "baseline").lr == 5e-05 and cfg.train_for("xnli", "pgd").lr == 1e-4
+    assert load_config(p, ["grid.method=[baseline]"]).train_for("pawsx", "baseline").lr == 2e-05
 
 
 def test_exponent_without_dot_in_method_hyperparameter(tmp_path):

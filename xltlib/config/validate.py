@@ -210,9 +210,9 @@ def check_robustness(cfg: RunConfig, source: str) -> None:
 
 
 def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
-    """``search``: train settings with a non-empty list of values each; ``recipes``: per training task of the grid
-    and method of grid.method, train settings that validate; ``recipes_required``: training tasks of the grid whose
-    every method has a recipe."""
+    """``search``: train settings with a non-empty list of values each; ``recipes``: per training task and method
+    entry (those outside the grid are kept, unused), train settings that validate; ``recipes_required``: training
+    tasks whose every method of the grid has a recipe, when the grid trains them."""
     for key, values in cfg.search.items():
         if key not in TrainConfig.model_fields:
             raise ConfigError(f"{source}: search.{key}: not a train setting; train settings: "
@@ -225,16 +225,19 @@ def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
             except ValidationError as exc:
                 raise ConfigError(_format_validation(exc, f"{source}: search.{key}", TrainConfig)) from None
     training_tasks = {TASKS[t].training_task for t in cfg.grid.task if t in TASKS}
+    # a recipe or a required task outside the grid is kept, unused: `--set grid.task=[xnli]` runs a subset of a
+    # study; only a name that is no training task or method at all (a typo) is an error
+    known_tasks = {task.training_task for task in TASKS.values()}
     for task, by_method in cfg.recipes.items():
-        if task not in training_tasks:
+        if task not in training_tasks and task not in known_tasks:
             raise ConfigError(f"{source}: recipes.{task}: not a training task of grid.task "
-                              f"({', '.join(sorted(training_tasks))})")
+                              f"({', '.join(sorted(training_tasks))}) nor of any registered task")
         if not isinstance(by_method, dict):
             raise ConfigError(f"{source}: recipes.{task} must map method entries to train settings, got {by_method!r}")
         for method, over in by_method.items():
-            if method not in cfg.grid.method:
+            if method not in cfg.grid.method and method not in cfg.methods and method not in robust.OBJECTIVES:
                 raise ConfigError(f"{source}: recipes.{task}.{method}: not a method of grid.method "
-                                  f"({', '.join(cfg.grid.method)})")
+                                  f"({', '.join(cfg.grid.method)}), an entry of methods or a registered method")
             if not isinstance(over, dict):
                 raise ConfigError(f"{source}: recipes.{task}.{method} must be a mapping of train settings, got {over!r}")
             try:
@@ -242,9 +245,11 @@ def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
             except ValidationError as exc:
                 raise ConfigError(_format_validation(exc, f"{source}: recipes.{task}.{method}", TrainConfig)) from None
     for task in cfg.recipes_required:
+        if task not in known_tasks:
+            raise ConfigError(f"{source}: recipes_required: {task!r} is not a training task of any registered "
+                              f"task (grid.task trains {', '.join(sorted(training_tasks))})")
         if task not in training_tasks:
-            raise ConfigError(f"{source}: recipes_required: {task!r} is not a training task of grid.task "
-                              f"({', '.join(sorted(training_tasks))})")
+            continue
         missing = [m for m in cfg.grid.method if m not in cfg.recipes.get(task, {})]
         if missing:
             raise ConfigError(f"{source}: recipes.{task} has no recipe for {', '.join(missing)}, and recipes_required "
