@@ -75,6 +75,11 @@ def check_task_keys(tasks, key: str, source: str) -> None:
             raise ConfigError(f"{source}: {key}.{task}: not a registered task; registered: {', '.join(TASKS)}")
 
 
+def is_method_entry(cfg: RunConfig, name: str) -> bool:
+    """An entry of ``methods:`` or a registered method (what grid.method may name)."""
+    return name in cfg.methods or name in robust.OBJECTIVES
+
+
 def check_registries(cfg: RunConfig, source: str) -> None:
     """Names in the grid must exist in their registries; method hyperparameters must validate."""
     data = cfg.resolved_data_dir()
@@ -92,7 +97,7 @@ def check_registries(cfg: RunConfig, source: str) -> None:
     check_task_keys(cfg.grid.exclude, "grid.exclude", source)
     for task, methods in cfg.grid.exclude.items():
         for m in methods:
-            if m not in cfg.methods and m not in robust.OBJECTIVES:
+            if not is_method_entry(cfg, m):
                 raise ConfigError(f"{source}: grid.exclude.{task}: '{m}' is neither an entry of methods "
                                   f"({', '.join(cfg.methods) or 'none'}) nor a registered method")
 
@@ -235,7 +240,7 @@ def check_search_and_recipes(cfg: RunConfig, source: str) -> None:
         if not isinstance(by_method, dict):
             raise ConfigError(f"{source}: recipes.{task} must map method entries to train settings, got {by_method!r}")
         for method, over in by_method.items():
-            if method not in cfg.grid.method and method not in cfg.methods and method not in robust.OBJECTIVES:
+            if not is_method_entry(cfg, method):
                 raise ConfigError(f"{source}: recipes.{task}.{method}: not a method of grid.method "
                                   f"({', '.join(cfg.grid.method)}), an entry of methods or a registered method")
             if not isinstance(over, dict):
