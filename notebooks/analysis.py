@@ -1,9 +1,10 @@
 # %% [markdown]
 # # Does robust training align languages, and does alignment explain zero-shot transfer?
-# The analysis in six steps, one section each. Each step is one call of `xltlib.analysis` on what the steps
-# before it returned, with its tables and figures under it; `xlt export` runs the same calls
-# (`xltlib.analysis.summary.analyze_run`) and writes what they return to `docs/results/`.
-# The plain-words summary is step 6, at the end.
+# The answers first, then the analysis behind them in six steps, one section each. `analyze_run`
+# (`xltlib.analysis.summary`) runs the six steps on this run folder, each one call of `xltlib.analysis` on what the
+# steps before it returned; each section names its call and shows its field of the result (`res.gate`,
+# `res.comparison`, ...) with the tables and figures a reader needs. `xlt export` writes the same result to
+# `docs/results/`. The full plain-words summary, with every unit, n and estimand, is step 6.
 
 # %% tags=["parameters"]
 run_dir = ""  # absolute path of the run folder
@@ -12,18 +13,10 @@ run_dir = ""  # absolute path of the run folder
 import warnings
 
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown, display
 
-from xltlib.analysis.alignment_compare import alignment_target, compare_alignment
-from xltlib.analysis.compare import compare_methods
-from xltlib.analysis.gate import apply_gate, scored_splits, selection_rows
-from xltlib.analysis.literature import check_claims
-from xltlib.analysis.merge import merge_points
-from xltlib.analysis.rq1 import answer_rq1
-from xltlib.analysis.rq2 import answer_rq2
 from xltlib.analysis.score import score_name
-from xltlib.analysis.summary import missing_cells_note, summarize
+from xltlib.analysis.summary import analyze_run
 from xltlib.reporting.plots import (
     plot_alignment_vs_transfer,
     plot_corr_by_layer,
@@ -47,13 +40,21 @@ from xltlib.runner.stages import Run
 
 warnings.filterwarnings("ignore")
 run = Run.open(run_dir)
-report = run.cfg.report  # the declared primary analysis, bootstrap and permutation counts, seed
-transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
-notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
+transfer = run.load_results("transfer")
+res = analyze_run(run)  # steps 1-6 with the run's `report` settings (primary analysis, bootstrap and permutations)
+
+# %% [markdown]
+# ## The answers in brief
+# One line per question, each with its 95% interval: which checkpoints learned (step 1), robust training vs the
+# baseline on zero-shot transfer (step 2), RQ1 (step 4) and RQ2 (step 5) at the analyses declared in
+# `report.primary`, the source paper's claims (step 6). Units, n and estimands are in step 6's summary.
+
+# %%
+display(Markdown(res.brief))
 
 # %% [markdown]
 # ## Step 1: do the models learn their tasks? The model-quality gate
-# `apply_gate`: English score per task and checkpoint with its CI beside the bar it must clear (`bar`, `bar_kind`),
+# `res.gate` from `apply_gate`: English score per task and checkpoint with its CI beside the bar it must clear (`bar`, `bar_kind`),
 # decided on the English *selection* rows (`protocol.selection`; `split` names the rows; a run without them falls
 # back to test and says so): accuracy with its Wilson CI against the majority-label rate (XNLI, PAWS-X); PAN-X's
 # span F1 with a bootstrap CI over sentences against the memorized-entity F1, a lookup of the training entities
@@ -62,9 +63,7 @@ notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
 # names a run whose training loss never left the majority plateau.
 
 # %%
-gate = apply_gate(transfer, run.majority_rates(), train=run.load_results("train"), selection=selection_rows(run),
-                  scored=scored_splits(run))
-show(gate.table, 3)
+show(res.gate.table, 3)
 targets = english_targets(transfer)
 if len(targets):
     display(Markdown("**English score vs each task's target (%)** — a fixed bar, chance (XCOPA) or the pre-trained "
@@ -73,7 +72,7 @@ if len(targets):
 
 # %% [markdown]
 # ## Step 2: robust methods vs the baseline
-# `compare_methods`: the mean over target languages of each method's score minus the baseline's (each averaged over
+# `res.comparison` from `compare_methods`: the mean over target languages of each method's score minus the baseline's (each averaged over
 # its checkpoints), shown two ways (`checkpoints`): the checkpoints passing the gate, and every trained checkpoint (a
 # collapsed run counts with what it scored). 95% CI: a bootstrap over test item ids, one draw per replicate shared by
 # every language, seed and method (`se_items`; rows without per-item values: languages), plus the seed variance
@@ -82,7 +81,7 @@ if len(targets):
 # under each attack (points), where robustness was scored: more robust than the baseline where that CI lies above 0.
 
 # %%
-comparison = compare_methods(transfer, gate, n_boot=report.n_boot, seed=report.seed)
+comparison = res.comparison
 show(comparison.scores, 4)
 if len(comparison.robustness):
     display(Markdown("**Under attack** (points of English accuracy, method − baseline)"))
@@ -106,18 +105,18 @@ for task, table in transfer_table(transfer).items():
 
 # %% [markdown]
 # ## Step 3: alignment beside the task score
-# `merge_points`: one point per fine-tuned checkpoint, task, target language, alignment metric and layer, with
+# `res.points` from `merge_points`: one point per fine-tuned checkpoint, task, target language, alignment metric and layer, with
 # the alignment and the task score (`score_metric` says which: accuracy, F1, ...); `gate_ok` marks the points
 # whose checkpoint passes the gate. Below: the pairs per language the pair metrics used, and the pairs available.
 
 # %%
-points = merge_points(alignment, transfer, gate)
+points = res.points
 show(points.merged.head(10), 4)
 show(points.pools)
 
 # %% [markdown]
 # ### Alignment: robust methods vs the baseline, and "less drift"?
-# `compare_alignment`, on the checkpoints that pass the gate, at the primary alignment measure (`report.primary`):
+# `res.alignment_comparison` from `compare_alignment`, on the checkpoints that pass the gate, at the primary alignment measure (`report.primary`):
 # per task, the mean over languages of each method's alignment minus the baseline's at the same seeds, its 95% CI
 # from the parallel sentence pairs (items; one per English sentence, shared by the languages that have it) crossed
 # with the checkpoints, the seed variance pooled over the task's arms (fewer than 3 matched seeds: the difference
@@ -126,16 +125,13 @@ show(points.pools)
 # once drift enters is "moves the weights less", not "aligns more".
 
 # %%
-drift = run.weight_drift()
-metric, layer = alignment_target(alignment, report.primary)
-outcomes = run.alignment_outcomes(metric, layer) if layer is not None else pd.DataFrame()
-alignment_cmp = compare_alignment(alignment, outcomes, gate.table, report.primary, drift=drift)
+alignment_cmp = res.alignment_comparison
 show(alignment_cmp.table, 4)
 show(alignment_cmp.drift, 4)
 
 # %% [markdown]
 # ## Step 4: RQ1, does the alignment a checkpoint reaches track the transfer it gets?
-# `answer_rq1`, at the measure declared in `report.primary`, per task: across checkpoints within each language
+# `res.rq1` from `answer_rq1`, at the measure declared in `report.primary`, per task: across checkpoints within each language
 # (unit: the checkpoint, the default primary `unit`; language fixed effects; checkpoint labels permuted, each
 # checkpoint's alignment over all its languages moving as one block; CI by inverting that test); across languages
 # (unit: the language; languages permuted and resampled; mostly what pre-training gave each language); and with
@@ -145,8 +141,7 @@ show(alignment_cmp.drift, 4)
 # weights less".
 
 # %%
-rq1 = answer_rq1(points, report.primary, n_boot=report.n_boot, n_perm=report.n_perm, seed=report.seed,
-                 drift=drift)
+rq1 = res.rq1
 if len(rq1.headline):
     plot_language_means(rq1.headline); plt.show()
     plot_alignment_vs_transfer(rq1.headline); plt.show()
@@ -167,7 +162,7 @@ if len(rq1.drift_fits):
 
 # %% [markdown]
 # ## Step 5: RQ2, does robust training improve alignment, most for low-resource languages?
-# `answer_rq2`, primary: at the primary measure, each checkpoint's alignment on every Tatoeba language with a
+# `res.rq2` from `answer_rq2`, primary: at the primary measure, each checkpoint's alignment on every Tatoeba language with a
 # CC-100 size (common pool) minus the baseline's at the same seed, and minus the pre-trained encoder's: the mean
 # gain and its slope on log10 CC-100 size, intervals from the seed and language strata, Holm within each reference.
 # Secondary: the task score's seed-matched gains over the baseline, one point per language (a language in two
@@ -175,7 +170,7 @@ if len(rq1.drift_fits):
 # lower-resource languages.
 
 # %%
-rq2 = answer_rq2(points, gate, alignment, report.primary)
+rq2 = res.rq2
 display(Markdown("**Alignment gains on Tatoeba** (primary; points = alignment × 100 in the summary)"))
 show(rq2.alignment, 4)
 if len(rq2.delta):
@@ -186,16 +181,12 @@ if len(rq2.frame):
 
 # %% [markdown]
 # ## Step 6: the summary
-# `check_claims`: each claim of the source paper (Huang et al. 2021) beside this study's estimate from step 2, with
-# its interval and the verdict; then `summarize`: every step's result in one `AnalysisResult`, and the claims it
-# supports in plain words.
+# `res.literature` from `check_claims`: each claim of the source paper (Huang et al. 2021) beside this study's
+# estimate from step 2, with its interval and the verdict; then `res.summary` from `summarize`: every step's result
+# in plain words, the answers in brief at its top.
 
 # %%
-literature = check_claims(comparison.scores, transfer, run.load_results("train"))
-show(literature, 2)
-res = summarize(report.primary, gate, comparison, points, rq1, rq2, alignment=alignment,
-                headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes,
-                literature=literature, alignment_comparison=alignment_cmp)
+show(res.literature, 2)
 display(Markdown(res.summary))
 
 # %% [markdown]

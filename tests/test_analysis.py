@@ -16,9 +16,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from xltlib.analysis.compare import robustness_vs_baseline  # noqa: E402
+from xltlib.analysis.compare import PASSING, robustness_vs_baseline  # noqa: E402
 from xltlib.analysis.merge import delta_table, merge_alignment_transfer  # noqa: E402
-from xltlib.analysis.summary import AnalysisResult, _fmt, analyze_run  # noqa: E402
+from xltlib.analysis.summary import AnalysisResult, _fmt, analyze_run, brief_markdown  # noqa: E402
 from xltlib.config.schema import ReportConfig  # noqa: E402
 from xltlib.data.languages import resource_table, to_iso1  # noqa: E402
 from xltlib.reporting import plots as P  # noqa: E402
@@ -211,6 +211,39 @@ def test_analyze_returns_typed_result_with_primary_and_families():
     assert {"rq1_checkpoints", "alignment_gain", "literature"} <= set(names)
 
 
+def test_the_brief_answers_each_question_with_its_interval():
+    """The answers lead the summary: per task the transfer difference of every arm with its CI and which CIs exclude
+    0, RQ1 at its primary unit, RQ2's alignment gains over the baseline, the source paper's claims by verdict."""
+    tr, al = run_frames()
+    tr.loc[(tr["method"] == "pgd") & (tr["language"] != "en") & (tr["task"] == "xnli"), "value"] -= 0.05
+    res = analyze(tr, al, majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=200, n_perm=200)
+    lines = res.brief.splitlines()
+    assert res.summary.startswith("## Summary\n\n### The answers in brief\n\n" + res.brief)  # the answers lead
+    xnli = next(ln for ln in lines if ln.startswith("- **Robust training vs the baseline, xnli"))
+    row = res.comparison.scores.query("task == 'xnli' and setting == 'standard' and checkpoints == @PASSING").iloc[0]
+    assert f"pgd {100 * row['diff']:+.1f} ({100 * row['ci_lo']:+.1f} to {100 * row['ci_hi']:+.1f})" in xnli
+    assert row["ci_hi"] < 0 and xnli.endswith("below: pgd.")  # a planted 5-point loss
+    rq1 = next(ln for ln in lines if ln.startswith("- **RQ1, xnli** (primary, unit: checkpoint)"))
+    assert "within a language" in rq1 and "6 checkpoints" in rq1
+    rq2 = next(ln for ln in lines if ln.startswith("- **RQ2, xnli-trained checkpoints**"))
+    gain = res.rq2.alignment.query("task == 'xnli' and reference == 'baseline' and method == 'pgd'").iloc[0]
+    assert f"pgd {100 * gain['mean_gain']:+.1f}" in rq2 and "lower-resource languages: " in rq2
+    claims = [ln for ln in lines if ln.startswith("- **The source paper: ")]
+    assert claims and all(" of " in ln and " arms" in ln for ln in claims)
+
+
+def test_the_brief_of_arms_with_too_few_seeds_claims_no_difference():
+    res = analyze(*run_frames(seeds=(1,)), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
+    xnli = next(ln for ln in res.brief.splitlines() if ln.startswith("- **Robust training vs the baseline, xnli"))
+    assert "(no interval: too few seeds)" in xnli and xnli.endswith("no intervals yet (fewer than 3 seeds per arm).")
+    assert "every checkpoint learned: baseline (1 pawsx, 1 xnli), pgd (1 pawsx, 1 xnli)." in res.brief
+
+
+def test_the_brief_of_a_run_without_scores_says_so():
+    assert brief_markdown(AnalysisResult(primary=ReportConfig.Primary())).endswith(
+        "No result yet: the run has no scored checkpoints.\n")
+
+
 def test_analyze_null_relation_is_not_found():
     res = analyze(*run_frames(relation=False, seed=3), majority={"xnli": 0.34}, n_boot=100, n_perm=100)
     row = res.rq1.primary.set_index("task").loc["xnli"]
@@ -226,9 +259,12 @@ def test_gate_excludes_failing_checkpoints_from_rq1_and_rq2():
     assert "xnli-pgd-3" in set(res.points.merged["checkpoint"])
     assert res.rq1.primary.set_index("task").loc["xnli", "n_checkpoints"] == 5
     assert "1 of 6 checkpoint(s) do not clear it" in res.summary and "xnli/xnli-pgd-3" in res.summary
-    # the summary opens with each method's collapses; no selection rows: decided on test, and the notes say so loudly
-    opening = res.summary.split("\n")[2]
-    assert "pgd: 0 of 3 pawsx seeds, 1 of 3 xnli seeds did not learn" in opening and opening.index("baseline") < opening.index("pgd")
+    # the summary opens with the answers in brief, their first line each method's collapses; no selection rows:
+    # decided on test, and the notes say so loudly
+    assert res.summary.split("\n")[2] == "### The answers in brief"
+    opening = res.summary.split("\n")[4]
+    assert "pgd: 0 of 3 pawsx seeds, 1 of 3 xnli seeds did not learn; every checkpoint of the others learned: " \
+           "baseline (3 pawsx, 3 xnli)." in opening
     assert "decided on English TEST rows" in res.summary and set(res.gate.table["split"]) == {"test"}
     # every xnli checkpoint at chance: rows say why, nothing is computed from them
     tr2 = tr.copy()

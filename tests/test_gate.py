@@ -85,8 +85,8 @@ def test_a_plateau_run_is_named_in_the_note_the_gate_notes_and_the_opening_line(
     assert any("did not leave the majority plateau" in n and "pawsx/pgd-2" in n for n in gate.notes)
     assert not any("TEST rows" in n for n in gate.notes)
     line = collapse_text(gate.table)
-    assert "baseline: 0 of 2 pawsx seeds did not learn; pgd: 2 of 2 pawsx seeds (2 on the majority plateau) did not " \
-           "learn" in line
+    assert "pgd: 2 of 2 pawsx seeds (2 on the majority plateau) did not learn; every checkpoint of the others " \
+           "learned: baseline (2 pawsx)." in line
     assert "decided on the English selection rows" in line
 
 

@@ -235,7 +235,7 @@ def span_verdict(row: dict, sel: SelectionRows, level: float, seed: int = 0) -> 
 
     A checkpoint without counts (trained before the train stage wrote them) is not gated, and its note says how to
     gate it: delete its checkpoint and run again (``xlt run`` skips a finished checkpoint)."""
-    task, ck = row["task"], row["checkpoint"]
+    ck = row["checkpoint"]
     counts = sel.counts.get(ck)
     if counts is None or len(counts) != sel.n:
         found = "missing" if counts is None else f"{len(counts)} sentences, not {sel.n}"
@@ -352,16 +352,23 @@ def collapse_text(table: pd.DataFrame) -> str:
     if g.empty:
         return ""
     methods = list(dict.fromkeys(["baseline", *g["method"]]))
-    parts = []
+    parts, learned = [], []  # methods with a failed checkpoint, each task counted; then those that learned everywhere
     for method in [m for m in methods if m in set(g["method"])]:
-        clauses = []
+        clauses, counts = [], []
         for task, t in g[g["method"] == method].groupby("task", sort=True):
             failed = ~t["passes"].astype(bool)
             unit = "seeds" if t["seed"].nunique() == len(t) else "checkpoints"
             stuck = int((failed & t["plateau"].isin(FLAGGED)).sum())
             clauses.append(f"{int(failed.sum())} of {len(t)} {task} {unit}"
                            + (f" ({stuck} on the majority plateau)" if stuck else ""))
-        parts.append(f"{method}: " + ", ".join(clauses) + " did not learn")
+            counts.append(f"{len(t)} {task}")
+        if (~g.loc[g["method"] == method, "passes"].astype(bool)).any():
+            parts.append(f"{method}: " + ", ".join(clauses) + " did not learn")
+        else:
+            learned.append(f"{method} ({', '.join(counts)})")
+    if learned:
+        parts.append(("every checkpoint learned: " if not parts else "every checkpoint of the others learned: ")
+                     + ", ".join(learned))
     on = ("the English selection rows" if g["split"].str.startswith("selection").all() else
           "English TEST rows: the run has no selection rows")
     return (f"**Which checkpoints learned** (model-quality gate, decided on {on}): " + "; ".join(parts) + "."

@@ -20,7 +20,7 @@ import pandas as pd
 
 from xltlib.analysis.alignment_compare import AlignmentComparison, alignment_target, compare_alignment
 from xltlib.analysis.alignment_compare import summary_lines as alignment_comparison_lines
-from xltlib.analysis.compare import MVB_ESTIMAND, Comparison, compare_methods
+from xltlib.analysis.compare import MVB_ESTIMAND, PASSING, Comparison, compare_methods
 from xltlib.analysis.gate import MEMORIZED, Gate, apply_gate, collapse_text, decided_on, scored_splits, selection_rows
 from xltlib.analysis.inference import ALPHA
 from xltlib.analysis.literature import check_claims
@@ -49,7 +49,8 @@ class AnalysisResult:
     alpha: float = ALPHA
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # checkpoints, languages, seeds, tasks
-    summary: str = ""  # step 6: the plain-words summary (markdown)
+    brief: str = ""  # the answers first, one bullet per question with its interval (markdown)
+    summary: str = ""  # step 6: the plain-words summary (markdown), the brief at its top
 
 
 def missing_cells_note(transfer: pd.DataFrame, expected_cells: list[str]) -> list[str]:
@@ -96,6 +97,7 @@ def summarize(primary: ReportConfig.Primary, gate: Gate, comparison: Comparison,
                           languages=int(merged["language"].nunique()), tasks=int(merged["task"].nunique()),
                           seeds=int(merged["seed"].nunique()) if "seed" in merged else 0)
         text = alignment_by_method_text(alignment, headline_metric or primary.metric)
+    res.brief = brief_markdown(res)
     res.summary = summary_markdown(res, protocol=protocol, alignment_text=text)
     return res
 
@@ -170,9 +172,7 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
     test rejects (Holm over tasks when there are several); the rest is labelled exploratory."""
     a = res.alpha
     c = res.counts
-    L = ["## Summary", ""]
-    if collapsed := collapse_text(res.gate.table):  # first: each method's collapses per task
-        L += [collapsed, ""]
+    L = ["## Summary", "", "### The answers in brief", "", res.brief or brief_markdown(res)]  # names the collapses
     if c:
         L += [f"Data: {c.get('checkpoints', 0)} fine-tuned checkpoints ({c.get('analysed_checkpoints', 0)} pass the "
               f"model-quality gate), {c.get('tasks', 0)} task(s), {c.get('languages', 0)} target languages, "
@@ -445,3 +445,81 @@ def _literature_lines(lit: pd.DataFrame) -> list[str]:
           f"What was checked of the claims: {'; '.join(dict.fromkeys(lit['claim_checked'].dropna()))}.", ""]
     return L
 
+
+# ------------------------------------------------------------------------------------- the answers in brief
+def _arm_ci(r, est: str = "diff", lo: str = "ci_lo", hi: str = "ci_hi") -> str:
+    """'pgd_r01 +0.4 (-1.0 to +1.8)', or the estimate and 'no interval' when the arm has too few seeds."""
+    if not np.isfinite(r.get(est, np.nan)):
+        return f"{r['method']} n/a"
+    ci = f"{_pts(r[lo])} to {_pts(r[hi])}" if np.isfinite(r.get(lo, np.nan)) else "no interval: too few seeds"
+    return f"{r['method']} {_pts(r[est])} ({ci})"
+
+
+def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi") -> str:
+    """Which arms' 95% CIs lie above 0 and which below, in words."""
+    with_ci = t[np.isfinite(t[lo].astype(float))] if lo in t else t.iloc[:0]
+    if with_ci.empty:
+        return "no intervals yet (fewer than 3 seeds per arm)"
+    some = "" if len(with_ci) == len(t) else f" of the {len(with_ci)} arms with an interval"
+    up, down = list(with_ci.loc[with_ci[lo] > 0, "method"]), list(with_ci.loc[with_ci[hi] < 0, "method"])
+    if not up and not down:
+        return f"no arm{some} differs from the baseline (every CI covers 0)"
+    return "; ".join(p for p in (f"above{some}: {', '.join(up)}" if up else "",
+                                 f"below{some}: {', '.join(down)}" if down else "") if p)
+
+
+def brief_markdown(res: AnalysisResult) -> str:
+    """The answers first, one bullet per question, each with its interval: which checkpoints learned, robust
+    training vs the baseline on transfer, RQ1 and RQ2 at their declared primary analyses, the source paper's
+    claims. The full summary (units, n, estimands, secondary analyses) follows it."""
+    a = res.alpha
+    L = []
+    if collapsed := collapse_text(res.gate.table):
+        L.append(f"- {collapsed}")
+    mvb = res.comparison.scores
+    if mvb is not None and len(mvb):
+        rows = mvb[(mvb["setting"] == "standard") & (mvb["checkpoints"] == PASSING)]
+        for task, t in rows.groupby("task", sort=True):
+            head = f"- **Robust training vs the baseline, {task} zero-shot transfer**"
+            if not np.isfinite(t["diff"].astype(float)).any():
+                L.append(f"{head}: no comparison — {t['note'].iloc[0]}.")
+                continue
+            L.append(f"{head} (points, mean over {int(t['n_languages'].max())} target languages, checkpoints passing "
+                     "the gate, 95% CI): " + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t)}.")
+    rq = res.rq1
+    primary = rq.by_checkpoint if rq.unit == "checkpoint" else rq.across
+    if primary is not None and len(primary):
+        est = "coef" if rq.unit == "checkpoint" else "r"
+        for _, r in primary.iterrows():
+            if not np.isfinite(r.get(est, np.nan)):
+                L.append(f"- **RQ1, {r['task']}**: no test — {r['note']}.")
+                continue
+            size = (f"+0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer within a language (95% CI "
+                    f"{_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}; {int(r['n_checkpoints'])} checkpoints)"
+                    if est == "coef" else
+                    f"r = {_fmt(r['r'])} across languages (95% CI {_fmt(r['r_lo'])} to {_fmt(r['r_hi'])}; "
+                    f"{int(r['n_languages'])} languages)")
+            found = _reject(r, a, len(primary) > 1)
+            L.append(f"- **RQ1, {r['task']}** (primary, unit: {rq.unit}): {size} — "
+                     + ("**relation found**." if found else f"no relation found at α = {a}."))
+    al = res.rq2.alignment
+    if al is not None and len(al):
+        vs_base = al[(al["reference"] == "baseline") & np.isfinite(al["mean_gain"].astype(float))]
+        for task, t in vs_base.groupby("task", sort=True):
+            low = list(t.loc[(t["slope_p_holm"] <= a) & (t["slope_per_10x"] < 0), "method"])
+            L.append(f"- **RQ2, {task}-trained checkpoints** (alignment on Tatoeba over {int(t['n_languages'].max())} "
+                     "languages, gain over the seed-matched baseline, points × 100, 95% CI): "
+                     + "; ".join(_arm_ci(r, "mean_gain", "mean_ci_lo", "mean_ci_hi") for _, r in t.iterrows())
+                     + f" — {_above_below(t, 'mean_ci_lo', 'mean_ci_hi')}; larger gains for lower-resource languages: "
+                     + (", ".join(low) if low else "none found") + ".")
+    lit = res.literature
+    if lit is not None and len(lit) and "verdict" in lit:
+        scored = lit[lit["checkpoints"] == PASSING] if "checkpoints" in lit and (lit["checkpoints"] == PASSING).any() \
+            else lit
+        for claim, c in scored.groupby("claim", sort=False):
+            counts = c["verdict"].value_counts()
+            L.append(f"- **The source paper: {claim}** — " + ", ".join(f"{v}: {n} of {len(c)} arms"
+                                                                     for v, n in counts.items()) + ".")
+    if not L:
+        L.append("No result yet: the run has no scored checkpoints.")
+    return "\n".join(L) + "\n"

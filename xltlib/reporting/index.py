@@ -59,7 +59,7 @@ def write_index(run, status: dict | None = None) -> Path:
     warn = (f'<p style="color:#a00"><b>{len(lab)} result file(s) hold rows written from an interactive session '
             f"(xlt lab), not by a batch run</b> (column <code>interactive</code>): "
             f"{html.escape(', '.join(lab))}</p>") if lab else ""
-    # the analysis page ends with its plain-words summary: the first thing a reader looks for
+    # the analysis page opens with the answers in brief and ends with the full summary (units, n, estimands)
     summary = re.search(r'<h2 id="([^"]*[Ss]ummary[^"]*)"', body)
     jump = f' · <a href="#{html.escape(summary.group(1))}">the summary in plain words</a>' if summary else ""
     nav = (f'<nav style="font-family:sans-serif;margin:1em 2em;padding:0.5em 1em;border:1px solid #ccc">'
