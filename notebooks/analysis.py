@@ -159,6 +159,11 @@ if len(rq1.drift_fits):
                      "(language fixed effects, two-way clustered SEs)."))
     show(rq1.drift, 4)
     show(rq1.drift_fits, 4)
+if len(rq1.english_fits):
+    display(Markdown("**Learned less?** Across checkpoints (their means over the languages), alignment's slope "
+                     "without and with each checkpoint's English selection score as a covariate (OLS): alignment's "
+                     "relation to transfer at a given English score."))
+    show(rq1.english_fits, 4)
 
 # %% [markdown]
 # ## Step 5: RQ2, does robust training improve alignment, most for low-resource languages?

@@ -225,9 +225,14 @@ def test_the_brief_answers_each_question_with_its_interval():
     assert row["ci_hi"] < 0 and xnli.endswith("below: pgd.")  # a planted 5-point loss
     rq1 = next(ln for ln in lines if ln.startswith("- **RQ1, xnli** (primary, unit: checkpoint)"))
     assert "within a language" in rq1 and "6 checkpoints" in rq1
-    rq2 = next(ln for ln in lines if ln.startswith("- **RQ2, xnli-trained checkpoints**"))
+    assert "Across checkpoints at a given English selection score: " in rq1  # the "learned less?" check
+    align = next(ln for ln in lines if ln.startswith("- **Alignment, robust training vs the baseline, xnli"))
+    diff = res.alignment_comparison.table.query("task == 'xnli' and method == 'pgd'").iloc[0]["diff"]
+    assert f"pgd {100 * diff:+.1f} (no interval)" in align and align.endswith("no intervals (the notes below say why).")
+    rq2 = next(ln for ln in lines if ln.startswith("- **RQ2, xnli-trained checkpoints** (primary: slope"))
     gain = res.rq2.alignment.query("task == 'xnli' and reference == 'baseline' and method == 'pgd'").iloc[0]
-    assert f"pgd {100 * gain['mean_gain']:+.1f}" in rq2 and "lower-resource languages: " in rq2
+    assert f"pgd {100 * gain['slope_per_10x']:+.1f} ({100 * gain['slope_ci_lo']:+.1f} to " in rq2
+    assert "lower-resource languages" in rq2 and "pre-trained encoder" in rq2
     claims = [ln for ln in lines if ln.startswith("- **The source paper: ")]
     assert claims and all(" of " in ln and " arms" in ln for ln in claims)
 

@@ -343,6 +343,16 @@ def _gated(table: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(table["bar"], errors="coerce").notna()
 
 
+def english_scores(gate: Gate) -> dict[str, float]:
+    """Each gated checkpoint's English score on the rows the gate decided on (selection rows where the run has
+    them): how well it learned the task, the covariate of RQ1's "learned less?" check."""
+    t = gate.table
+    if t is None or t.empty:
+        return {}
+    t = t[np.isfinite(t["english"].astype(float))]
+    return dict(zip(t["checkpoint"], t["english"].astype(float)))
+
+
 def collapse_text(table: pd.DataFrame) -> str:
     """The summary's opening line: per method, how many checkpoints of each gated task did not learn ("pgd: 2 of 2
     pawsx seeds did not learn"), how many of those sat on the majority plateau, and the rows that decided it."""

@@ -22,6 +22,8 @@
   slope is identified only by checkpoint x language variation. SEs are two-way cluster-robust (Cameron, Gelbach &
   Miller 2011) with CR1 factors, t(min(G) - 1); the partial R^2 is that of alignment alone.
 * **Less drift?** The within-language slope with and without each checkpoint's weight drift as a covariate.
+* **Learned less?** Across checkpoints (their means over languages), alignment's slope without and with each
+  checkpoint's English selection score as a covariate.
 
 A task is any task with transfer rows: PAN-X's 46 target languages meet Tatoeba's on the ISO 639-1 codes of
 :func:`xltlib.data.languages.to_iso1` (41 of them; gu, my, pa, qu and yo have no Tatoeba rows). The primary test is
@@ -37,6 +39,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from xltlib.analysis.inference import (
     ALPHA,
@@ -285,6 +288,52 @@ def drift_adjusted(frame: pd.DataFrame, drift: dict[str, float], *, x: str = "al
     return out
 
 
+def english_adjusted(frame: pd.DataFrame, english: dict[str, float], *, x: str = "alignment", y: str = "score",
+                     level: float = 0.95) -> list[dict]:
+    """RQ1 across checkpoints without and with each checkpoint's English selection score as a covariate, at the
+    checkpoint level: each checkpoint's mean alignment and mean transfer over the languages every checkpoint was
+    scored in (so language effects cancel), then OLS ``transfer ~ alignment`` vs ``transfer ~ alignment + english``
+    over the checkpoints, t(C - k). A checkpoint that learned the task less well in English scores lower in every
+    language; if it also kept more alignment (it moved less, or its perturbation held it near the pre-trained
+    encoder) the slope across checkpoints mixes "aligns more" with "learned less". The adjusted slope is
+    alignment's relation to transfer at a given English score. Checkpoint means, not the checkpoint x language
+    panel: the question lives at the checkpoint, and a two-way clustered panel fit with 14 language clusters
+    rejected a true null 7% of the time in the calibration (``tests/test_stats.py``)."""
+    g = frame.dropna(subset=[x, y])
+    n_ck = g["checkpoint"].nunique()
+    per_lang = g.groupby("language")["checkpoint"].nunique()
+    common = per_lang.index[per_lang == n_ck]
+    per = g[g["language"].isin(common)].groupby("checkpoint")[[x, y]].mean()
+    per["english"] = per.index.map(english)
+    k, c = len(common), len(per)
+    out = []
+    for model, cov in (("checkpoint means", []), ("+ English selection score", ["english"])):
+        row = dict(model=model, n_languages=k, n_checkpoints=c, n=c)
+        d = per.dropna(subset=[x, y, *cov])
+        n_par = 2 + len(cov)
+        note = too_small(k, c) or ("empty: no English score" if cov and per["english"].isna().all() else "") or \
+            (f"empty: {len(d)} checkpoints for {n_par} parameters" if len(d) <= n_par + 1 else "")
+        if note:
+            out.append({**row, "note": note})
+            continue
+        X = np.column_stack([np.ones(len(d)), d[x].to_numpy(float), *[d[v].to_numpy(float) for v in cov]])
+        yv = d[y].to_numpy(float)
+        beta, *_ = np.linalg.lstsq(X, yv, rcond=None)
+        resid = yv - X @ beta
+        df = len(d) - n_par
+        cov_b = np.linalg.pinv(X.T @ X) * float(resid @ resid) / df
+        se = math.sqrt(cov_b[1, 1])
+        if not se > 0:
+            out.append({**row, "note": "empty: the fit is exact (no residual variation)"})
+            continue
+        t = beta[1] / se
+        q = float(stats.t.ppf(0.5 + level / 2, df))
+        out.append({**row, "n": len(d), "coef": float(beta[1]), "se": se, "ci_lo": float(beta[1] - q * se),
+                    "ci_hi": float(beta[1] + q * se), "p": float(2 * stats.t.sf(abs(t), df)), "df": df,
+                    "partial_r2": float(t * t / (t * t + df)), "note": ""})
+    return out
+
+
 # ------------------------------------------------------------------------------------ the declared primary
 def resolve_metric(metrics, wanted: str) -> tuple[str | None, str]:
     """The merged metric name for ``wanted`` (dataset-prefixed when several datasets were measured), and a
@@ -326,6 +375,7 @@ class RQ1:
     headline: pd.DataFrame = field(default_factory=pd.DataFrame)  # the points at the primary metric and layer
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # weight drift per checkpoint (relative L2)
     drift_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # within languages, with and without drift
+    english_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # with and without the English score
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -339,10 +389,12 @@ def _empty_row(base: dict, cols: list[str], note: str) -> dict:
 
 
 def answer_rq1(points: Points, primary: ReportConfig.Primary, *, n_boot: int = 2000, n_perm: int = 10_000,
-               seed: int = 0, alpha: float = ALPHA, drift: dict[str, float] | None = None) -> RQ1:
+               seed: int = 0, alpha: float = ALPHA, drift: dict[str, float] | None = None,
+               english: dict[str, float] | None = None) -> RQ1:
     """Step 4: at the declared metric and layer, per task, the test across checkpoints within languages, across
-    languages and within both (Holm over tasks in each); the weight-drift check there; then every other metric x
-    layer as an exploratory family."""
+    languages and within both (Holm over tasks in each); the weight-drift and English-score checks there
+    (``english``: each checkpoint's English selection score); then every other metric x layer as an exploratory
+    family."""
     merged, analysed = points.merged, points.analysed
     unit = getattr(primary, "unit", "checkpoint")
     if not points.relatable:
@@ -387,6 +439,12 @@ def answer_rq1(points: Points, primary: ReportConfig.Primary, *, n_boot: int = 2
                  for r in drift_adjusted(analysed[(analysed["task"] == t) & (analysed["metric"] == pm)
                                                   & (analysed["layer"] == lay)], drift)]
         rq.drift_fits = pd.DataFrame(drows, columns=["task", "metric", "layer", *DRIFT_COLS])
+    if english:  # a checkpoint that learned English less scores lower everywhere, whatever its alignment
+        erows = [dict(task=t, metric=rq.metric, layer=lay, **r)
+                 for t, lay in rq.layers.items()
+                 for r in english_adjusted(analysed[(analysed["task"] == t) & (analysed["metric"] == pm)
+                                                    & (analysed["layer"] == lay)], english)]
+        rq.english_fits = pd.DataFrame(erows, columns=["task", "metric", "layer", *DRIFT_COLS])
 
     rq.headline = merged.merge(pd.DataFrame([dict(task=t, layer=lay) for t, lay in rq.layers.items()]),
                                on=["task", "layer"]) if rq.layers else merged.iloc[0:0]

@@ -21,8 +21,10 @@ import pandas as pd
 from xltlib.analysis.alignment_compare import AlignmentComparison, alignment_target, compare_alignment
 from xltlib.analysis.alignment_compare import summary_lines as alignment_comparison_lines
 from xltlib.analysis.compare import MVB_ESTIMAND, PASSING, Comparison, compare_methods
-from xltlib.analysis.gate import MEMORIZED, Gate, apply_gate, collapse_text, decided_on, scored_splits, selection_rows
+from xltlib.analysis.gate import (MEMORIZED, Gate, apply_gate, collapse_text, decided_on, english_scores, scored_splits,
+                                  selection_rows)
 from xltlib.analysis.inference import ALPHA
+from xltlib.analysis.item_inference import MIN_SEEDS
 from xltlib.analysis.literature import check_claims
 from xltlib.analysis.merge import Points, merge_points
 from xltlib.analysis.rq1 import ACROSS_ESTIMAND, CHECKPOINT_ESTIMAND, RQ1, WITHIN_ESTIMAND, answer_rq1
@@ -117,7 +119,7 @@ def analyze_run(run) -> AnalysisResult:
     points = merge_points(alignment, transfer, gate)
     drift = run.weight_drift()
     rq1 = answer_rq1(points, report.primary, n_boot=report.n_boot, n_perm=report.n_perm, seed=report.seed,
-                     drift=drift)
+                     drift=drift, english=english_scores(gate))
     # alignment: method - baseline (items x checkpoints) and alignment ~ method + drift, passing checkpoints
     metric, layer = alignment_target(alignment, report.primary)
     outcomes = run.alignment_outcomes(metric, layer) if layer is not None else pd.DataFrame()
@@ -135,6 +137,12 @@ def _fmt(v, nd=2) -> str:
         return "n/a"
     text = f"{v:.{nd}f}"
     return text.lstrip("-") if float(text) == 0 else text  # -0.004 -> "0.0", not "-0.0"
+
+
+def _eq_p(p) -> str:
+    """'= 0.017', '< 0.001' or '= n/a': what follows 'p ' in a sentence."""
+    text = _fmt_p(p)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def _fmt_p(p) -> str:
@@ -156,7 +164,7 @@ def _p_text(row, alpha) -> str:
     if row.get("p_at_floor"):
         return f"p < {1 / (int(row['n_perm']) + 1):.1g} ({int(row['n_perm'])} permutations)"
     how = "exact, all orderings" if row.get("exact") else f"{int(row.get('n_perm', 0))} permutations"
-    return f"p = {_fmt_p(p)} ({how})" if "n_perm" in row else f"p = {_fmt_p(p)}"
+    return f"p {_eq_p(p)} ({how})" if "n_perm" in row else f"p {_eq_p(p)}"
 
 
 def _row_lines(table: pd.DataFrame, value: str, empty, line) -> list[str]:
@@ -235,7 +243,7 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
 
     # -- RQ2
     L += ["### RQ2: does robust training improve alignment, most for low-resource languages?", ""]
-    L += _rq2_alignment_lines(res.rq2.alignment, a)
+    L += _rq2_alignment_lines(res.rq2.alignment, a, res.alignment_comparison.table)
     L += _rq2_transfer_lines(res.rq2.slopes, a)
 
     # -- the source paper's claims
@@ -274,7 +282,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
             t, "coef", lambda r: f"- {r['task']}: no test — {r['note']}.",
             lambda r: f"- {r['task']} (layer {r['layer']}): +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of "
                       f"transfer within a language (95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}), "
-                      f"{_p_text(r, a)}" + (f", Holm p = {_fmt_p(r['p_holm'])}" if several else "")
+                      f"{_p_text(r, a)}" + (f", Holm p {_eq_p(r['p_holm'])}" if several else "")
                       + f"; within-language r = {_fmt(r['r_within'])}; n = {int(r['n_checkpoints'])} checkpoints × "
                       f"{int(r['n_languages'])} languages. "
                       + (f"**Relation found**: checkpoints that align a language better transfer to it "
@@ -287,7 +295,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
         return _row_lines(
             t, "r", lambda r: f"- {r['task']}: no test — {r['note']}.",
             lambda r: f"- {r['task']} (layer {r['layer']}): r = {_fmt(r['r'])} (95% CI {_fmt(r['r_lo'])} to "
-                      f"{_fmt(r['r_hi'])}), {_p_text(r, a)}" + (f", Holm p = {_fmt_p(r['p_holm'])}" if several else "")
+                      f"{_fmt(r['r_hi'])}), {_p_text(r, a)}" + (f", Holm p {_eq_p(r['p_holm'])}" if several else "")
                       + f"; n = {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} checkpoints. "
                       + (f"**Relation found**: languages better aligned to English transfer "
                          f"{'better' if r['r'] > 0 else 'worse'}." if _reject(r, a, several) else
@@ -311,6 +319,12 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
         second_lines = ck_lines(ck)
     L = [f"Primary analysis (declared in `report.primary`, unit: {rq.unit}): {measure}, {first}", ""]
     L += (first_lines or ["The primary test could not be run (no alignment and transfer rows to relate)."]) + [""]
+    if learned := _learned_less_lines(rq.english_fits):
+        L += ["Learned less? Across checkpoints (each checkpoint's mean alignment and transfer over the languages "
+              "every checkpoint was scored in; OLS, t(checkpoints - parameters)), alignment's slope without and with "
+              "each checkpoint's English selection score as a covariate: a checkpoint that learned the task less well "
+              "scores lower in every language whatever its alignment, so the adjusted slope is alignment's relation "
+              "to transfer at a given English score.", "", *learned, ""]
     if second_lines:
         L += [second, "", *second_lines, ""]
     pw = rq.within
@@ -320,7 +334,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
         L += _row_lines(
             pw, "coef", lambda r: f"- {r['task']}: no fit — {r['note']}.",
             lambda r: f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
-                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p = {_fmt_p(r['p'])}, "
+                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {_eq_p(r['p'])}, "
                       f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
                       f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
                       "checkpoints).")
@@ -333,6 +347,21 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
     return L
 
 
+def _learned_less_lines(fits: pd.DataFrame) -> list[str]:
+    """One line per task: the slope across checkpoints within languages without and with the English score."""
+    if fits is None or fits.empty:
+        return []
+    out = []
+    for task, t in fits.groupby("task", sort=True):
+        parts = [f"{r['model']}: " + (f"+0.1 alignment goes with {_pts(0.1 * r['coef'])} points (95% CI "
+                                      f"{_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {_eq_p(r['p'])}, "
+                                      f"t with {int(r['df'])} df)" if np.isfinite(r.get("coef", np.nan))
+                                      else f"no fit ({r['note']})") for _, r in t.iterrows()]
+        n = t["n_checkpoints"].max()
+        out.append(f"- {task}: " + "; ".join(parts) + (f"; {int(n)} checkpoints." if np.isfinite(n) else "."))
+    return out
+
+
 def _ci_pts(r, prefix: str, est: str, nd: int = 1) -> str:
     """'+1.2 (95% CI +0.3 to +2.1, t with 4.0 df)' from the columns ``est``, ``<prefix>_ci_lo``, ``<prefix>_ci_hi``
     and ``<prefix>_df``; the estimate alone when there is no interval."""
@@ -342,7 +371,7 @@ def _ci_pts(r, prefix: str, est: str, nd: int = 1) -> str:
     return f"{_pts(r[est], nd)} (no interval)"
 
 
-def _rq2_alignment_lines(table: pd.DataFrame, a: float) -> list[str]:
+def _rq2_alignment_lines(table: pd.DataFrame, a: float, vs_baseline: pd.DataFrame | None = None) -> list[str]:
     """RQ2's primary answer: alignment gains over the baseline and over the pre-trained encoder, and their slopes on
     CC-100 size; then, per method, whether it raises alignment at all or only loses less of it."""
     if table is None or table.empty:
@@ -354,7 +383,10 @@ def _rq2_alignment_lines(table: pd.DataFrame, a: float) -> list[str]:
          f"sentences): estimand: {ALIGN_RQ2_ESTIMAND}. Unit: the language; the checkpoints (seeds) are the clustered "
          "unit (sentences are not resampled: their noise is inside each language's residual): t intervals from the "
          "seed and language strata. Holm across the rows of each reference. Points = alignment × 100; a negative "
-         "slope = larger gains for lower-resource languages.", ""]
+         "slope = larger gains for lower-resource languages. The mean gain over the baseline is the alignment "
+         "comparison's estimate; its interval here uses each arm's own seeds (S - 1 df, the slope's machinery), "
+         "the comparison's pools the seed variance over the task's arms (more df, narrower), and that one decides "
+         "\"better or worse than the baseline\".", ""]
     for _, r in table.iterrows():
         head = f"- {r['task']} · {r['method']} − {r['reference']}"
         if not np.isfinite(r.get("mean_gain", np.nan)):
@@ -366,40 +398,75 @@ def _rq2_alignment_lines(table: pd.DataFrame, a: float) -> list[str]:
                    " — gains larger for higher-resource languages" if slope_rej else
                    " — no dependence on size found")
         L.append(f"{head}: mean {_ci_pts(r, 'mean', 'mean_gain')} points; slope "
-                 f"{_ci_pts(r, 'slope', 'slope_per_10x', 2)} points per 10× CC-100 size, Holm p = "
-                 f"{_fmt_p(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
+                 f"{_ci_pts(r, 'slope', 'slope_per_10x', 2)} points per 10× CC-100 size, Holm p "
+                 f"{_eq_p(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
                  + (f" ({r['note']})" if r["note"] else "") + ".")
     L.append("")
-    L += _raise_or_lose_less(table)
+    L += _raise_or_lose_less(table, vs_baseline)
     return L
 
 
-def _raise_or_lose_less(table: pd.DataFrame) -> list[str]:
-    """Per task and method: does it raise alignment above the pre-trained encoder, or only lose less than the
-    baseline? Decided on the intervals (no interval: said so)."""
-    out = []
+RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL = (
+    "raises", "loses less", "loses more", "loses like the baseline", "no gain", "no interval")
+
+
+def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None) -> dict[tuple[str, str], dict]:
+    """Per (task, method): does it raise alignment above the pre-trained encoder (RQ2's gain over it), or only lose
+    less than the baseline? The comparison with the baseline is the alignment comparison's (``vs_baseline``: the
+    item x checkpoint interval with the seed variance pooled over the task's arms, the one its section prints) where
+    it has the arm, else RQ2's own gain over the baseline. Returns {(task, method): dict(verdict, vs_pretrained,
+    vs_baseline)} with the verdict one of RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL."""
+    out = {}
     pre = table[table["reference"] == "pretrained"].set_index(["task", "method"])
-    vs_base = table[table["reference"] == "baseline"].set_index(["task", "method"])
-    for (task, method), r in vs_base.iterrows():
+    own = table[table["reference"] == "baseline"].set_index(["task", "method"])
+    pooled = (vs_baseline[np.isfinite(vs_baseline["diff"].astype(float))].drop_duplicates(["task", "method"])
+              .set_index(["task", "method"]) if vs_baseline is not None and len(vs_baseline) else pd.DataFrame())
+    for (task, method), r in own.iterrows():
         if (task, method) not in pre.index or (task, "baseline") not in pre.index:
             continue
-        m, b = pre.loc[(task, method)], pre.loc[(task, "baseline")]
-        if not all(np.isfinite(v) for v in (m["mean_ci_lo"], r["mean_ci_lo"])):
-            out.append(f"- {task} · {method}: raises alignment or only loses less? No interval (too few seeds); "
-                       f"point estimates: {_pts(m['mean_gain'])} points vs the pre-trained encoder (baseline "
-                       f"{_pts(b['mean_gain'])}).")
-        elif m["mean_ci_lo"] > 0:
-            out.append(f"- {task} · {method}: **raises alignment** above the pre-trained encoder.")
-        elif r["mean_ci_lo"] > 0:
-            out.append(f"- {task} · {method}: **loses less alignment than the baseline** but does not raise it above "
-                       "the pre-trained encoder.")
-        elif m["mean_ci_hi"] < 0 and r["mean_ci_hi"] < 0:
-            out.append(f"- {task} · {method}: loses alignment, more than the baseline.")
+        m = pre.loc[(task, method)]
+        if (task, method) in pooled.index:
+            b = pooled.loc[(task, method)]
+            base_lo, base_hi = b["ci_lo"], b["ci_hi"]
         else:
-            out.append(f"- {task} · {method}: no gain in alignment found over the baseline or the pre-trained "
-                       "encoder.")
-    return (["Does robust training raise alignment at all, or only lose less of it than the baseline?", "", *out, ""]
-            if out else [])
+            base_lo, base_hi = r["mean_ci_lo"], r["mean_ci_hi"]
+        if not all(np.isfinite(v) for v in (m["mean_ci_lo"], base_lo)):
+            verdict = NO_INTERVAL
+        elif m["mean_ci_lo"] > 0:
+            verdict = RAISES
+        elif base_lo > 0:
+            verdict = LOSES_LESS
+        elif m["mean_ci_hi"] < 0 and base_hi < 0:
+            verdict = LOSES_MORE
+        elif m["mean_ci_hi"] < 0:
+            verdict = LOSES_LIKE
+        else:
+            verdict = NO_GAIN
+        out[(task, method)] = dict(verdict=verdict, vs_pretrained=m["mean_gain"],
+                                   baseline_vs_pretrained=pre.loc[(task, "baseline"), "mean_gain"])
+    return out
+
+
+def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None) -> list[str]:
+    """The summary's lines of :func:`raise_or_lose_less`."""
+    words = {RAISES: "**raises alignment** above the pre-trained encoder.",
+             LOSES_LESS: "**loses less alignment than the baseline** but does not raise it above the pre-trained "
+                         "encoder.",
+             LOSES_MORE: "loses alignment, more than the baseline.",
+             LOSES_LIKE: "loses alignment against the pre-trained encoder, no differently from the baseline (its "
+                         "interval against the baseline covers 0).",
+             NO_GAIN: "no gain in alignment found over the baseline or the pre-trained encoder."}
+    out = []
+    for (task, method), v in raise_or_lose_less(table, vs_baseline).items():
+        if v["verdict"] == NO_INTERVAL:
+            out.append(f"- {task} · {method}: raises alignment or only loses less? No interval (too few seeds); "
+                       f"point estimates: {_pts(v['vs_pretrained'])} points vs the pre-trained encoder (baseline "
+                       f"{_pts(v['baseline_vs_pretrained'])}).")
+        else:
+            out.append(f"- {task} · {method}: {words[v['verdict']]}")
+    return (["Does robust training raise alignment at all, or only lose less of it than the baseline? (above the "
+             "pre-trained encoder: RQ2's gain over it; less than the baseline: the alignment comparison's interval)",
+             "", *out, ""] if out else [])
 
 
 def _rq2_transfer_lines(rq: pd.DataFrame, a: float) -> list[str]:
@@ -418,8 +485,8 @@ def _rq2_transfer_lines(rq: pd.DataFrame, a: float) -> list[str]:
                    if rej and r["slope_per_10x"] < 0 else
                    "gains grow with more pre-training data" if rej else "no dependence on size found")
         L.append(f"- {r['method']}: {_pts(r['slope_per_10x'], 2)} points per 10× (95% CI "
-                 f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p = {_fmt_p(r['p'])}, Holm p = "
-                 f"{_fmt_p(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
+                 f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p {_eq_p(r['p'])}, Holm p "
+                 f"{_eq_p(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
                  f"{int(r['n_seeds'])} seed(s)): {verdict}." + (f" ({r['note']})" if r["note"] else ""))
     return L + [""]
 
@@ -451,15 +518,23 @@ def _arm_ci(r, est: str = "diff", lo: str = "ci_lo", hi: str = "ci_hi") -> str:
     """'pgd_r01 +0.4 (-1.0 to +1.8)', or the estimate and 'no interval' when the arm has too few seeds."""
     if not np.isfinite(r.get(est, np.nan)):
         return f"{r['method']} n/a"
-    ci = f"{_pts(r[lo])} to {_pts(r[hi])}" if np.isfinite(r.get(lo, np.nan)) else "no interval: too few seeds"
+    ci = (f"{_pts(r[lo])} to {_pts(r[hi])}" if np.isfinite(r.get(lo, np.nan)) else
+          "no interval: too few seeds" if _few_seeds(r) else "no interval")
     return f"{r['method']} {_pts(r[est])} ({ci})"
+
+
+def _few_seeds(r) -> bool:
+    """Fewer seeds than an interval needs (the method's or the baseline's)."""
+    n = min(float(r.get(c, np.inf)) for c in ("n_seeds", "n_baseline_seeds"))
+    return n < MIN_SEEDS
 
 
 def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi") -> str:
     """Which arms' 95% CIs lie above 0 and which below, in words."""
     with_ci = t[np.isfinite(t[lo].astype(float))] if lo in t else t.iloc[:0]
     if with_ci.empty:
-        return "no intervals yet (fewer than 3 seeds per arm)"
+        return (f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)" if all(_few_seeds(r) for _, r in t.iterrows())
+                else "no intervals (the notes below say why)")
     some = "" if len(with_ci) == len(t) else f" of the {len(with_ci)} arms with an interval"
     up, down = list(with_ci.loc[with_ci[lo] > 0, "method"]), list(with_ci.loc[with_ci[hi] < 0, "method"])
     if not up and not down:
@@ -500,18 +575,41 @@ def brief_markdown(res: AnalysisResult) -> str:
                     f"r = {_fmt(r['r'])} across languages (95% CI {_fmt(r['r_lo'])} to {_fmt(r['r_hi'])}; "
                     f"{int(r['n_languages'])} languages)")
             found = _reject(r, a, len(primary) > 1)
+            adj = rq.english_fits
+            adj = adj[(adj["task"] == r["task"]) & (adj["model"] != "checkpoint means")] if len(adj) else adj
+            net = ""
+            if len(adj) and np.isfinite(adj["coef"].iloc[0]):
+                e = adj.iloc[0]
+                net = (f" Across checkpoints at a given English selection score: {_pts(0.1 * e['coef'])} points per "
+                       f"+0.1 (95% CI {_pts(0.1 * e['ci_lo'])} to {_pts(0.1 * e['ci_hi'])}, p {_eq_p(e['p'])}).")
             L.append(f"- **RQ1, {r['task']}** (primary, unit: {rq.unit}): {size} — "
-                     + ("**relation found**." if found else f"no relation found at α = {a}."))
+                     + ("**relation found**." if found else f"no relation found at α = {a}.") + net)
+    ac = res.alignment_comparison.table
+    if ac is not None and len(ac) and np.isfinite(ac["diff"].astype(float)).any():
+        for (task, dataset), t in ac[np.isfinite(ac["diff"].astype(float))].groupby(["task", "dataset"], sort=True):
+            L.append(f"- **Alignment, robust training vs the baseline, {task}-trained checkpoints** "
+                     f"(`{res.alignment_comparison.metric}` × 100 on {dataset}, mean over {int(t['n_languages'].max())} "
+                     "languages, seed-matched, checkpoints passing the gate, 95% CI): "
+                     + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t)}.")
     al = res.rq2.alignment
     if al is not None and len(al):
-        vs_base = al[(al["reference"] == "baseline") & np.isfinite(al["mean_gain"].astype(float))]
-        for task, t in vs_base.groupby("task", sort=True):
+        fitted = al[np.isfinite(al["slope_per_10x"].astype(float))]
+        verdicts = raise_or_lose_less(al, res.alignment_comparison.table)
+        for task, t in fitted[fitted["reference"] == "baseline"].groupby("task", sort=True):
             low = list(t.loc[(t["slope_p_holm"] <= a) & (t["slope_per_10x"] < 0), "method"])
-            L.append(f"- **RQ2, {task}-trained checkpoints** (alignment on Tatoeba over {int(t['n_languages'].max())} "
-                     "languages, gain over the seed-matched baseline, points × 100, 95% CI): "
-                     + "; ".join(_arm_ci(r, "mean_gain", "mean_ci_lo", "mean_ci_hi") for _, r in t.iterrows())
-                     + f" — {_above_below(t, 'mean_ci_lo', 'mean_ci_hi')}; larger gains for lower-resource languages: "
-                     + (", ".join(low) if low else "none found") + ".")
+            high = list(t.loc[(t["slope_p_holm"] <= a) & (t["slope_per_10x"] > 0), "method"])
+            verdict = ("**larger gains for lower-resource languages**: " + ", ".join(low) if low else
+                       "no arm gains more for lower-resource languages (Holm)") + \
+                      (f"; larger for higher-resource languages: {', '.join(high)}" if high else "")
+            said = {m: verdicts.get((task, m), {}).get("verdict") for m in t["method"]}
+            raised, less = [m for m, v in said.items() if v == RAISES], [m for m, v in said.items() if v == LOSES_LESS]
+            above_pre = (f" Above the pre-trained encoder: {', '.join(raised)}" if raised else
+                         " No arm raises alignment above the pre-trained encoder") + \
+                        (f"; {', '.join(less)} only lose less of it than the baseline." if less else ".")
+            L.append(f"- **RQ2, {task}-trained checkpoints** (primary: slope of the alignment gain over the baseline "
+                     f"per 10× CC-100 size, × 100, {int(t['n_languages'].max())} Tatoeba languages, 95% CI): "
+                     + "; ".join(_arm_ci(r, "slope_per_10x", "slope_ci_lo", "slope_ci_hi") for _, r in t.iterrows())
+                     + f" — {verdict}." + above_pre)
     lit = res.literature
     if lit is not None and len(lit) and "verdict" in lit:
         scored = lit[lit["checkpoints"] == PASSING] if "checkpoints" in lit and (lit["checkpoints"] == PASSING).any() \
