@@ -31,7 +31,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from xltlib.analysis.inference import ALPHA
+from xltlib.analysis.inference import ALPHA, p_words
 from xltlib.analysis.rq1 import resolve_layer
 from xltlib.config.schema import ReportConfig
 
@@ -374,11 +374,6 @@ def _diff_text(metric: str, v: float) -> str:
     return f"{100 * v:+.1f} points" if "acc" in metric else f"{v:+.3f}"
 
 
-def _p_words(p: float) -> str:
-    """'< 0.001' or '= 0.017': what follows 'p ' in a sentence."""
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
-
-
 def summary_lines(ac: AlignmentComparison) -> list[str]:
     """The summary's section on this step (markdown lines; none when nothing was compared)."""
     t = ac.table
@@ -405,6 +400,6 @@ def summary_lines(ac: AlignmentComparison) -> list[str]:
               "parameters only) in the model (OLS over passing checkpoints):", ""]
         for _, r in d[d["coef"].notna()].iterrows():
             L.append(f"- {r['task']} · {r['dataset']} · {r['fit']}: {r['term']} {r['coef']:+.4f} (95% CI "
-                     f"{r['ci_lo']:+.4f} to {r['ci_hi']:+.4f}, p {_p_words(r['p'])}, {int(r['n_checkpoints'])} "
+                     f"{r['ci_lo']:+.4f} to {r['ci_hi']:+.4f}, p {p_words(r['p'])}, {int(r['n_checkpoints'])} "
                      "checkpoints).")
     return L + [""]

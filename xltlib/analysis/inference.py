@@ -182,3 +182,11 @@ def fe_slope(frame: pd.DataFrame, *, y: str, x: str, fe: Sequence[str], cluster:
                p=float(2 * stats.t.sf(abs(b / se), df)) if se > 0 else math.nan,
                partial_r2=(ssr_r - ssr_f) / ssr_r if ssr_r > 0 else math.nan)
     return out
+
+
+def p_words(p: float) -> str:
+    """What follows 'p ' in a sentence: '< 0.001', '= 0.017' or '= n/a'."""
+    if p is None or not np.isfinite(p):
+        return "= n/a"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+

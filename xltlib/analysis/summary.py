@@ -23,7 +23,7 @@ from xltlib.analysis.alignment_compare import summary_lines as alignment_compari
 from xltlib.analysis.compare import MVB_ESTIMAND, PASSING, Comparison, compare_methods
 from xltlib.analysis.gate import (MEMORIZED, Gate, apply_gate, collapse_text, decided_on, english_scores, scored_splits,
                                   selection_rows)
-from xltlib.analysis.inference import ALPHA
+from xltlib.analysis.inference import ALPHA, p_words
 from xltlib.analysis.item_inference import MIN_SEEDS
 from xltlib.analysis.literature import check_claims
 from xltlib.analysis.merge import Points, merge_points
@@ -139,12 +139,6 @@ def _fmt(v, nd=2) -> str:
     return text.lstrip("-") if float(text) == 0 else text  # -0.004 -> "0.0", not "-0.0"
 
 
-def _eq_p(p) -> str:
-    """'= 0.017', '< 0.001' or '= n/a': what follows 'p ' in a sentence."""
-    text = _fmt_p(p)
-    return text if text.startswith("<") else f"= {text}"
-
-
 def _fmt_p(p) -> str:
     if p is None or not np.isfinite(p):
         return "n/a"
@@ -164,7 +158,7 @@ def _p_text(row, alpha) -> str:
     if row.get("p_at_floor"):
         return f"p < {1 / (int(row['n_perm']) + 1):.1g} ({int(row['n_perm'])} permutations)"
     how = "exact, all orderings" if row.get("exact") else f"{int(row.get('n_perm', 0))} permutations"
-    return f"p {_eq_p(p)} ({how})" if "n_perm" in row else f"p {_eq_p(p)}"
+    return f"p {p_words(p)} ({how})" if "n_perm" in row else f"p {p_words(p)}"
 
 
 def _row_lines(table: pd.DataFrame, value: str, empty, line) -> list[str]:
@@ -282,7 +276,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
             t, "coef", lambda r: f"- {r['task']}: no test — {r['note']}.",
             lambda r: f"- {r['task']} (layer {r['layer']}): +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of "
                       f"transfer within a language (95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}), "
-                      f"{_p_text(r, a)}" + (f", Holm p {_eq_p(r['p_holm'])}" if several else "")
+                      f"{_p_text(r, a)}" + (f", Holm p {p_words(r['p_holm'])}" if several else "")
                       + f"; within-language r = {_fmt(r['r_within'])}; n = {int(r['n_checkpoints'])} checkpoints × "
                       f"{int(r['n_languages'])} languages. "
                       + (f"**Relation found**: checkpoints that align a language better transfer to it "
@@ -295,7 +289,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
         return _row_lines(
             t, "r", lambda r: f"- {r['task']}: no test — {r['note']}.",
             lambda r: f"- {r['task']} (layer {r['layer']}): r = {_fmt(r['r'])} (95% CI {_fmt(r['r_lo'])} to "
-                      f"{_fmt(r['r_hi'])}), {_p_text(r, a)}" + (f", Holm p {_eq_p(r['p_holm'])}" if several else "")
+                      f"{_fmt(r['r_hi'])}), {_p_text(r, a)}" + (f", Holm p {p_words(r['p_holm'])}" if several else "")
                       + f"; n = {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} checkpoints. "
                       + (f"**Relation found**: languages better aligned to English transfer "
                          f"{'better' if r['r'] > 0 else 'worse'}." if _reject(r, a, several) else
@@ -334,7 +328,7 @@ def _rq1_lines(res: AnalysisResult) -> list[str]:
         L += _row_lines(
             pw, "coef", lambda r: f"- {r['task']}: no fit — {r['note']}.",
             lambda r: f"- {r['task']}: +0.1 alignment goes with {_pts(0.1 * r['coef'])} points of transfer "
-                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {_eq_p(r['p'])}, "
+                      f"(95% CI {_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {p_words(r['p'])}, "
                       f"t with {int(r['df'])} df; partial R² of alignment {_fmt(r['partial_r2'], 3)}; "
                       f"n = {int(r['n'])} points, {int(r['n_languages'])} languages × {int(r['n_checkpoints'])} "
                       "checkpoints).")
@@ -354,7 +348,7 @@ def _learned_less_lines(fits: pd.DataFrame) -> list[str]:
     out = []
     for task, t in fits.groupby("task", sort=True):
         parts = [f"{r['model']}: " + (f"+0.1 alignment goes with {_pts(0.1 * r['coef'])} points (95% CI "
-                                      f"{_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {_eq_p(r['p'])}, "
+                                      f"{_pts(0.1 * r['ci_lo'])} to {_pts(0.1 * r['ci_hi'])}, p {p_words(r['p'])}, "
                                       f"t with {int(r['df'])} df)" if np.isfinite(r.get("coef", np.nan))
                                       else f"no fit ({r['note']})") for _, r in t.iterrows()]
         n = t["n_checkpoints"].max()
@@ -399,7 +393,7 @@ def _rq2_alignment_lines(table: pd.DataFrame, a: float, vs_baseline: pd.DataFram
                    " — no dependence on size found")
         L.append(f"{head}: mean {_ci_pts(r, 'mean', 'mean_gain')} points; slope "
                  f"{_ci_pts(r, 'slope', 'slope_per_10x', 2)} points per 10× CC-100 size, Holm p "
-                 f"{_eq_p(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
+                 f"{p_words(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
                  + (f" ({r['note']})" if r["note"] else "") + ".")
     L.append("")
     L += _raise_or_lose_less(table, vs_baseline)
@@ -485,8 +479,8 @@ def _rq2_transfer_lines(rq: pd.DataFrame, a: float) -> list[str]:
                    if rej and r["slope_per_10x"] < 0 else
                    "gains grow with more pre-training data" if rej else "no dependence on size found")
         L.append(f"- {r['method']}: {_pts(r['slope_per_10x'], 2)} points per 10× (95% CI "
-                 f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p {_eq_p(r['p'])}, Holm p "
-                 f"{_eq_p(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
+                 f"{_pts(r['ci_lo'], 2)} to {_pts(r['ci_hi'], 2)}, p {p_words(r['p'])}, Holm p "
+                 f"{p_words(r['p_holm'])}; n = {int(r['n_languages'])} languages, {int(r['n_tasks'])} task(s), "
                  f"{int(r['n_seeds'])} seed(s)): {verdict}." + (f" ({r['note']})" if r["note"] else ""))
     return L + [""]
 
@@ -581,7 +575,7 @@ def brief_markdown(res: AnalysisResult) -> str:
             if len(adj) and np.isfinite(adj["coef"].iloc[0]):
                 e = adj.iloc[0]
                 net = (f" Across checkpoints at a given English selection score: {_pts(0.1 * e['coef'])} points per "
-                       f"+0.1 (95% CI {_pts(0.1 * e['ci_lo'])} to {_pts(0.1 * e['ci_hi'])}, p {_eq_p(e['p'])}).")
+                       f"+0.1 (95% CI {_pts(0.1 * e['ci_lo'])} to {_pts(0.1 * e['ci_hi'])}, p {p_words(e['p'])}).")
             L.append(f"- **RQ1, {r['task']}** (primary, unit: {rq.unit}): {size} — "
                      + ("**relation found**." if found else f"no relation found at α = {a}.") + net)
     ac = res.alignment_comparison.table
