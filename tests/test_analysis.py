@@ -249,6 +249,13 @@ def test_the_brief_of_a_run_without_scores_says_so():
         "No result yet: the run has no scored checkpoints.\n")
 
 
+def test_only_an_unfinished_run_is_labelled_interim():
+    def brief(**progress):
+        return brief_markdown(AnalysisResult(primary=ReportConfig.Primary(), progress=progress))
+    assert brief(cells=56, done=30).startswith("- **Interim: 30 of 56 cells of the grid have transfer results**")
+    assert "Interim" not in brief(cells=56, done=56) and "Interim" not in brief()
+
+
 def test_analyze_null_relation_is_not_found():
     res = analyze(*run_frames(relation=False, seed=3), majority={"xnli": 0.34}, n_boot=100, n_perm=100)
     row = res.rq1.primary.set_index("task").loc["xnli"]
@@ -370,6 +377,9 @@ def test_export_writes_what_analyze_run_returns(tmp_path):
     run = small_run(tmp_path)
     res = analyze_run(run)
     assert "Missing cells" in res.summary and "xnli-freelb-1" in res.summary
+    n = len(run.cells())
+    assert res.progress == dict(cells=n, done=n - 1)  # an unfinished run's answers open with what they rest on
+    assert res.brief.startswith(f"- **Interim: {n - 1} of {n} cells of the grid have transfer results**")
     assert ("xnli", "xnli-pgd-3") in res.gate.excluded and len(res.rq1.drift_fits)
     out = tmp_path / "export"
     export_results(run, out)
@@ -379,6 +389,8 @@ def test_export_writes_what_analyze_run_returns(tmp_path):
         assert (out / f"{name}.csv").read_text() == table.to_csv(index=False), name
     primary = pd.read_csv(out / "rq1_checkpoints.csv").query("family == 'primary'").set_index("task")
     assert primary.loc["xnli", "coef"] == pytest.approx(res.rq1.primary.set_index("task").loc["xnli", "coef"])
+    prov = json.loads((out / "provenance.json").read_text())
+    assert (prov["cells"], prov["cells_done"]) == (n, n - 1) and prov["exported_with"]
     for f in out.glob("*.csv"):  # no 0, 1, 2... column: every header cell is named
         assert "" not in f.read_text().splitlines()[0].split(","), f.name
 

@@ -51,16 +51,33 @@ class AnalysisResult:
     alpha: float = ALPHA
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # checkpoints, languages, seeds, tasks
+    # cells of the run's grid with transfer rows, and in all: a run still under way is labelled interim
+    progress: dict[str, int] = field(default_factory=dict)
     brief: str = ""  # the answers first, one bullet per question with its interval (markdown)
     summary: str = ""  # step 6: the plain-words summary (markdown), the brief at its top
 
 
-def missing_cells_note(transfer: pd.DataFrame, expected_cells: list[str]) -> list[str]:
-    """A note naming the grid cells without transfer rows (the analysis uses what exists)."""
+def missing_cells(transfer: pd.DataFrame, expected_cells: list[str]) -> list[str]:
+    """The grid cells without transfer rows."""
     key = "cell_id" if "cell_id" in transfer else "checkpoint"  # cells sharing a checkpoint match on the cell id
     done = set(transfer[key].dropna()) if len(transfer) else set()
-    missing = sorted(set(expected_cells or []) - done)
+    return sorted(set(expected_cells or []) - done)
+
+
+def missing_cells_note(transfer: pd.DataFrame, expected_cells: list[str]) -> list[str]:
+    """A note naming the grid cells without transfer rows (the analysis uses what exists)."""
+    missing = missing_cells(transfer, expected_cells)
     return [f"Missing cells (no transfer results; analysed what exists): {', '.join(missing)}"] if missing else []
+
+
+def interim_text(progress: dict[str, int]) -> str:
+    """The brief's first line for a run still under way: its answers are from the cells that finished."""
+    done, cells = progress.get("done", 0), progress.get("cells", 0)
+    if not cells or done >= cells:
+        return ""
+    return (f"**Interim: {done} of {cells} cells of the grid have transfer results** (the run is unfinished; the "
+            "answers below are from those cells and may change when the rest finish; the notes name the missing "
+            "cells).")
 
 
 def alignment_by_method_text(alignment: pd.DataFrame, metric: str) -> str:
@@ -83,10 +100,13 @@ def alignment_by_method_text(alignment: pd.DataFrame, metric: str) -> str:
 def summarize(primary: ReportConfig.Primary, gate: Gate, comparison: Comparison, points: Points, rq1: RQ1, rq2: RQ2,
               *, alignment: pd.DataFrame, headline_metric: str = "", protocol: str | None = None,
               notes: Sequence[str] = (), alpha: float = ALPHA, literature: pd.DataFrame | None = None,
-              alignment_comparison: AlignmentComparison | None = None) -> AnalysisResult:
-    """Step 6: the result of steps 1-5 with their notes, the counts, and the summary (:func:`summary_markdown`)."""
+              alignment_comparison: AlignmentComparison | None = None,
+              progress: dict[str, int] | None = None) -> AnalysisResult:
+    """Step 6: the result of steps 1-5 with their notes, the counts, and the summary (:func:`summary_markdown`).
+    ``progress`` (cells with transfer rows and in all) labels an unfinished run's answers as interim."""
     res = AnalysisResult(primary=primary, gate=gate, comparison=comparison, points=points, rq1=rq1, rq2=rq2,
                          literature=pd.DataFrame() if literature is None else literature, alpha=alpha,
+                         progress=dict(progress or {}),
                          notes=[*notes, *gate.notes, *points.notes, *rq1.notes, *rq2.notes])
     if alignment_comparison is not None:
         res.alignment_comparison = alignment_comparison
@@ -112,7 +132,9 @@ def analyze_run(run) -> AnalysisResult:
     ``cell_id``), ``cfg.report`` and ``cfg.protocol.name``: :class:`xltlib.runner.run_dir.Run` has them."""
     report = run.cfg.report
     transfer, alignment = run.load_results("transfer"), run.load_results("alignment")
-    notes = missing_cells_note(transfer, [c.cell_id for c in run.cells()])
+    cells = [c.cell_id for c in run.cells()]
+    notes = missing_cells_note(transfer, cells)
+    progress = dict(cells=len(cells), done=len(cells) - len(missing_cells(transfer, cells)))
     gate = apply_gate(transfer, run.majority_rates(), train=run.load_results("train"), selection=selection_rows(run),
                       scored=scored_splits(run))
     comparison = compare_methods(transfer, gate, n_boot=report.n_boot, seed=report.seed)
@@ -128,7 +150,7 @@ def analyze_run(run) -> AnalysisResult:
     literature = check_claims(comparison.scores, transfer, run.load_results("train"))
     return summarize(report.primary, gate, comparison, points, rq1, rq2, alignment=alignment,
                      headline_metric=report.correlation_metric, protocol=run.cfg.protocol.name, notes=notes,
-                     literature=literature, alignment_comparison=alignment_cmp)
+                     literature=literature, alignment_comparison=alignment_cmp, progress=progress)
 
 
 # ------------------------------------------------------------------------------------- the summary's words
@@ -543,6 +565,8 @@ def brief_markdown(res: AnalysisResult) -> str:
     claims. The full summary (units, n, estimands, secondary analyses) follows it."""
     a = res.alpha
     L = []
+    if interim := interim_text(res.progress):
+        L.append(f"- {interim}")
     if collapsed := collapse_text(res.gate.table):
         L.append(f"- {collapsed}")
     mvb = res.comparison.scores
