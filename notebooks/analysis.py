@@ -76,8 +76,9 @@ if len(targets):
 # its checkpoints), shown two ways (`checkpoints`): the checkpoints passing the gate, and every trained checkpoint (a
 # collapsed run counts with what it scored). 95% CI: a bootstrap over test item ids, one draw per replicate shared by
 # every language, seed and method (`se_items`; rows without per-item values: languages), plus the seed variance
-# pooled over the baseline and every method of the task (`se_seeds`, `seed_df`), t with Satterthwaite's df; a side
-# with fewer than 3 seeds gets its difference and "too few seeds for an interval". The same for English accuracy
+# pooled over the baseline and every method of the task, or a side's own arm's where that is larger (`se_seeds`,
+# `seed_variance`), t with Satterthwaite's df; a side with fewer than 3 seeds gets its difference and "too few
+# seeds for an interval". The same for English accuracy
 # under each attack (points), where robustness was scored: more robust than the baseline where that CI lies above 0.
 
 # %%
@@ -119,7 +120,8 @@ show(points.pools)
 # `res.alignment_comparison` from `compare_alignment`, on the checkpoints that pass the gate, at the primary alignment measure (`report.primary`):
 # per task, the mean over languages of each method's alignment minus the baseline's at the same seeds, its 95% CI
 # from the parallel sentence pairs (items; one per English sentence, shared by the languages that have it) crossed
-# with the checkpoints, the seed variance pooled over the task's arms (fewer than 3 matched seeds: the difference
+# with the checkpoints, the seed variance pooled over the task's arms or a side's own where larger (fewer than 3
+# matched seeds: the difference
 # and "too few seeds for an interval"). Then OLS over checkpoints: alignment ~ method, and + each checkpoint's weight
 # drift over its trained parameters (the frozen word-embedding table is not drift): a method effect that shrinks
 # once drift enters is "moves the weights less", not "aligns more".

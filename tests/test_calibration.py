@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from xltlib.analysis import item_inference
 from xltlib.analysis.compare import method_vs_baseline
 
 ALPHA = 0.05
@@ -28,7 +29,8 @@ def simulate_run(rng, *, n_langs: int, n_items: int, n_seeds: int, methods=METHO
                  sd_item=1.5, sd_lang=0.3, sd_item_lang=0.5, sd_item_method=0.5, sd_checkpoint=0.08,
                  sd_checkpoint_lang=0.08) -> pd.DataFrame:
     """Transfer rows (one per checkpoint and language, ``per_example`` 0/1) of a simulated run (module docstring);
-    ``effect`` (logit) is added to the second method. The defaults put a checkpoint's accuracy near 66% with a
+    ``effect`` (logit) is added to the second method; ``sd_checkpoint`` may be a {method: sd} mapping (an arm that
+    varies more from seed to seed than the others). The defaults put a checkpoint's accuracy near 66% with a
     seed-to-seed sd of about 1.0 point (the study-lite runs: about 1.4) and an item-clustered SE about 1.4 times
     the per-cell example bootstrap's (the review of issue 22 measured 1.7)."""
     lang = rng.normal(0, sd_lang, n_langs)
@@ -38,7 +40,8 @@ def simulate_run(rng, *, n_langs: int, n_items: int, n_seeds: int, methods=METHO
     for k, m in enumerate(methods):
         item_method = rng.normal(0, sd_item_method, n_items)
         for s in range(1, n_seeds + 1):
-            shock = rng.normal(0, sd_checkpoint) + (effect if k == 1 else 0.0)
+            sd = sd_checkpoint[m] if isinstance(sd_checkpoint, dict) else sd_checkpoint
+            shock = rng.normal(0, sd) + (effect if k == 1 else 0.0)
             eta = (lang[:, None] + item[None, :] + item_lang + item_method[None, :] + shock
                    + rng.normal(0, sd_checkpoint_lang, n_langs)[:, None])
             correct = (rng.random((n_langs, n_items)) < 1 / (1 + np.exp(-eta))).astype(np.int8)
@@ -140,6 +143,20 @@ def test_item_level_interval_at_run_size_holds_its_level_where_the_old_one_does_
     assert out["new pgd"] <= 0.08 and out["new freelb"] <= 0.08
     assert out["old pgd (2 seeds)"] > 0.08  # the old machinery fails the same bar on the same nulls
     assert out["item SE / old example SE"] > 1.3  # ... and its example bootstrap misses the item clustering
+
+
+@pytest.mark.slow
+def test_item_level_interval_holds_when_one_arm_varies_more(monkeypatch):
+    """pgd's checkpoint shocks have 9x the variance of the baseline's and freelb's (the study's strong adversarial
+    arms vary far more from seed to seed than the baseline), 600 null runs of 6 languages x 400 items x 3 seeds:
+    pgd's side takes its own variance and its interval holds; the pooled variance alone rejects too often."""
+    size = dict(n_langs=6, n_items=400, n_seeds=3, sd_checkpoint={"baseline": 0.08, "pgd": 0.24, "freelb": 0.08})
+    out = rates(600, seed=12, **size)
+    monkeypatch.setattr(item_inference, "side_variance", lambda own, pooled: (*pooled, False))
+    pooled_only = rates(600, seed=12, **size)
+    print(f"one arm 9x the seed variance, 600 runs: {out}; pooled variance alone: {pooled_only}")
+    assert out["new pgd"] <= 0.08 and out["new freelb"] <= 0.08
+    assert pooled_only["new pgd"] > 0.10
 
 
 @pytest.mark.slow

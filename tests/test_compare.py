@@ -96,11 +96,19 @@ def test_arm_differences_known_difference_interval_and_parts():
     assert pgd.ci_lo < 0.05 < pgd.ci_hi and pgd.ci_lo > 0
     s2, df = pooled_seed_variance(values.mean(axis=1), arms)
     assert pgd.seed_df == df == 2 + 2 + 1  # the 2-seed arm adds its degree of freedom to the pooled variance
-    assert pgd.se_seeds == pytest.approx(math.sqrt(s2 * (1 / 3 + 1 / 3)))
+    # each side: its own arm's seed variance where larger than the pooled one (its S - 1 df), else the pooled
+    means = values.mean(axis=1)
+    sides = []
+    for arm in ("pgd", "baseline"):
+        own = np.var(means[arms == arm], ddof=1)
+        sides.append((own / 3, 2) if own > s2 else (s2 / 3, df))
+    assert pgd.se_seeds == pytest.approx(math.sqrt(sum(v for v, _ in sides)))
+    assert pgd.seed_variance == "; ".join(f"{a}: {'its own' if d == 2 else 'pooled'} ({d} df)"
+                                          for a, (_, d) in zip(("pgd", "baseline"), sides))
     d_items = values[3:6].mean(0) - values[:3].mean(0)
     assert pgd.se_items == pytest.approx(np.std(d_items, ddof=1) / math.sqrt(n_items), rel=0.1)
     v = pgd.se_items ** 2 + pgd.se_seeds ** 2
-    assert pgd.df == pytest.approx(v * v / (pgd.se_seeds ** 4 / df + pgd.se_items ** 4 / (n_items - 1)))
+    assert pgd.df == pytest.approx(v * v / (sum(u * u / d for u, d in sides) + pgd.se_items ** 4 / (n_items - 1)))
     assert pgd.ci_hi - pgd.diff == pytest.approx(stats.t.ppf(0.975, pgd.df) * math.sqrt(v))
     fl = out["freelb"]  # 2 seeds: the difference, no interval
     assert np.isfinite(fl.diff) and fl.diff == pytest.approx(-0.02, abs=0.02)

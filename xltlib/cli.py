@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rebuild the analysis and HTML report of a finished run (no training)")
     p.add_argument("dir")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("export", help="write a finished run's summary tables, figures and provenance (docs/results)")
+    p = sub.add_parser("export", help="write a run's summary tables, figures and provenance (docs/results; an unfinished run is labelled interim)")
     p.add_argument("dir")
     p.add_argument("dest")
     p.add_argument("--allow-dirty", action="store_true", help="export rows computed from uncommitted code (refused "

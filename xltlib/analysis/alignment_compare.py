@@ -9,8 +9,9 @@ primary alignment metric (``report.primary``: ``retrieval.acc1_en2xx`` at the la
    retrieves better than the baseline does so at every seed; a pair of two languages with the same English
    sentence is one item (XNLI premises, PUD sentences). Variance of the difference = checkpoint (seed) part +
    item part, method-of-moments estimates of a crossed random-effects model (:func:`crossed_difference`): the seed
-   part is pooled over the baseline and every method of the task (one noise model, so it cannot collapse because
-   two seeds happened to agree), with Satterthwaite degrees of freedom. An arm with fewer than
+   part is pooled over the baseline and every method of the task (so it cannot collapse because a few seeds
+   happened to agree), or a side's own arm's where that is larger (an arm that varies more from seed to seed does
+   not borrow the others' smaller spread), with Satterthwaite degrees of freedom. An arm with fewer than
    :data:`MIN_SEEDS` matched seeds gets its difference and "too few seeds for an interval". Calibrated on
    simulated nulls in ``tests/test_alignment_compare.py``.
 2. **Alignment ~ method + drift** (:func:`alignment_drift_fits`): OLS per task, one row per passing checkpoint:
@@ -32,6 +33,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from xltlib.analysis.inference import ALPHA, p_words
+from xltlib.analysis.item_inference import side_variance
 from xltlib.analysis.rq1 import resolve_layer
 from xltlib.config.schema import ReportConfig
 
@@ -39,7 +41,7 @@ MIN_SEEDS = 3  # matched seeds an arm needs for an interval: fewer do not estima
 TOO_FEW = "too few seeds for an interval"
 PRETRAINED = "pretrained"
 AC_COLS = ["task", "dataset", "model", "metric", "layer", "method", "n_seeds", "n_languages", "n_items", "n_pairs",
-           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "interval", "note"]
+           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "interval", "note"]
 DRIFT_FIT_COLS = ["task", "dataset", "model", "metric", "layer", "fit", "term", "coef", "se", "ci_lo", "ci_hi", "p", "df",
                   "n_checkpoints", "note"]
 AC_ESTIMAND = ("mean over languages of the method's primary alignment minus the baseline's (seed-matched), "
@@ -64,6 +66,7 @@ class Difference:
     ci_hi: float = math.nan
     df: float = math.nan
     seed_df: float = math.nan
+    seed_variance: str = ""  # which seed variance each side took (its own arm's or the pooled) and its df
     note: str = ""
 
 
@@ -103,12 +106,14 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
     items x checkpoints interval.
 
     Model: Z[s, k] = method - baseline = delta + gamma_s + w_k + eps_sk, with gamma the difference of two
-    checkpoint shocks (variance 2 sigma2_c; independent training runs), w the item x method interaction and eps
-    the noise. Var(mean Z) = 2 sigma2_c / S + sigma2_w / K + sigma2_eps / (S K), estimated as
-    2 sigma2_c / S + MS_item(Z) / (S K), since E[MS_item(Z)] = S sigma2_w + sigma2_eps. sigma2_c is pooled over
-    ``arms`` (the baseline and every method of the task, each [S_a, K]; :func:`pooled_seed_variance`).
-    Satterthwaite df for the linear combination of mean squares; t interval. Shared seed effects (same data order
-    for method and baseline) only make the seed part conservative."""
+    checkpoint shocks (variance sigma2_m + sigma2_b; independent training runs), w the item x method interaction
+    and eps the noise. Var(mean Z) = (sigma2_m + sigma2_b) / S + sigma2_w / K + sigma2_eps / (S K), estimated as
+    (sigma2_m + sigma2_b) / S + MS_item(Z) / (S K), since E[MS_item(Z)] = S sigma2_w + sigma2_eps. Each side's
+    sigma2 is the one pooled over ``arms`` (the baseline and every method of the task, each [S_a, K];
+    :func:`pooled_seed_variance`), or the side's own where that is larger
+    (:func:`~xltlib.analysis.item_inference.side_variance`). Satterthwaite df for the linear combination of mean
+    squares; t interval. Shared seed effects (same data order for method and baseline) only make the seed part
+    conservative."""
     if method.shape != baseline.shape:
         raise ValueError(f"method and baseline matrices differ in shape: {method.shape} vs {baseline.shape}")
     z = method - baseline
@@ -118,13 +123,21 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
         return Difference(est, note=f"{s} matched seed(s): {TOO_FEW}")
     if k < 2:
         return Difference(est, note=f"{k} item(s): no item variance")
-    sigma2_c, ms_s, df_s, ms_e, df_e = pooled_seed_variance(arms)
+    pooled = pooled_seed_variance(arms)
+    df_s = pooled[2]
     ms_item = float(s * ((z.mean(0) - est) ** 2).sum() / (k - 1))
-    # V = a (MS_seed - MS_res) + b MS_item(Z): the seed part drops out when its estimate is truncated at 0
-    a, b = 2.0 / (s * k), 1.0 / (s * k)
-    parts = [(b * ms_item, k - 1)]
-    if sigma2_c > 0:
-        parts += [(a * ms_s, df_s), (-a * ms_e, df_e)]
+    # V = sum over the sides of a (MS_seed - MS_res) + a MS_item(Z), a = 1 / (S K): a side's seed part drops out
+    # when its estimate is truncated at 0
+    a = 1.0 / (s * k)
+    parts = [(a * ms_item, k - 1)]
+    took = []
+    for name, side in (("method", method), ("baseline", baseline)):
+        own = pooled_seed_variance([side])
+        _, _, mine = side_variance((own[0], own[2]), (pooled[0], pooled[2]))
+        sigma2_c, ms_s, d_s, ms_e, d_e = own if mine else pooled
+        took.append(f"{name}: {'its own' if mine else 'pooled'} ({d_s} df)")
+        if sigma2_c > 0:
+            parts += [(a * ms_s, d_s), (-a * ms_e, d_e)]
     var = sum(v for v, _ in parts)
     if not var > 0:
         return Difference(est, se=0.0, seed_df=df_s, note="no variation between items or checkpoints")
@@ -132,7 +145,7 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
     nu = max(var * var / den, 1.0) if den > 0 else math.inf
     t = float(stats.t.ppf(0.5 + level / 2, nu))
     se = math.sqrt(var)
-    return Difference(est, se, est - t * se, est + t * se, nu, float(df_s))
+    return Difference(est, se, est - t * se, est + t * se, nu, float(df_s), seed_variance="; ".join(took))
 
 
 # ------------------------------------------------------------------------------------ data -> matrices
@@ -260,8 +273,10 @@ def method_vs_baseline_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame
                                  if info["dropped_pairs"] else "") if n]
             row.update(n_languages=info["n_languages"], n_items=info["n_items"], n_pairs=info["n_pairs"],
                        diff=d.diff, se=d.se, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df, seed_df=d.seed_df,
+                       seed_variance=d.seed_variance,
                        interval=(f"items (parallel sentences) x checkpoints, crossed; seed variance pooled over "
-                                  f"{sum(1 for a in arms if a.shape[0] > 1)} arm(s)") if np.isfinite(d.ci_lo) else "",
+                                  f"{sum(1 for a in arms if a.shape[0] > 1)} arm(s), or a side's own where larger")
+                       if np.isfinite(d.ci_lo) else "",
                        note="; ".join(notes))
             rows.append(row)
     return pd.DataFrame(rows, columns=AC_COLS)
@@ -381,7 +396,8 @@ def summary_lines(ac: AlignmentComparison) -> list[str]:
         return []
     L = ["### Alignment: robust methods vs the baseline", "",
          f"Estimand: {AC_ESTIMAND}; `{ac.metric}` at layer {ac.layer}. Interval: items (parallel sentence pairs) "
-         "crossed with checkpoints, seed variance pooled over the task's arms, Satterthwaite df.", ""]
+         "crossed with checkpoints, seed variance pooled over the task's arms or a side's own where larger, "
+         "Satterthwaite df.", ""]
     for _, r in t.iterrows():
         head = "- " + " · ".join(str(r[c]) for c in ("task", "dataset", "method") if isinstance(r[c], str) and r[c])
         if not np.isfinite(r.get("diff", np.nan)):

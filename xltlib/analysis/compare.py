@@ -6,7 +6,8 @@ The estimate is the mean over target languages (pairs) of a method's score, aver
 (:mod:`xltlib.analysis.item_inference`): a bootstrap over item ids drawn once per replicate and shared by every
 language, seed and method of the task (the items come from the rows' ``per_example`` values,
 :mod:`xltlib.analysis.items`; rows without them: the languages), plus the seed-to-seed variance pooled over the
-baseline and every method of the task, with Welch-Satterthwaite df. A method or baseline with fewer than
+baseline and every method of the task - or, for a side whose own arm varies more, that arm's own
+(:func:`~xltlib.analysis.item_inference.side_variance`) - with Welch-Satterthwaite df. A method or baseline with fewer than
 :data:`~xltlib.analysis.item_inference.MIN_SEEDS` checkpoints gets its difference and "too few seeds for an
 interval".
 
@@ -32,7 +33,7 @@ MVB_ESTIMAND = ("mean over target languages of the method's score minus the base
 ALL_CHECKPOINTS = "every trained checkpoint"
 PASSING = "passing the gate"
 MVB_COLS = ["task", "setting", "checkpoints", "method", "n_languages", "n_items", "n_seeds", "n_baseline_seeds",
-            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "resampled", "note"]
+            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "resampled", "note"]
 MVB_COLUMNS = {  # what each column of the comparison tables means
     "checkpoints": f"which checkpoints count: '{ALL_CHECKPOINTS}' (a collapsed run with what it scored) or "
                    f"'{PASSING}' (the model-quality gate)",
@@ -46,8 +47,10 @@ MVB_COLUMNS = {  # what each column of the comparison tables means
     "ci_hi": "see ci_lo", "df": "Welch-Satterthwaite degrees of freedom of that t interval",
     "se_items": "the item bootstrap's part (item ids resampled once per replicate, shared by every language, seed "
                 "and method): item sampling alone, not an interval",
-    "se_seeds": "the seed part: the checkpoints' spread pooled over the baseline and every method of the task",
+    "se_seeds": "the seed part: per side, the checkpoints' spread pooled over the baseline and every method of the "
+                "task, or the side's own arm's spread where that is larger (seed_variance says which)",
     "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's arms of (checkpoints - 1)",
+    "seed_variance": "which seed variance each side of the difference took (its own arm's or the pooled) and its df",
     "resampled": "what the interval resamples", "note": "why a row has no interval, and what it leaves out",
 }
 ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (xltlib.evaluation.robustness)
@@ -58,7 +61,7 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
     """The rows of one task and setting (``g``: its rows, ``unit`` the language or ordered language pair): every
     method against the baseline on the checkpoint x item table of :func:`~xltlib.analysis.items.item_table`, with
     the interval of :func:`~xltlib.analysis.item_inference.arm_differences` (one item draw per replicate for every
-    method of the task, the seed variance pooled over all of them)."""
+    method of the task, the seed variance pooled over all of them or a side's own where larger)."""
     base = dict(task=task, setting=setting, checkpoints=checkpoints)
     methods = sorted(set(g["method"].astype(str)) - {baseline})
     if baseline not in set(g["method"].astype(str)):
@@ -82,10 +85,10 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
     if tab.per_item:  # generalized: an item is the row id of the pair, scored in every pair
         unit = "language pair" if setting == "generalized" else "language"
         resampled = (f"test examples (item ids shared by every {unit}, seed and method) + seeds (variance pooled "
-                     "over the task's methods)")
+                     "over the task's methods, or a side's own where larger)")
     else:
         resampled = (f"{units} (no per-item values: the {units} are the items) + seeds (variance pooled over the "
-                     "task's methods)")
+                     "task's methods, or a side's own where larger)")
     info = dict(base, n_languages=len(tab.units), n_items=tab.n_items, resampled=resampled)
     arms = np.asarray(tab.arms)
     if tab.n_items < 2:  # one language without per-item values: nothing to resample
@@ -103,7 +106,7 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
     for d in diffs:
         out.append(dict(info, method=d.method, n_seeds=d.n_seeds, n_baseline_seeds=d.n_baseline_seeds,
                         baseline=d.baseline, score=d.score, diff=d.diff, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df,
-                        se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df,
+                        se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df, seed_variance=d.seed_variance,
                         note="; ".join(n for n in (d.note, *notes) if n)))
     return out
 

@@ -21,14 +21,20 @@ estimate is the difference of arm means ``D = mean_c in m, i values - mean_c in 
   (``V_items``, scaled by I / (I - 1)): it estimates the item part ``2 sigma_g^2 / I + k sigma_e^2 / I`` with
   the checkpoints held fixed; I - 1 degrees of freedom.
 * **seeds** - the variance of the checkpoints' means around their arm's mean, **pooled over the baseline and every
-  method** of the task (:func:`pooled_seed_variance`), times ``k``: it estimates ``k (sigma_u^2 + sigma_e^2 / I)``
-  with ``sum over arms of (S_a - 1)`` degrees of freedom, so two seeds of one arm cannot make it collapse by luck.
+  method** of the task (:func:`pooled_seed_variance`): it estimates ``sigma_u^2 + sigma_e^2 / I`` with ``sum over
+  arms of (S_a - 1)`` degrees of freedom, so a few seeds of one arm that happen to agree cannot make it collapse.
+  Each side of a difference takes **its own arm's variance where that is the larger** (:func:`side_variance`,
+  ``S_a - 1`` df): the seed variance need not be the same in every arm (on the study's XNLI transfer rows the two
+  strong adversarial arms' checkpoint means vary about 200x more from seed to seed than the baseline's), and a
+  pooled variance alone then gives the most variable arm too narrow an interval (11-13% of null runs rejected when
+  one arm's seed variance is 9x the others' at 3 seeds, 6-7% with its own; ``tests/test_calibration.py``). It
+  costs power where the arms do vary alike (their intervals can only widen). ``V_seeds = v_m / S_m + v_b / S_b``.
 
 Their sum counts ``k sigma_e^2 / I`` twice: the interval errs on the wide side by that much, which is small when
 the items are many (I in the hundreds: on 400 simulated null runs of 15 languages x 1000 items x 3 seeds x 3 arms,
 ``tests/test_calibration.py``, the 95% CI excluded 0 in 5.0% and 5.3% of them) and keeps the seed part from being estimated as zero when the seeds happen to agree (a moment
 estimator that subtracts the shared part would collapse then). The CI is ``D +- t(nu) sqrt(V_items + V_seeds)``
-with Welch-Satterthwaite's ``nu = V^2 / (V_seeds^2 / df_seeds + V_items^2 / (I - 1))``.
+with Welch-Satterthwaite's ``nu`` over the three parts (each side's seed part with its df, the items with I - 1).
 
 A comparison where the method or the baseline has fewer than :data:`MIN_SEEDS` checkpoints gets its difference and
 :data:`TOO_FEW_SEEDS`, no interval: a seed variance needs seeds of the arms compared, not only of the others.
@@ -61,8 +67,9 @@ class ArmDiff:
     ci_hi: float
     df: float  # Welch-Satterthwaite df of the t interval
     se_items: float  # sqrt(V_items): the item bootstrap's part
-    se_seeds: float  # sqrt(V_seeds): the pooled seed variance's part
+    se_seeds: float  # sqrt(V_seeds): the seed part (each side: its own arm's variance or the pooled, the larger)
     seed_df: int  # sum over the pooled arms of (seeds - 1)
+    seed_variance: str = ""  # which variance each side took (its own arm's or the pooled one) and its df
     note: str = ""
 
 
@@ -78,6 +85,15 @@ def pooled_seed_variance(checkpoint_means: np.ndarray, arms: Sequence[str]) -> t
         ss += float(((ya - ya.mean()) ** 2).sum())
         df += len(ya) - 1
     return (ss / df if df else math.nan), df
+
+
+def side_variance(own: tuple[float, int], pooled: tuple[float, int]) -> tuple[float, int, bool]:
+    """(variance, df, own?) for one side of a difference: the arm's own seed variance where it is the larger, else
+    the pooled one. The pooled variance keeps a few agreeing seeds from collapsing the interval; the own one keeps
+    an arm that varies more than the others from borrowing their smaller spread."""
+    if np.isfinite(own[0]) and own[1] > 0 and (not np.isfinite(pooled[0]) or own[0] > pooled[0]):
+        return own[0], own[1], True
+    return pooled[0], pooled[1], False
 
 
 def item_bootstrap(diffs: np.ndarray, *, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -120,7 +136,10 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
         raise ValueError(f"{n_items} item(s): the item bootstrap needs at least 2")
     methods = sorted(set(arms) - {baseline})
     arm_items = {a: values[arms == a].mean(axis=0) for a in [baseline, *methods]}  # [items] per arm
-    s2, seed_df = pooled_seed_variance(values.mean(axis=1), arms)
+    means = values.mean(axis=1)
+    s2, seed_df = pooled_seed_variance(means, arms)
+    own = {a: (float(np.var(means[arms == a], ddof=1)) if (arms == a).sum() > 1 else math.nan,
+               int((arms == a).sum()) - 1) for a in arm_items}
     diffs = np.array([arm_items[m] - arm_items[baseline] for m in methods]).reshape(len(methods), n_items)
     boots = item_bootstrap(diffs, n_boot=n_boot, rng=rng) if methods else np.empty((0, n_boot))
     n_b = int((arms == baseline).sum())
@@ -135,9 +154,12 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
         if min(n_m, n_b) < min_seeds:
             row["note"] = f"{TOO_FEW_SEEDS} ({m} {n_m}, {baseline} {n_b} checkpoint(s); {min_seeds} each needed)"
         else:
-            v_seeds = s2 * (1 / n_m + 1 / n_b)
-            lo, hi, nu = satterthwaite_t(est, [(v_items, n_items - 1), (v_seeds, seed_df)], level)
-            row.update(ci_lo=lo, ci_hi=hi, df=nu, se_seeds=math.sqrt(v_seeds),
+            sides = [(a, n, side_variance(own[a], (s2, seed_df))) for a, n in ((m, n_m), (baseline, n_b))]
+            seed_parts = [(v / n, df) for _, n, (v, df, _) in sides]
+            lo, hi, nu = satterthwaite_t(est, [(v_items, n_items - 1), *seed_parts], level)
+            row.update(ci_lo=lo, ci_hi=hi, df=nu, se_seeds=math.sqrt(sum(v for v, _ in seed_parts)),
+                       seed_variance="; ".join(f"{a}: {'its own' if mine else 'pooled'} ({df} df)"
+                                               for a, _, (_, df, mine) in sides),
                        note="" if np.isfinite(nu) else "no variance: every checkpoint scored every item alike")
         out.append(ArmDiff(**row))
     return out

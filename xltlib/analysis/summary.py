@@ -235,7 +235,8 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
         L.append("No method could be compared with the baseline (needs the baseline and another method).")
     else:
         L.append(f"Estimand: {MVB_ESTIMAND}; 95% CI: t interval on an item bootstrap (item ids shared by every "
-                 "language, seed and method) plus the seed variance pooled over the task's methods; shown for "
+                 "language, seed and method) plus the seed variance pooled over the task's methods, or a side's own "
+                 "arm's where larger; shown for "
                  "the checkpoints passing the gate and for every trained checkpoint (unit and n as stated per line).")
         L.append("")
         L += _row_lines(
@@ -429,7 +430,8 @@ RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL = (
 def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None) -> dict[tuple[str, str], dict]:
     """Per (task, method): does it raise alignment above the pre-trained encoder (RQ2's gain over it), or only lose
     less than the baseline? The comparison with the baseline is the alignment comparison's (``vs_baseline``: the
-    item x checkpoint interval with the seed variance pooled over the task's arms, the one its section prints) where
+    item x checkpoint interval, the seed variance pooled over the task's arms or a side's own where larger, the one
+    its section prints) where
     it has the arm, else RQ2's own gain over the baseline. Returns {(task, method): dict(verdict, vs_pretrained,
     vs_baseline)} with the verdict one of RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL."""
     out = {}

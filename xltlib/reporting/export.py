@@ -87,7 +87,8 @@ def export_results(run, dest, *, allow_dirty: bool = False) -> list[Path]:
     if len(robust):
         save_table(robust, "robustness_vs_baseline")
         md += ["## Robustness: method − baseline (points), bootstrap over the attacked English rows (shared by every "
-               "seed and method) + seed variance pooled over the task's methods (checkpoints that fail the "
+               "seed and method) + seed variance pooled over the task's methods or a side's own where larger "
+               "(checkpoints that fail the "
                "model-quality gate left out; no CI below 3 seeds a side)", "",
                markdown(robust.drop(columns=["resampled"]).round(2)), ""]
     diag = train_diagnostics(run.load_results("train"))

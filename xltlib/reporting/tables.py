@@ -291,12 +291,13 @@ def result_tables(res: AnalysisResult) -> list[tuple[str, pd.DataFrame, str]]:
          "checkpoints), shown for the checkpoints passing the gate and for every trained checkpoint (`checkpoints`). "
          "95% CI = diff ± t(df)·sqrt(se_items² + se_seeds²): se_items from a bootstrap over item ids shared by every "
          "language, seed and method (n_items: items scored in every language), se_seeds from the seed variance pooled "
-         "over the task's methods (seed_df); no CI where a side has fewer than 3 seeds ('too few seeds for an "
+         "over the task's methods (seed_df), or a side's own arm's where larger (seed_variance); no CI where a side has fewer than 3 seeds ('too few seeds for an "
          "interval')"),
         ("alignment_vs_baseline", res.alignment_comparison.table,
          "Alignment, method vs baseline (checkpoints passing the gate): mean over languages of the primary alignment "
          "metric, seed-matched difference; 95% CI from items (parallel sentence pairs, one per English sentence) "
-         "crossed with checkpoints, the seed variance pooled over the task's arms (seed_df), Satterthwaite df; no CI "
+         "crossed with checkpoints, the seed variance pooled over the task's arms (seed_df) or a side's own where "
+         "larger (seed_variance), Satterthwaite df; no CI "
          "below 3 matched seeds ('too few seeds for an interval')"),
         ("alignment_method_drift", res.alignment_comparison.drift,
          "Less drift? alignment ~ method (+ weight drift over the trained parameters, per 0.01 relative L2): OLS "
