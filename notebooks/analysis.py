@@ -63,7 +63,12 @@ display(Markdown(res.brief))
 # names a run whose training loss never left the majority plateau.
 
 # %%
-show(res.gate.table, 3)
+gate_table = res.gate.table
+if "split" in gate_table and len(gate_table):  # one line per task instead of a long cell in every row
+    display(Markdown("Rows deciding the gate: " + "; ".join(
+        f"**{task}**: {' / '.join(splits)}" for task, splits in gate_table.groupby("task")["split"].unique().items())))
+    gate_table = gate_table.drop(columns=["split"])
+show(gate_table, 3)
 targets = english_targets(transfer)
 if len(targets):
     display(Markdown("**English score vs each task's target (%)** — a fixed bar, chance (XCOPA) or the pre-trained "
