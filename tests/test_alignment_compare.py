@@ -199,6 +199,10 @@ def test_compare_alignment_uses_passing_checkpoints_and_says_when_seeds_are_too_
     assert t.loc["pgd", "diff"] == pytest.approx(want)
     assert t.loc["freelb", "n_seeds"] == 2 and np.isnan(t.loc["freelb", "ci_lo"]) and TOO_FEW in t.loc["freelb", "note"]
     assert t.loc["pgd", "n_items"] == 120 and "crossed" in t.loc["pgd", "interval"]
+    pgd = t.loc["pgd"]  # p: the interval's own t test; Holm over the arms with one (pgd alone here)
+    assert pgd["p"] == pytest.approx(2 * stats.t.sf(abs(pgd["diff"]) / pgd["se"], pgd["df"]))
+    assert pgd["p_holm"] == pytest.approx(pgd["p"]) and np.isnan(t.loc["freelb", "p_holm"])
+    assert pgd["seed_variance"].startswith("method: ") and "baseline: " in pgd["seed_variance"]
     text = "\n".join(summary_lines(res))
     assert "pgd − baseline" in text and TOO_FEW in text
     # a method every checkpoint of which fails the gate is named, not dropped

@@ -18,7 +18,16 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from xltlib.analysis.compare import PASSING, robustness_vs_baseline  # noqa: E402
 from xltlib.analysis.merge import delta_table, merge_alignment_transfer  # noqa: E402
-from xltlib.analysis.summary import AnalysisResult, _fmt, analyze_run, brief_markdown  # noqa: E402
+from xltlib.analysis.summary import (  # noqa: E402
+    LOSES_LESS,
+    LOSES_LIKE,
+    AnalysisResult,
+    _above_below,
+    _fmt,
+    analyze_run,
+    brief_markdown,
+    raise_or_lose_less,
+)
 from xltlib.config.schema import ReportConfig  # noqa: E402
 from xltlib.data.languages import resource_table, to_iso1  # noqa: E402
 from xltlib.reporting import plots as P  # noqa: E402
@@ -247,6 +256,33 @@ def test_the_brief_of_arms_with_too_few_seeds_claims_no_difference():
 def test_the_brief_of_a_run_without_scores_says_so():
     assert brief_markdown(AnalysisResult(primary=ReportConfig.Primary())).endswith(
         "No result yet: the run has no scored checkpoints.\n")
+
+
+def test_above_and_below_are_holm_adjusted_over_the_arms():
+    """Seven arms at 95% each: an arm is called above or below the baseline after Holm over the arms with an
+    interval; one whose CI alone excludes 0 is named as such, not as a difference."""
+    t = pd.DataFrame(dict(method=["a", "b", "c"], diff=[5.0, 1.0, -4.0], ci_lo=[3.0, 0.1, -6.0],
+                          ci_hi=[7.0, 1.9, -2.0], p=[0.001, 0.04, 0.002], p_holm=[0.003, 0.04, 0.004],
+                          n_seeds=3, n_baseline_seeds=3))
+    assert _above_below(t) == "above (Holm over 3 arms): a, b; below (Holm over 3 arms): c"
+    t.loc[1, "p_holm"] = 0.12
+    assert _above_below(t) == ("above (Holm over 3 arms): a; below (Holm over 3 arms): c; "
+                               "CI excludes 0 but not after Holm: b")
+    assert _above_below(t.iloc[[1]].assign(p_holm=0.2)) == ("no arm differs from the baseline (every CI covers 0); "
+                                                            "CI excludes 0 but not after Holm: b")
+    assert _above_below(t.drop(columns=["p", "p_holm"])) == "above: a, b; below: c"  # a table without p: the CIs
+
+
+def test_loses_less_than_the_baseline_is_decided_as_the_comparison_line_decides():
+    """RQ2's 'only loses less of it than the baseline' uses the alignment comparison with Holm over the arms, the
+    same verdict as that comparison's line in the brief."""
+    gains = pd.DataFrame([dict(task="xnli", method=m, reference=ref, mean_gain=g, mean_ci_lo=g - 0.05,
+                               mean_ci_hi=g + 0.05) for m, g in (("baseline", -0.4), ("pgd", -0.2))
+                          for ref in ("pretrained", "baseline")])
+    vs = pd.DataFrame([dict(task="xnli", method="pgd", diff=0.2, ci_lo=0.01, ci_hi=0.39, p=0.04, p_holm=0.04)])
+    assert raise_or_lose_less(gains, vs)[("xnli", "pgd")]["verdict"] == LOSES_LESS
+    vs["p_holm"] = 0.2  # its CI excludes 0, but not after Holm over the task's arms
+    assert raise_or_lose_less(gains, vs)[("xnli", "pgd")]["verdict"] == LOSES_LIKE
 
 
 def test_only_an_unfinished_run_is_labelled_interim():

@@ -169,6 +169,10 @@ def test_method_vs_baseline_columns_and_the_too_few_seeds_row():
     assert fl["n_seeds"] == 2 and np.isfinite(fl["diff"]) and np.isnan(fl["ci_lo"]) and np.isnan(fl["df"])
     assert fl["note"].startswith(TOO_FEW_SEEDS)
     assert (t["checkpoints"] == ALL_CHECKPOINTS).all()
+    # p is the interval's own t test (p < 0.05 exactly when the CI excludes 0); Holm over the arms with one
+    se = math.hypot(pgd["se_items"], pgd["se_seeds"])
+    assert pgd["p"] == pytest.approx(2 * stats.t.sf(abs(pgd["diff"]) / se, pgd["df"])) and pgd["p"] < 0.05
+    assert pgd["p_holm"] == pytest.approx(pgd["p"]) and np.isnan(fl["p"]) and np.isnan(fl["p_holm"])
 
 
 def test_generalized_pairs_resample_the_row_ids_of_the_pair():

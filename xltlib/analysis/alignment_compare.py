@@ -32,8 +32,8 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from xltlib.analysis.inference import ALPHA, p_words
-from xltlib.analysis.item_inference import side_variance
+from xltlib.analysis.inference import ALPHA, holm, p_words
+from xltlib.analysis.item_inference import side_variance, t_test_p
 from xltlib.analysis.rq1 import resolve_layer
 from xltlib.config.schema import ReportConfig
 
@@ -41,7 +41,7 @@ MIN_SEEDS = 3  # matched seeds an arm needs for an interval: fewer do not estima
 TOO_FEW = "too few seeds for an interval"
 PRETRAINED = "pretrained"
 AC_COLS = ["task", "dataset", "model", "metric", "layer", "method", "n_seeds", "n_languages", "n_items", "n_pairs",
-           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "interval", "note"]
+           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "p", "p_holm", "interval", "note"]
 DRIFT_FIT_COLS = ["task", "dataset", "model", "metric", "layer", "fit", "term", "coef", "se", "ci_lo", "ci_hi", "p", "df",
                   "n_checkpoints", "note"]
 AC_ESTIMAND = ("mean over languages of the method's primary alignment minus the baseline's (seed-matched), "
@@ -273,13 +273,18 @@ def method_vs_baseline_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame
                                  if info["dropped_pairs"] else "") if n]
             row.update(n_languages=info["n_languages"], n_items=info["n_items"], n_pairs=info["n_pairs"],
                        diff=d.diff, se=d.se, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df, seed_df=d.seed_df,
-                       seed_variance=d.seed_variance,
+                       seed_variance=d.seed_variance, p=t_test_p(d.diff, d.se, d.df),
                        interval=(f"items (parallel sentences) x checkpoints, crossed; seed variance pooled over "
                                   f"{sum(1 for a in arms if a.shape[0] > 1)} arm(s), or a side's own where larger")
                        if np.isfinite(d.ci_lo) else "",
                        note="; ".join(notes))
             rows.append(row)
-    return pd.DataFrame(rows, columns=AC_COLS)
+    table = pd.DataFrame(rows, columns=AC_COLS)
+    if len(table):  # Holm over the methods of each task and dataset (the brief's 'above' / 'below')
+        p = table["p"].astype(float)
+        table["p_holm"] = p.groupby([table["task"], table["dataset"], table["model"]]).transform(
+            lambda g: pd.Series(holm(g.to_numpy()), index=g.index))
+    return table
 
 
 def alignment_drift_fits(alignment: pd.DataFrame, drift: Mapping[str, float], passing: set[str], *, metric: str,

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from xltlib.analysis.gate import Gate, drop_failed, gate_failures
-from xltlib.analysis.item_inference import arm_differences
+from xltlib.analysis.inference import holm
+from xltlib.analysis.item_inference import arm_differences, t_test_p
 from xltlib.analysis.items import item_table
 from xltlib.analysis.score import SCORE, SOURCE, score_rows, standard_rows
 
@@ -33,7 +34,7 @@ MVB_ESTIMAND = ("mean over target languages of the method's score minus the base
 ALL_CHECKPOINTS = "every trained checkpoint"
 PASSING = "passing the gate"
 MVB_COLS = ["task", "setting", "checkpoints", "method", "n_languages", "n_items", "n_seeds", "n_baseline_seeds",
-            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "resampled", "note"]
+            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "p", "p_holm", "resampled", "note"]
 MVB_COLUMNS = {  # what each column of the comparison tables means
     "checkpoints": f"which checkpoints count: '{ALL_CHECKPOINTS}' (a collapsed run with what it scored) or "
                    f"'{PASSING}' (the model-quality gate)",
@@ -51,6 +52,8 @@ MVB_COLUMNS = {  # what each column of the comparison tables means
                 "task, or the side's own arm's spread where that is larger (seed_variance says which)",
     "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's arms of (checkpoints - 1)",
     "seed_variance": "which seed variance each side of the difference took (its own arm's or the pooled) and its df",
+    "p": "two-sided p of diff against 0 under the interval's t(df)",
+    "p_holm": "p after Holm's adjustment over the methods of the task and setting (the brief's 'above'/'below')",
     "resampled": "what the interval resamples", "note": "why a row has no interval, and what it leaves out",
 }
 ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (xltlib.evaluation.robustness)
@@ -102,12 +105,13 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
         diffs = arm_differences(tab.values, arms, baseline=baseline, n_boot=n_boot, rng=rng, level=level)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
+    p = [t_test_p(d.diff, math.hypot(d.se_items, d.se_seeds), d.df) for d in diffs]
     out = []
-    for d in diffs:
+    for d, p_d, p_h in zip(diffs, p, holm(p)):
         out.append(dict(info, method=d.method, n_seeds=d.n_seeds, n_baseline_seeds=d.n_baseline_seeds,
                         baseline=d.baseline, score=d.score, diff=d.diff, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df,
                         se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df, seed_variance=d.seed_variance,
-                        note="; ".join(n for n in (d.note, *notes) if n)))
+                        p=p_d, p_holm=p_h, note="; ".join(n for n in (d.note, *notes) if n)))
     return out
 
 

@@ -109,6 +109,13 @@ def item_bootstrap(diffs: np.ndarray, *, n_boot: int, rng: np.random.Generator) 
     return out
 
 
+def t_test_p(est: float, se: float, df: float) -> float:
+    """Two-sided p of ``est`` against 0 under the t(df) reference of its interval; NaN without one."""
+    if not (np.isfinite(est) and np.isfinite(se) and se > 0 and np.isfinite(df) and df > 0):
+        return math.nan
+    return float(2 * stats.t.sf(abs(est) / se, df))
+
+
 def satterthwaite_t(est: float, parts: Sequence[tuple[float, float]],
                     level: float = 0.95) -> tuple[float, float, float]:
     """(lo, hi, df) of ``est +- t(nu) sqrt(sum v)`` for variance parts ``(v, df)`` (Welch-Satterthwaite ``nu``);

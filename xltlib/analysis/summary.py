@@ -427,12 +427,13 @@ RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL = (
     "raises", "loses less", "loses more", "loses like the baseline", "no gain", "no interval")
 
 
-def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None) -> dict[tuple[str, str], dict]:
+def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None,
+                       alpha: float = ALPHA) -> dict[tuple[str, str], dict]:
     """Per (task, method): does it raise alignment above the pre-trained encoder (RQ2's gain over it), or only lose
     less than the baseline? The comparison with the baseline is the alignment comparison's (``vs_baseline``: the
     item x checkpoint interval, the seed variance pooled over the task's arms or a side's own where larger, the one
-    its section prints) where
-    it has the arm, else RQ2's own gain over the baseline. Returns {(task, method): dict(verdict, vs_pretrained,
+    its section prints, Holm over the task's arms where the table has ``p_holm``) where it has the arm, else RQ2's
+    own gain over the baseline. Returns {(task, method): dict(verdict, vs_pretrained,
     vs_baseline)} with the verdict one of RAISES, LOSES_LESS, LOSES_MORE, LOSES_LIKE, NO_GAIN, NO_INTERVAL."""
     out = {}
     pre = table[table["reference"] == "pretrained"].set_index(["task", "method"])
@@ -446,15 +447,19 @@ def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = N
         if (task, method) in pooled.index:
             b = pooled.loc[(task, method)]
             base_lo, base_hi = b["ci_lo"], b["ci_hi"]
+            above, below = base_lo > 0, base_hi < 0
+            if np.isfinite(b.get("p_holm", np.nan)):  # the verdict of the comparison's own line: Holm over the arms
+                above, below = (b["p_holm"] <= alpha and b["diff"] > 0), (b["p_holm"] <= alpha and b["diff"] < 0)
         else:
             base_lo, base_hi = r["mean_ci_lo"], r["mean_ci_hi"]
+            above, below = base_lo > 0, base_hi < 0
         if not all(np.isfinite(v) for v in (m["mean_ci_lo"], base_lo)):
             verdict = NO_INTERVAL
         elif m["mean_ci_lo"] > 0:
             verdict = RAISES
-        elif base_lo > 0:
+        elif above:
             verdict = LOSES_LESS
-        elif m["mean_ci_hi"] < 0 and base_hi < 0:
+        elif m["mean_ci_hi"] < 0 and below:
             verdict = LOSES_MORE
         elif m["mean_ci_hi"] < 0:
             verdict = LOSES_LIKE
@@ -472,7 +477,7 @@ def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = 
                          "encoder.",
              LOSES_MORE: "loses alignment, more than the baseline.",
              LOSES_LIKE: "loses alignment against the pre-trained encoder, no differently from the baseline (its "
-                         "interval against the baseline covers 0).",
+                         "difference from the baseline is not significant after Holm, or its interval covers 0).",
              NO_GAIN: "no gain in alignment found over the baseline or the pre-trained encoder."}
     out = []
     for (task, method), v in raise_or_lose_less(table, vs_baseline).items():
@@ -483,7 +488,8 @@ def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = 
         else:
             out.append(f"- {task} · {method}: {words[v['verdict']]}")
     return (["Does robust training raise alignment at all, or only lose less of it than the baseline? (above the "
-             "pre-trained encoder: RQ2's gain over it; less than the baseline: the alignment comparison's interval)",
+             "pre-trained encoder: RQ2's gain over it; less than the baseline: the alignment comparison, Holm over the "
+             "task's arms)",
              "", *out, ""] if out else [])
 
 
@@ -547,18 +553,26 @@ def _few_seeds(r) -> bool:
     return n < MIN_SEEDS
 
 
-def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi") -> str:
-    """Which arms' 95% CIs lie above 0 and which below, in words."""
+def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi", alpha: float = 0.05) -> str:
+    """Which arms differ from the baseline, in words: above / below after Holm's adjustment over the arms with an
+    interval (column ``p_holm``, where the table has it), and any arm whose CI alone excludes 0."""
     with_ci = t[np.isfinite(t[lo].astype(float))] if lo in t else t.iloc[:0]
     if with_ci.empty:
         return (f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)" if all(_few_seeds(r) for _, r in t.iterrows())
                 else "no intervals (the notes below say why)")
     some = "" if len(with_ci) == len(t) else f" of the {len(with_ci)} arms with an interval"
-    up, down = list(with_ci.loc[with_ci[lo] > 0, "method"]), list(with_ci.loc[with_ci[hi] < 0, "method"])
+    outside = (with_ci[lo] > 0) | (with_ci[hi] < 0)
+    held = with_ci["p_holm"].astype(float) <= alpha if "p_holm" in with_ci else outside
+    adjusted = f" (Holm over {len(with_ci)} arms)" if "p_holm" in with_ci and len(with_ci) > 1 else ""
+    up = list(with_ci.loc[held & (with_ci["diff"] > 0), "method"])
+    down = list(with_ci.loc[held & (with_ci["diff"] < 0), "method"])
+    unadjusted = list(with_ci.loc[outside & ~held, "method"])
+    parts = [f"above{some}{adjusted}: {', '.join(up)}" if up else "",
+             f"below{some}{adjusted}: {', '.join(down)}" if down else "",
+             f"CI excludes 0 but not after Holm: {', '.join(unadjusted)}" if unadjusted else ""]
     if not up and not down:
-        return f"no arm{some} differs from the baseline (every CI covers 0)"
-    return "; ".join(p for p in (f"above{some}: {', '.join(up)}" if up else "",
-                                 f"below{some}: {', '.join(down)}" if down else "") if p)
+        parts[0] = f"no arm{some} differs from the baseline" + (adjusted or " (every CI covers 0)")
+    return "; ".join(p for p in parts if p)
 
 
 def brief_markdown(res: AnalysisResult) -> str:
@@ -580,7 +594,7 @@ def brief_markdown(res: AnalysisResult) -> str:
                 L.append(f"{head}: no comparison — {t['note'].iloc[0]}.")
                 continue
             L.append(f"{head} (points, mean over {int(t['n_languages'].max())} target languages, checkpoints passing "
-                     "the gate, 95% CI): " + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t)}.")
+                     "the gate, 95% CI): " + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t, alpha=a)}.")
     rq = res.rq1
     primary = rq.by_checkpoint if rq.unit == "checkpoint" else rq.across
     if primary is not None and len(primary):
@@ -610,7 +624,7 @@ def brief_markdown(res: AnalysisResult) -> str:
             L.append(f"- **Alignment, robust training vs the baseline, {task}-trained checkpoints** "
                      f"(`{res.alignment_comparison.metric}` × 100 on {dataset}, mean over {int(t['n_languages'].max())} "
                      "languages, seed-matched, checkpoints passing the gate, 95% CI): "
-                     + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t)}.")
+                     + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t, alpha=a)}.")
     al = res.rq2.alignment
     if al is not None and len(al):
         fitted = al[np.isfinite(al["slope_per_10x"].astype(float))]
