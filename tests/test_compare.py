@@ -23,7 +23,9 @@ from xltlib.analysis.item_inference import (
     arm_differences,
     item_bootstrap,
     pooled_seed_variance,
+    pooled_sensitivity,
     satterthwaite_t,
+    seed_variance_test,
 )
 from xltlib.analysis.items import item_table
 
@@ -113,6 +115,29 @@ def test_arm_differences_known_difference_interval_and_parts():
     fl = out["freelb"]  # 2 seeds: the difference, no interval
     assert np.isfinite(fl.diff) and fl.diff == pytest.approx(-0.02, abs=0.02)
     assert math.isnan(fl.ci_lo) and math.isnan(fl.ci_hi) and math.isnan(fl.df) and TOO_FEW_SEEDS in fl.note
+
+
+def test_one_arm_that_varies_more_keeps_its_own_variance_and_the_pooled_interval_is_the_sensitivity():
+    rng = np.random.default_rng(5)
+    n_items = 400
+    item = rng.normal(0, 0.2, n_items)
+    arms = np.repeat(["baseline", "pgd", "freelb", "rs_da"], 3)
+    shock = {"baseline": 0.005, "pgd": 0.05, "freelb": 0.005, "rs_da": 0.005}  # pgd's seeds spread 10x wider
+    values = np.array([0.6 + rng.normal(0, shock[a]) + item + rng.normal(0, 0.05, n_items) for a in arms])
+    out = {d.method: d for d in arm_differences(values, arms, baseline="baseline", n_boot=500, rng=rng)}
+    pgd, fl = out["pgd"], out["freelb"]
+    assert pgd.seed_variance.startswith("pgd: its own (2 df)") and fl.seed_variance.startswith("freelb: pooled")
+    assert pgd.ci_hi - pgd.ci_lo > pgd.ci_hi_pooled - pgd.ci_lo_pooled  # its own spread, not the others' smaller one
+    assert (fl.ci_lo, fl.ci_hi) == pytest.approx((fl.ci_lo_pooled, fl.ci_hi_pooled))  # both sides pooled: the same
+    means = values.mean(axis=1)
+    assert pgd.seed_var_p == pytest.approx(stats.bartlett(*[means[arms == a] for a in np.unique(arms)]).pvalue)
+    assert np.isnan(seed_variance_test(means[:3], arms[:3]))  # one arm: nothing to compare
+    rows = [dict(method=d.method, diff=d.diff, seed_variance=d.seed_variance, ci_lo_pooled=d.ci_lo_pooled,
+                 ci_hi_pooled=d.ci_hi_pooled, seed_var_p=d.seed_var_p) for d in out.values()]
+    line = pooled_sensitivity(rows)
+    assert line.startswith("Seed variance: the comparisons of pgd use a side's own, larger seed variance")
+    assert f"Bartlett's p that the arms share one: {pgd.seed_var_p:.2f}" in line
+    assert pooled_sensitivity([dict(r, seed_variance="pooled") for r in rows]) == ""  # nothing to say
 
 
 # ------------------------------------------------------------------------------------------ the item table

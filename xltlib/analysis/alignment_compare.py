@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from xltlib.analysis.inference import ALPHA, holm, p_words
-from xltlib.analysis.item_inference import side_variance, t_test_p
+from xltlib.analysis.item_inference import pooled_sensitivity, seed_variance_test, side_variance, t_test_p
 from xltlib.analysis.rq1 import resolve_layer
 from xltlib.config.schema import ReportConfig
 
@@ -41,7 +42,7 @@ MIN_SEEDS = 3  # matched seeds an arm needs for an interval: fewer do not estima
 TOO_FEW = "too few seeds for an interval"
 PRETRAINED = "pretrained"
 AC_COLS = ["task", "dataset", "model", "metric", "layer", "method", "n_seeds", "n_languages", "n_items", "n_pairs",
-           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "p", "p_holm", "interval", "note"]
+           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "p", "p_holm", "ci_lo_pooled", "ci_hi_pooled", "seed_var_p", "interval", "note"]
 DRIFT_FIT_COLS = ["task", "dataset", "model", "metric", "layer", "fit", "term", "coef", "se", "ci_lo", "ci_hi", "p", "df",
                   "n_checkpoints", "note"]
 AC_ESTIMAND = ("mean over languages of the method's primary alignment minus the baseline's (seed-matched), "
@@ -67,6 +68,9 @@ class Difference:
     df: float = math.nan
     seed_df: float = math.nan
     seed_variance: str = ""  # which seed variance each side took (its own arm's or the pooled) and its df
+    ci_lo_pooled: float = math.nan  # sensitivity: the interval if every arm shared one seed variance
+    ci_hi_pooled: float = math.nan
+    seed_var_p: float = math.nan  # Bartlett's p that the arms share one seed variance
     note: str = ""
 
 
@@ -126,26 +130,38 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
     pooled = pooled_seed_variance(arms)
     df_s = pooled[2]
     ms_item = float(s * ((z.mean(0) - est) ** 2).sum() / (k - 1))
-    # V = sum over the sides of a (MS_seed - MS_res) + a MS_item(Z), a = 1 / (S K): a side's seed part drops out
-    # when its estimate is truncated at 0
     a = 1.0 / (s * k)
-    parts = [(a * ms_item, k - 1)]
-    took = []
+
+    def interval(sides):
+        """(se, lo, hi, nu) with each side's (sigma2_c, MS_seed, df, MS_residual, df): V = sum over the sides of
+        a (MS_seed - MS_res) + a MS_item(Z), a = 1 / (S K); a side's seed part drops out when truncated at 0."""
+        parts = [(a * ms_item, k - 1)]
+        for (sigma2_c, ms_s, d_s, ms_e, d_e), n in Counter(sides).items():  # the pooled estimate once, times n
+            if sigma2_c > 0:
+                parts += [(n * a * ms_s, d_s), (-n * a * ms_e, d_e)]
+        var = sum(v for v, _ in parts)
+        if not var > 0:
+            return 0.0, math.nan, math.nan, math.nan
+        den = sum(v * v / d for v, d in parts if d > 0)
+        nu = max(var * var / den, 1.0) if den > 0 else math.inf
+        h = float(stats.t.ppf(0.5 + level / 2, nu)) * math.sqrt(var)
+        return math.sqrt(var), est - h, est + h, nu
+
+    chosen, took = [], []
     for name, side in (("method", method), ("baseline", baseline)):
         own = pooled_seed_variance([side])
         _, _, mine = side_variance((own[0], own[2]), (pooled[0], pooled[2]))
-        sigma2_c, ms_s, d_s, ms_e, d_e = own if mine else pooled
-        took.append(f"{name}: {'its own' if mine else 'pooled'} ({d_s} df)")
-        if sigma2_c > 0:
-            parts += [(a * ms_s, d_s), (-a * ms_e, d_e)]
-    var = sum(v for v, _ in parts)
-    if not var > 0:
+        chosen.append(own if mine else pooled)
+        took.append(f"{name}: {'its own' if mine else 'pooled'} ({(own if mine else pooled)[2]} df)")
+    se, lo, hi, nu = interval(chosen)
+    if not se > 0:
         return Difference(est, se=0.0, seed_df=df_s, note="no variation between items or checkpoints")
-    den = sum(v * v / d for v, d in parts if d > 0)
-    nu = max(var * var / den, 1.0) if den > 0 else math.inf
-    t = float(stats.t.ppf(0.5 + level / 2, nu))
-    se = math.sqrt(var)
-    return Difference(est, se, est - t * se, est + t * se, nu, float(df_s), seed_variance="; ".join(took))
+    _, lo_pooled, hi_pooled, _ = interval([pooled, pooled])  # sensitivity: one seed variance for every arm
+    seeded = [y for y in arms if y.shape[0] > 1]
+    var_p = seed_variance_test(np.concatenate([y.mean(1) for y in seeded]),
+                               np.repeat(np.arange(len(seeded)), [y.shape[0] for y in seeded])) if seeded else math.nan
+    return Difference(est, se, lo, hi, nu, float(df_s), seed_variance="; ".join(took), ci_lo_pooled=lo_pooled,
+                      ci_hi_pooled=hi_pooled, seed_var_p=var_p)
 
 
 # ------------------------------------------------------------------------------------ data -> matrices
@@ -273,7 +289,8 @@ def method_vs_baseline_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame
                                  if info["dropped_pairs"] else "") if n]
             row.update(n_languages=info["n_languages"], n_items=info["n_items"], n_pairs=info["n_pairs"],
                        diff=d.diff, se=d.se, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df, seed_df=d.seed_df,
-                       seed_variance=d.seed_variance, p=t_test_p(d.diff, d.se, d.df),
+                       seed_variance=d.seed_variance, p=t_test_p(d.diff, d.se, d.df), ci_lo_pooled=d.ci_lo_pooled,
+                       ci_hi_pooled=d.ci_hi_pooled, seed_var_p=d.seed_var_p,
                        interval=(f"items (parallel sentences) x checkpoints, crossed; seed variance pooled over "
                                   f"{sum(1 for a in arms if a.shape[0] > 1)} arm(s), or a side's own where larger")
                        if np.isfinite(d.ci_lo) else "",
@@ -415,6 +432,9 @@ def summary_lines(ac: AlignmentComparison) -> list[str]:
         else:
             ci = r["note"]
         L.append(f"{head} − baseline: {_diff_text(ac.metric, r['diff'])} ({ci}).")
+    for (task, dataset), g in t.groupby(["task", "dataset"], sort=True):
+        if line := pooled_sensitivity(g.to_dict("records"), fmt=lambda v: _diff_text(ac.metric, v).split()[0]):
+            L += ["", f"{task} · {dataset}: {line}"]
     d = ac.drift
     if d is not None and len(d) and d["coef"].notna().any():
         L += ["", "Less drift? Method effects on alignment without and with each checkpoint's weight drift (trained "

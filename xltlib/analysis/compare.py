@@ -34,7 +34,8 @@ MVB_ESTIMAND = ("mean over target languages of the method's score minus the base
 ALL_CHECKPOINTS = "every trained checkpoint"
 PASSING = "passing the gate"
 MVB_COLS = ["task", "setting", "checkpoints", "method", "n_languages", "n_items", "n_seeds", "n_baseline_seeds",
-            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "p", "p_holm", "resampled", "note"]
+            "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "p", "p_holm", "ci_lo_pooled", "ci_hi_pooled",
+            "seed_var_p", "resampled", "note"]
 MVB_COLUMNS = {  # what each column of the comparison tables means
     "checkpoints": f"which checkpoints count: '{ALL_CHECKPOINTS}' (a collapsed run with what it scored) or "
                    f"'{PASSING}' (the model-quality gate)",
@@ -54,6 +55,9 @@ MVB_COLUMNS = {  # what each column of the comparison tables means
     "seed_variance": "which seed variance each side of the difference took (its own arm's or the pooled) and its df",
     "p": "two-sided p of diff against 0 under the interval's t(df)",
     "p_holm": "p after Holm's adjustment over the methods of the task and setting (the brief's 'above'/'below')",
+    "ci_lo_pooled": "sensitivity: the 95% CI if every arm of the task shared one seed variance (the pooled one on "
+                    "both sides)", "ci_hi_pooled": "see ci_lo_pooled",
+    "seed_var_p": "Bartlett's p that the task's arms share one seed variance (little power at 3 seeds)",
     "resampled": "what the interval resamples", "note": "why a row has no interval, and what it leaves out",
 }
 ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (xltlib.evaluation.robustness)
@@ -111,7 +115,8 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
         out.append(dict(info, method=d.method, n_seeds=d.n_seeds, n_baseline_seeds=d.n_baseline_seeds,
                         baseline=d.baseline, score=d.score, diff=d.diff, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df,
                         se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df, seed_variance=d.seed_variance,
-                        p=p_d, p_holm=p_h, note="; ".join(n for n in (d.note, *notes) if n)))
+                        p=p_d, p_holm=p_h, ci_lo_pooled=d.ci_lo_pooled, ci_hi_pooled=d.ci_hi_pooled,
+                        seed_var_p=d.seed_var_p, note="; ".join(n for n in (d.note, *notes) if n)))
     return out
 
 
@@ -165,7 +170,8 @@ def robustness_vs_baseline(transfer: pd.DataFrame, *, n_boot: int = 2000, seed: 
         for r in t.to_dict("records"):
             r = dict(attack=first.get("attack", metric.removeprefix(ROBUST_ACCURACY)),
                      strength=first.get("strength", np.nan), scale=first.get("scale", ""), metric=metric, **r)
-            for col in ("baseline", "score", "diff", "ci_lo", "ci_hi", "se_items", "se_seeds"):
+            for col in ("baseline", "score", "diff", "ci_lo", "ci_hi", "se_items", "se_seeds", "ci_lo_pooled",
+                        "ci_hi_pooled"):
                 r[col] = 100 * r[col]
             out.append(r)
     return pd.DataFrame(out)

@@ -26,14 +26,17 @@ estimate is the difference of arm means ``D = mean_c in m, i values - mean_c in 
   Each side of a difference takes **its own arm's variance where that is the larger** (:func:`side_variance`,
   ``S_a - 1`` df): the seed variance need not be the same in every arm (on the study's XNLI transfer rows the two
   strong adversarial arms' checkpoint means vary about 200x more from seed to seed than the baseline's), and a
-  pooled variance alone then gives the most variable arm too narrow an interval (11-13% of null runs rejected when
-  one arm's seed variance is 9x the others' at 3 seeds, 6-7% with its own; ``tests/test_calibration.py``). It
-  costs power where the arms do vary alike (their intervals can only widen). ``V_seeds = v_m / S_m + v_b / S_b``.
+  pooled variance alone then gives the most variable arm too narrow an interval (about 12% of null runs rejected
+  when one of 5 arms has 9x the others' seed variance at 3 seeds, about 4% with its own;
+  ``tests/test_calibration.py``). It costs power where the arms do vary alike (intervals can only widen: 3% of
+  run-sized nulls rejected instead of 5%). ``V_seeds = v_m / S_m + v_b / S_b`` (one part with the pooled df when
+  both sides take the pooled variance: it is one estimate).
 
 Their sum counts ``k sigma_e^2 / I`` twice: the interval errs on the wide side by that much, which is small when
 the items are many (I in the hundreds: on 400 simulated null runs of 15 languages x 1000 items x 3 seeds x 3 arms,
-``tests/test_calibration.py``, the 95% CI excluded 0 in 5.0% and 5.3% of them) and keeps the seed part from being estimated as zero when the seeds happen to agree (a moment
-estimator that subtracts the shared part would collapse then). The CI is ``D +- t(nu) sqrt(V_items + V_seeds)``
+``tests/test_calibration.py``, the 95% CI excluded 0 in 3.3% and 3.0% of them; 5.0% and 5.3% before a side could
+take its own variance) and keeps the seed part from being estimated as zero when the seeds happen to agree (a
+moment estimator that subtracts the shared part would collapse then). The CI is ``D +- t(nu) sqrt(V_items + V_seeds)``
 with Welch-Satterthwaite's ``nu`` over the three parts (each side's seed part with its df, the items with I - 1).
 
 A comparison where the method or the baseline has fewer than :data:`MIN_SEEDS` checkpoints gets its difference and
@@ -70,6 +73,10 @@ class ArmDiff:
     se_seeds: float  # sqrt(V_seeds): the seed part (each side: its own arm's variance or the pooled, the larger)
     seed_df: int  # sum over the pooled arms of (seeds - 1)
     seed_variance: str = ""  # which variance each side took (its own arm's or the pooled one) and its df
+    # sensitivity: the interval if every arm shared one seed variance (the pooled one on both sides)
+    ci_lo_pooled: float = math.nan
+    ci_hi_pooled: float = math.nan
+    seed_var_p: float = math.nan  # Bartlett's test that the arms' seed variances are equal (seed_variance_test)
     note: str = ""
 
 
@@ -85,6 +92,35 @@ def pooled_seed_variance(checkpoint_means: np.ndarray, arms: Sequence[str]) -> t
         ss += float(((ya - ya.mean()) ** 2).sum())
         df += len(ya) - 1
     return (ss / df if df else math.nan), df
+
+
+def seed_variance_test(checkpoint_means: np.ndarray, arms: Sequence[str]) -> float:
+    """Bartlett's p that every arm's checkpoints spread alike (the pooled seed variance's assumption), over the
+    arms with at least 2 checkpoints; NaN with fewer than 2 such arms or an arm without spread. At 3 seeds it has
+    little power: a large p does not show the variances equal."""
+    y = np.asarray(checkpoint_means, dtype=float)
+    arms = np.asarray(arms)
+    groups = [y[arms == a] for a in np.unique(arms) if (arms == a).sum() > 1]
+    if len(groups) < 2 or any(np.var(g) == 0 for g in groups):
+        return math.nan
+    return float(stats.bartlett(*groups).pvalue)
+
+
+def pooled_sensitivity(rows, fmt=lambda v: f"{v:+.3f}") -> str:
+    """One sentence for a task's comparison table (rows with ``method``, ``seed_variance``, ``ci_lo_pooled``,
+    ``ci_hi_pooled``, ``seed_var_p``): which sides took their own arm's larger seed variance, Bartlett's p, and
+    which CIs would exclude 0 if every arm shared one seed variance. '' when no side took its own."""
+    rows = [r for r in rows if np.isfinite(r.get("ci_lo_pooled", math.nan))]
+    own = [r["method"] for r in rows if "its own" in str(r.get("seed_variance", ""))]
+    if not own:
+        return ""
+    p = next((r["seed_var_p"] for r in rows if np.isfinite(r.get("seed_var_p", math.nan))), math.nan)
+    out = [f"{r['method']} {fmt(r['diff'])} ({fmt(r['ci_lo_pooled'])} to {fmt(r['ci_hi_pooled'])})" for r in rows
+           if r["ci_lo_pooled"] > 0 or r["ci_hi_pooled"] < 0]
+    return (f"Seed variance: the comparisons of {', '.join(own)} use a side's own, larger seed variance (Bartlett's "
+            f"p that the arms share one: {'n/a' if not np.isfinite(p) else f'{p:.2f}'}; 3 seeds give it little "
+            "power). If every arm shared one (the pooled variance on both sides), the 95% CIs excluding 0 would be: "
+            + ("; ".join(out) if out else "none") + ".")
 
 
 def side_variance(own: tuple[float, int], pooled: tuple[float, int]) -> tuple[float, int, bool]:
@@ -147,6 +183,7 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
     s2, seed_df = pooled_seed_variance(means, arms)
     own = {a: (float(np.var(means[arms == a], ddof=1)) if (arms == a).sum() > 1 else math.nan,
                int((arms == a).sum()) - 1) for a in arm_items}
+    seed_var_p = seed_variance_test(means, arms)
     diffs = np.array([arm_items[m] - arm_items[baseline] for m in methods]).reshape(len(methods), n_items)
     boots = item_bootstrap(diffs, n_boot=n_boot, rng=rng) if methods else np.empty((0, n_boot))
     n_b = int((arms == baseline).sum())
@@ -157,14 +194,20 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
         v_items = float(np.var(boots[j], ddof=1)) * n_items / (n_items - 1)
         row = dict(method=m, n_seeds=n_m, n_baseline_seeds=n_b, score=float(arm_items[m].mean()),
                    baseline=float(arm_items[baseline].mean()), diff=est, ci_lo=math.nan, ci_hi=math.nan,
-                   df=math.nan, se_items=math.sqrt(v_items), se_seeds=math.nan, seed_df=seed_df)
+                   df=math.nan, se_items=math.sqrt(v_items), se_seeds=math.nan, seed_df=seed_df,
+                   seed_var_p=seed_var_p)
         if min(n_m, n_b) < min_seeds:
             row["note"] = f"{TOO_FEW_SEEDS} ({m} {n_m}, {baseline} {n_b} checkpoint(s); {min_seeds} each needed)"
         else:
             sides = [(a, n, side_variance(own[a], (s2, seed_df))) for a, n in ((m, n_m), (baseline, n_b))]
-            seed_parts = [(v / n, df) for _, n, (v, df, _) in sides]
+            seed_parts = [(v / n, df) for _, n, (v, df, mine) in sides if mine]
+            if shared := sum(1 / n for _, n, (*_, mine) in sides if not mine):  # one pooled estimate: one part
+                seed_parts.append((s2 * shared, seed_df))
             lo, hi, nu = satterthwaite_t(est, [(v_items, n_items - 1), *seed_parts], level)
+            lo_pooled, hi_pooled, _ = satterthwaite_t(
+                est, [(v_items, n_items - 1), (s2 * (1 / n_m + 1 / n_b), seed_df)], level)
             row.update(ci_lo=lo, ci_hi=hi, df=nu, se_seeds=math.sqrt(sum(v for v, _ in seed_parts)),
+                       ci_lo_pooled=lo_pooled, ci_hi_pooled=hi_pooled,
                        seed_variance="; ".join(f"{a}: {'its own' if mine else 'pooled'} ({df} df)"
                                                for a, _, (_, df, mine) in sides),
                        note="" if np.isfinite(nu) else "no variance: every checkpoint scored every item alike")

@@ -24,7 +24,7 @@ from xltlib.analysis.compare import MVB_ESTIMAND, PASSING, Comparison, compare_m
 from xltlib.analysis.gate import (MEMORIZED, Gate, apply_gate, collapse_text, decided_on, english_scores, scored_splits,
                                   selection_rows)
 from xltlib.analysis.inference import ALPHA, p_words
-from xltlib.analysis.item_inference import MIN_SEEDS
+from xltlib.analysis.item_inference import MIN_SEEDS, pooled_sensitivity
 from xltlib.analysis.literature import check_claims
 from xltlib.analysis.merge import Points, merge_points
 from xltlib.analysis.rq1 import ACROSS_ESTIMAND, CHECKPOINT_ESTIMAND, RQ1, WITHIN_ESTIMAND, answer_rq1
@@ -249,6 +249,9 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
                       f"{'language pairs' if r['setting'] == 'generalized' else 'target languages'}, "
                       f"{int(r['n_items'])} items, {int(r['n_seeds'])} vs {int(r['n_baseline_seeds'])} seed(s); "
                       f"resampled: {r['resampled']})" + (f" — {r['note']}" if r["note"] else "") + ".")
+        for (task, setting), t in mvb[mvb["checkpoints"] == PASSING].groupby(["task", "setting"], sort=True):
+            if line := pooled_sensitivity(t.to_dict("records"), fmt=_pts):
+                L += ["", f"{task} ({setting}): {line}"]
     L.append("")
 
     # -- alignment: method vs baseline, and "less drift?"
@@ -572,6 +575,12 @@ def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi", alpha: f
              f"CI excludes 0 but not after Holm: {', '.join(unadjusted)}" if unadjusted else ""]
     if not up and not down:
         parts[0] = f"no arm{some} differs from the baseline" + (adjusted or " (every CI covers 0)")
+    if {"ci_lo_pooled", "ci_hi_pooled"} <= set(with_ci):  # a verdict that rests on the seed-variance rule says so
+        pooled_out = (with_ci["ci_lo_pooled"] > 0) | (with_ci["ci_hi_pooled"] < 0)
+        if set(with_ci.loc[pooled_out, "method"]) != set(with_ci.loc[outside, "method"]):
+            shown = list(with_ci.loc[pooled_out, "method"])
+            parts.append("with one seed variance shared by every arm (3 seeds cannot check it), CIs excluding 0: "
+                         + (", ".join(shown) if shown else "none"))
     return "; ".join(p for p in parts if p)
 
 
