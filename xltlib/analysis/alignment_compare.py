@@ -438,7 +438,9 @@ def summary_lines(ac: AlignmentComparison) -> list[str]:
     d = ac.drift
     if d is not None and len(d) and d["coef"].notna().any():
         L += ["", "Less drift? Method effects on alignment without and with each checkpoint's weight drift (trained "
-              "parameters only) in the model (OLS over passing checkpoints):", ""]
+              "parameters only) in the model (OLS over passing checkpoints; its p-values assume one residual variance "
+              "for every arm, which the interval above does not: read the change in a method's coefficient, not its "
+              "p):", ""]
         for _, r in d[d["coef"].notna()].iterrows():
             L.append(f"- {r['task']} · {r['dataset']} · {r['fit']}: {r['term']} {r['coef']:+.4f} (95% CI "
                      f"{r['ci_lo']:+.4f} to {r['ci_hi']:+.4f}, p {p_words(r['p'])}, {int(r['n_checkpoints'])} "
