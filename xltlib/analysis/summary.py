@@ -405,8 +405,9 @@ def _rq2_alignment_lines(table: pd.DataFrame, a: float, vs_baseline: pd.DataFram
          "seed and language strata. Holm across the rows of each reference. Points = alignment × 100; a negative "
          "slope = larger gains for lower-resource languages. The mean gain over the baseline is the alignment "
          "comparison's estimate; its interval here uses each arm's own seeds (S - 1 df, the slope's machinery), "
-         "the comparison's pools the seed variance over the task's arms (more df, narrower), and that one decides "
-         "\"better or worse than the baseline\".", ""]
+         "the comparison's crosses the parallel sentences with the checkpoints (the pooled seed variance, or a "
+         "side's own where larger) and is Holm-adjusted over the arms; that one decides \"better or worse than the "
+         "baseline\".", ""]
     for _, r in table.iterrows():
         head = f"- {r['task']} · {r['method']} − {r['reference']}"
         if not np.isfinite(r.get("mean_gain", np.nan)):
