@@ -17,7 +17,7 @@ from xltlib.core import devices
 from xltlib.core.peak import compute_dtype, matmul_peak
 from xltlib.core.timing import TIMINGS_FILE_ENV, exclusive_seconds, read_timings, record, timed
 from xltlib.runner import notebook as N
-from xltlib.runner.cost import MACHINE_FILE, by_component, by_stage, cost_table, notebook_costs
+from xltlib.runner.cost import MACHINE_FILE, by_component, by_stage, cost_table, format_report, notebook_costs
 from xltlib.runner.run_dir import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +154,25 @@ def test_cost_table_and_summaries_cover_every_executed_notebook(run):
     assert pd.isna(stage.loc["train", "cpu_seconds"])  # this status entry has no CPU times
     parts = by_component(costs)
     assert parts["share"].sum() == pytest.approx(1.0) and parts.iloc[0]["component"] == "train: x"
+
+
+def test_a_unit_an_earlier_invocation_ran_is_costed_from_the_notebook_it_left(run):
+    """A resumed run skips the units whose rows are on disk; their notebooks from the session that ran them still
+    count, with papermill's wall (12.8 s here), so the cost of a study spans its sessions."""
+    _fake_notebook(run.dir, "02_train/ck-old", [_part(1, None, "train: x", 4.0, 10.0)])
+    status = {"02_train/ck-a": _fake_notebook(run.dir, "02_train/ck-a", [_part(1, None, "train: x", 4.0, 10.0)]),
+              "02_train/ck-old": dict(stage="train", ok=True, skipped=True),
+              "02_train/ck-gone": dict(stage="train", ok=True, skipped=True)}  # no notebook left: not costed
+    (run.dir / "status.json").write_text(json.dumps(status))
+    costs = cost_table(run)
+    assert set(costs["notebook"]) == {"02_train/ck-a", "02_train/ck-old"}
+    old = costs[costs["notebook"] == "02_train/ck-old"]
+    assert old["seconds"].sum() == pytest.approx(12.8, abs=1e-3)
+    assert old.set_index("component").loc["train: x", "seconds"] == pytest.approx(6.0)
+    nbs = costs.attrs["notebooks"].set_index("notebook")
+    assert bool(nbs.loc["02_train/ck-old", "earlier"]) and not bool(nbs.loc["02_train/ck-a", "earlier"])
+    peak = dict(host="h", measured_at="t", dtype="bfloat16", gflops_1_thread=1.0, gflops_all_threads=2.0, threads=2)
+    assert "1 run by earlier invocations" in format_report(run, costs, peak)
 
 
 def test_xlt_cost_prints_the_tables_with_the_cached_peak(run, capsys, tmp_path):

@@ -150,27 +150,42 @@ def notebook_costs(run: Run, name: str, entry: dict) -> list[dict]:
     return rows
 
 
+def _earlier_entry(run: Run, name: str, entry: dict) -> dict | None:
+    """A unit this invocation skipped (its rows were on disk) but an earlier one executed: an entry for the notebook
+    it left (``notebooks/<name>.ipynb``), its wall papermill's (no conversion, HTML export or driver time); None
+    when there is no such notebook. A resumable run's cost then covers every session that ran it."""
+    path = Path("notebooks") / f"{name}.ipynb"
+    if not (run.dir / path).is_file():
+        return None
+    pm = nbformat.read(run.dir / path, as_version=4).metadata.get("papermill", {})
+    start, end = _epoch(pm.get("start_time")), _epoch(pm.get("end_time"))
+    return dict(stage=entry.get("stage", name.split("/")[0]), notebook=str(path),
+                seconds=end - start if start is not None and end is not None else None, earlier=True)
+
+
 def cost_table(run: Run) -> pd.DataFrame:
     """Every executed notebook of the run (``status.json``) split into parts: rows of :data:`COLUMNS`
-    (``cpu_seconds``: where a part's CPU time is known). ``attrs["notebooks"]``: per notebook its stage, wall
-    seconds and CPU seconds (its kernel's and the driver's; NaN for runs made before they were recorded)."""
+    (``cpu_seconds``: where a part's CPU time is known), with the notebooks earlier invocations left for the units
+    this one skipped (:func:`_earlier_entry`). ``attrs["notebooks"]``: per notebook its stage, wall seconds, CPU
+    seconds (its kernel's and the driver's; NaN where not recorded) and whether an earlier invocation ran it."""
     sp = run.path("status.json")
     if not sp.is_file():
         raise FileNotFoundError(f"{sp} does not exist: the run has not executed any notebook yet")
     status = json.loads(sp.read_text())
     rows, totals = [], []
     for name, entry in status.items():
-        if entry.get("skipped"):
+        if entry.get("skipped") and (entry := _earlier_entry(run, name, entry)) is None:
             continue
         rows += notebook_costs(run, name, entry)
         cpu = entry.get("kernel_cpu_s", float("nan")) + entry.get("driver_cpu_s", float("nan"))
         totals.append(dict(notebook=name, stage=entry.get("stage", name.split("/")[0]),
-                           seconds=entry.get("seconds", float("nan")), cpu_seconds=cpu))
+                           seconds=entry.get("seconds", float("nan")), cpu_seconds=cpu,
+                           earlier=bool(entry.get("earlier"))))
     df = pd.DataFrame(rows, columns=COLUMNS)
     order = {s: i for i, s in enumerate(STAGES)}
     df = df.sort_values(["stage", "notebook"], key=lambda c: c.map(order) if c.name == "stage" else c,
                         kind="stable").reset_index(drop=True)
-    df.attrs["notebooks"] = pd.DataFrame(totals, columns=["notebook", "stage", "seconds", "cpu_seconds"])
+    df.attrs["notebooks"] = pd.DataFrame(totals, columns=["notebook", "stage", "seconds", "cpu_seconds", "earlier"])
     return df
 
 
@@ -244,7 +259,12 @@ def format_report(run: Run, costs: pd.DataFrame, peaks: dict, cells: bool = Fals
     peak = format_peaks(peaks)
     if "cuda_bf16_tflops" in peaks:
         peak += f"; CUDA bf16 8192² {peaks['cuda_bf16_tflops']:,.0f} TFLOP/s"
-    out = [f"{run.dir}: {costs['notebook'].nunique()} notebooks, {total:,.1f} s of notebook wall time",
+    nbs = costs.attrs.get("notebooks")
+    earlier = int(nbs["earlier"].sum()) if nbs is not None and "earlier" in nbs else 0
+    out = [f"{run.dir}: {costs['notebook'].nunique()} notebooks, {total:,.1f} s of notebook wall time"
+           + (f" ({earlier} run by earlier invocations, costed from the notebooks they left: papermill's wall, no "
+              "conversion or HTML export; a unit resumed from an epoch state shows its last part only)"
+              if earlier else ""),
            f"machine {peaks['host']}: {peak} (measured {peaks['measured_at']}, {TIMINGS_DIR}/{MACHINE_FILE})", "",
            ("By stage (overhead = the notebook: parts below; cpu_seconds = its kernels' and the driver's CPU "
             "time, which a busy shared machine does not inflate)"), _table(by_stage(costs)), "",
