@@ -124,6 +124,19 @@ def test_fewer_than_three_seeds_give_the_difference_only():
         crossed_difference(y[1][:, :5], y[0], list(y))
 
 
+def test_two_sides_on_their_own_variances_are_two_estimates_even_when_equal():
+    """Method and baseline each take their own seed variance; equal mean squares (the method is the baseline
+    shifted) are still two independent estimates: the df is the one of a method that differs by a hair."""
+    rng = np.random.default_rng(11)
+    base = rng.normal(0, 1, (3, 50)) + rng.normal(0, 3, (3, 1))  # seeds far apart: above the quiet arms' pool
+    quiet = [rng.normal(0, 1, (3, 50)) for _ in range(4)]
+    same = crossed_difference(base + 0.5, base, [base, base + 0.5, *quiet])
+    hair = base + 0.5 + rng.normal(0, 1e-9, base.shape)
+    near = crossed_difference(hair, base, [base, hair, *quiet])
+    assert same.seed_variance == "method: its own (2 df); baseline: its own (2 df)"
+    assert same.df == pytest.approx(near.df, rel=1e-6) and same.se == pytest.approx(near.se, rel=1e-6)
+
+
 def test_seed_part_is_pooled_over_the_arms():
     """Three seeds that happen to agree in one arm do not make its interval collapse: the seed variance comes
     from every arm of the task."""

@@ -268,15 +268,16 @@ def test_above_and_below_are_holm_adjusted_over_the_arms():
     t.loc[1, "p_holm"] = 0.12
     assert _above_below(t) == ("above (Holm over 3 arms): a; below (Holm over 3 arms): c; "
                                "CI excludes 0 but not after Holm: b")
-    assert _above_below(t.iloc[[1]].assign(p_holm=0.2)) == ("no arm differs from the baseline (every CI covers 0); "
+    assert _above_below(t.iloc[[1]].assign(p_holm=0.2)) == ("no arm differs from the baseline; "
                                                             "CI excludes 0 but not after Holm: b")
     assert _above_below(t.drop(columns=["p", "p_holm"])) == "above: a, b; below: c"  # a table without p: the CIs
-    # a verdict that rests on the seed-variance rule: what one shared variance would give is said beside it
-    t = t.assign(ci_lo_pooled=[3.5, 0.2, -5.0], ci_hi_pooled=[6.5, 1.8, -3.0])
-    assert not _above_below(t).endswith("CIs excluding 0: a, b, c")  # the same arms: nothing added
-    t.loc[1, ["ci_lo", "ci_hi"]] = [-0.5, 2.5]
-    assert _above_below(t).endswith("with one seed variance shared by every arm (3 seeds cannot check it), CIs "
-                                    "excluding 0: a, b, c")
+    assert _above_below(t.assign(p_holm=[0.003, np.nan, 0.004])).startswith("above (Holm over 3 arms): a, b;")
+    # a verdict that rests on the seed-variance rule: what one shared variance would give after Holm is said
+    t = t.assign(ci_lo_pooled=[3.5, 0.2, -5.0], ci_hi_pooled=[6.5, 1.8, -3.0], p_holm_pooled=[0.002, 0.12, 0.003])
+    assert "one seed variance" not in _above_below(t)  # the same verdicts: nothing added
+    t.loc[1, "p_holm_pooled"] = 0.03
+    assert _above_below(t).endswith("CI excludes 0 but not after Holm: b; with one seed variance shared by every "
+                                    "arm (3 seeds cannot check it), after Holm: above: a, b; below: c")
 
 
 def test_loses_less_than_the_baseline_is_decided_as_the_comparison_line_decides():

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,7 +41,8 @@ MIN_SEEDS = 3  # matched seeds an arm needs for an interval: fewer do not estima
 TOO_FEW = "too few seeds for an interval"
 PRETRAINED = "pretrained"
 AC_COLS = ["task", "dataset", "model", "metric", "layer", "method", "n_seeds", "n_languages", "n_items", "n_pairs",
-           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "p", "p_holm", "ci_lo_pooled", "ci_hi_pooled", "seed_var_p", "interval", "note"]
+           "baseline", "score", "diff", "se", "ci_lo", "ci_hi", "df", "seed_df", "seed_variance", "p", "p_holm",
+           "ci_lo_pooled", "ci_hi_pooled", "p_pooled", "p_holm_pooled", "seed_var_p", "interval", "note"]
 DRIFT_FIT_COLS = ["task", "dataset", "model", "metric", "layer", "fit", "term", "coef", "se", "ci_lo", "ci_hi", "p", "df",
                   "n_checkpoints", "note"]
 AC_ESTIMAND = ("mean over languages of the method's primary alignment minus the baseline's (seed-matched), "
@@ -71,6 +71,8 @@ class Difference:
     ci_lo_pooled: float = math.nan  # sensitivity: the interval if every arm shared one seed variance
     ci_hi_pooled: float = math.nan
     seed_var_p: float = math.nan  # Bartlett's p that the arms share one seed variance
+    p: float = math.nan  # two-sided p of diff under the interval's t(df)
+    p_pooled: float = math.nan  # the same under the pooled-only interval
     note: str = ""
 
 
@@ -132,11 +134,12 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
     ms_item = float(s * ((z.mean(0) - est) ** 2).sum() / (k - 1))
     a = 1.0 / (s * k)
 
-    def interval(sides):
-        """(se, lo, hi, nu) with each side's (sigma2_c, MS_seed, df, MS_residual, df): V = sum over the sides of
-        a (MS_seed - MS_res) + a MS_item(Z), a = 1 / (S K); a side's seed part drops out when truncated at 0."""
+    def interval(estimates):
+        """(se, lo, hi, nu) from (weight, (sigma2_c, MS_seed, df, MS_residual, df)) per seed-variance estimate:
+        V = sum of weight a (MS_seed - MS_res) + a MS_item(Z), a = 1 / (S K); an estimate truncated at 0 drops
+        out. The pooled estimate enters once, weighted by the sides that took it: it is one estimate, not two."""
         parts = [(a * ms_item, k - 1)]
-        for (sigma2_c, ms_s, d_s, ms_e, d_e), n in Counter(sides).items():  # the pooled estimate once, times n
+        for n, (sigma2_c, ms_s, d_s, ms_e, d_e) in estimates:
             if sigma2_c > 0:
                 parts += [(n * a * ms_s, d_s), (-n * a * ms_e, d_e)]
         var = sum(v for v, _ in parts)
@@ -147,21 +150,25 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
         h = float(stats.t.ppf(0.5 + level / 2, nu)) * math.sqrt(var)
         return math.sqrt(var), est - h, est + h, nu
 
-    chosen, took = [], []
+    estimates, took, on_pooled = [], [], 0
     for name, side in (("method", method), ("baseline", baseline)):
         own = pooled_seed_variance([side])
         _, _, mine = side_variance((own[0], own[2]), (pooled[0], pooled[2]))
-        chosen.append(own if mine else pooled)
+        if mine:
+            estimates.append((1, own))
+        else:
+            on_pooled += 1
         took.append(f"{name}: {'its own' if mine else 'pooled'} ({(own if mine else pooled)[2]} df)")
-    se, lo, hi, nu = interval(chosen)
+    se, lo, hi, nu = interval(estimates + ([(on_pooled, pooled)] if on_pooled else []))
     if not se > 0:
         return Difference(est, se=0.0, seed_df=df_s, note="no variation between items or checkpoints")
-    _, lo_pooled, hi_pooled, _ = interval([pooled, pooled])  # sensitivity: one seed variance for every arm
+    se_pooled, lo_pooled, hi_pooled, nu_pooled = interval([(2, pooled)])  # sensitivity: one variance for every arm
     seeded = [y for y in arms if y.shape[0] > 1]
     var_p = seed_variance_test(np.concatenate([y.mean(1) for y in seeded]),
                                np.repeat(np.arange(len(seeded)), [y.shape[0] for y in seeded])) if seeded else math.nan
     return Difference(est, se, lo, hi, nu, float(df_s), seed_variance="; ".join(took), ci_lo_pooled=lo_pooled,
-                      ci_hi_pooled=hi_pooled, seed_var_p=var_p)
+                      ci_hi_pooled=hi_pooled, seed_var_p=var_p, p=t_test_p(est, se, nu),
+                      p_pooled=t_test_p(est, se_pooled, nu_pooled))
 
 
 # ------------------------------------------------------------------------------------ data -> matrices
@@ -289,7 +296,7 @@ def method_vs_baseline_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame
                                  if info["dropped_pairs"] else "") if n]
             row.update(n_languages=info["n_languages"], n_items=info["n_items"], n_pairs=info["n_pairs"],
                        diff=d.diff, se=d.se, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df, seed_df=d.seed_df,
-                       seed_variance=d.seed_variance, p=t_test_p(d.diff, d.se, d.df), ci_lo_pooled=d.ci_lo_pooled,
+                       seed_variance=d.seed_variance, p=d.p, p_pooled=d.p_pooled, ci_lo_pooled=d.ci_lo_pooled,
                        ci_hi_pooled=d.ci_hi_pooled, seed_var_p=d.seed_var_p,
                        interval=(f"items (parallel sentences) x checkpoints, crossed; seed variance pooled over "
                                   f"{sum(1 for a in arms if a.shape[0] > 1)} arm(s), or a side's own where larger")
@@ -297,10 +304,11 @@ def method_vs_baseline_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame
                        note="; ".join(notes))
             rows.append(row)
     table = pd.DataFrame(rows, columns=AC_COLS)
-    if len(table):  # Holm over the methods of each task and dataset (the brief's 'above' / 'below')
-        p = table["p"].astype(float)
-        table["p_holm"] = p.groupby([table["task"], table["dataset"], table["model"]]).transform(
-            lambda g: pd.Series(holm(g.to_numpy()), index=g.index))
+    if len(table):  # Holm over the methods of each task, dataset and model (the brief's 'above' / 'below')
+        family = [table["task"], table["dataset"], table["model"]]
+        for col in ("p", "p_pooled"):
+            table[col.replace("p", "p_holm", 1)] = table[col].astype(float).groupby(family).transform(
+                lambda g: pd.Series(holm(g.to_numpy()), index=g.index))
     return table
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from xltlib.analysis.gate import Gate, drop_failed, gate_failures
 from xltlib.analysis.inference import holm
-from xltlib.analysis.item_inference import arm_differences, t_test_p
+from xltlib.analysis.item_inference import arm_differences
 from xltlib.analysis.items import item_table
 from xltlib.analysis.score import SCORE, SOURCE, score_rows, standard_rows
 
@@ -35,7 +35,7 @@ ALL_CHECKPOINTS = "every trained checkpoint"
 PASSING = "passing the gate"
 MVB_COLS = ["task", "setting", "checkpoints", "method", "n_languages", "n_items", "n_seeds", "n_baseline_seeds",
             "baseline", "score", "diff", "ci_lo", "ci_hi", "df", "se_items", "se_seeds", "seed_df", "seed_variance", "p", "p_holm", "ci_lo_pooled", "ci_hi_pooled",
-            "seed_var_p", "resampled", "note"]
+            "p_holm_pooled", "seed_var_p", "resampled", "note"]
 MVB_COLUMNS = {  # what each column of the comparison tables means
     "checkpoints": f"which checkpoints count: '{ALL_CHECKPOINTS}' (a collapsed run with what it scored) or "
                    f"'{PASSING}' (the model-quality gate)",
@@ -54,9 +54,11 @@ MVB_COLUMNS = {  # what each column of the comparison tables means
     "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's arms of (checkpoints - 1)",
     "seed_variance": "which seed variance each side of the difference took (its own arm's or the pooled) and its df",
     "p": "two-sided p of diff against 0 under the interval's t(df)",
-    "p_holm": "p after Holm's adjustment over the methods of the task and setting (the brief's 'above'/'below')",
+    "p_holm": "p after Holm's adjustment over the methods compared together (task, setting and checkpoints; for "
+              "robustness also the attack and strength): the brief's 'above'/'below'",
     "ci_lo_pooled": "sensitivity: the 95% CI if every arm of the task shared one seed variance (the pooled one on "
                     "both sides)", "ci_hi_pooled": "see ci_lo_pooled",
+    "p_holm_pooled": "Holm's p of that pooled-only interval, over the same methods",
     "seed_var_p": "Bartlett's p that the task's arms share one seed variance (little power at 3 seeds)",
     "resampled": "what the interval resamples", "note": "why a row has no interval, and what it leaves out",
 }
@@ -109,14 +111,14 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
         diffs = arm_differences(tab.values, arms, baseline=baseline, n_boot=n_boot, rng=rng, level=level)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
-    p = [t_test_p(d.diff, math.hypot(d.se_items, d.se_seeds), d.df) for d in diffs]
     out = []
-    for d, p_d, p_h in zip(diffs, p, holm(p)):
+    for d, p_h, p_hp in zip(diffs, holm([d.p for d in diffs]), holm([d.p_pooled for d in diffs])):
         out.append(dict(info, method=d.method, n_seeds=d.n_seeds, n_baseline_seeds=d.n_baseline_seeds,
                         baseline=d.baseline, score=d.score, diff=d.diff, ci_lo=d.ci_lo, ci_hi=d.ci_hi, df=d.df,
                         se_items=d.se_items, se_seeds=d.se_seeds, seed_df=d.seed_df, seed_variance=d.seed_variance,
-                        p=p_d, p_holm=p_h, ci_lo_pooled=d.ci_lo_pooled, ci_hi_pooled=d.ci_hi_pooled,
-                        seed_var_p=d.seed_var_p, note="; ".join(n for n in (d.note, *notes) if n)))
+                        p=d.p, p_holm=p_h, ci_lo_pooled=d.ci_lo_pooled, ci_hi_pooled=d.ci_hi_pooled,
+                        p_holm_pooled=p_hp, seed_var_p=d.seed_var_p,
+                        note="; ".join(n for n in (d.note, *notes) if n)))
     return out
 
 

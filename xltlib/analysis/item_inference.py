@@ -77,6 +77,8 @@ class ArmDiff:
     ci_lo_pooled: float = math.nan
     ci_hi_pooled: float = math.nan
     seed_var_p: float = math.nan  # Bartlett's test that the arms' seed variances are equal (seed_variance_test)
+    p: float = math.nan  # two-sided p of diff under the interval's t(df)
+    p_pooled: float = math.nan  # the same under the pooled-only interval
     note: str = ""
 
 
@@ -117,10 +119,11 @@ def pooled_sensitivity(rows, fmt=lambda v: f"{v:+.3f}") -> str:
     p = next((r["seed_var_p"] for r in rows if np.isfinite(r.get("seed_var_p", math.nan))), math.nan)
     out = [f"{r['method']} {fmt(r['diff'])} ({fmt(r['ci_lo_pooled'])} to {fmt(r['ci_hi_pooled'])})" for r in rows
            if r["ci_lo_pooled"] > 0 or r["ci_hi_pooled"] < 0]
+    seeds = min(int(r.get("n_seeds", 0)) for r in rows)
     return (f"Seed variance: the comparisons of {', '.join(own)} use a side's own, larger seed variance (Bartlett's "
-            f"p that the arms share one: {'n/a' if not np.isfinite(p) else f'{p:.2f}'}; 3 seeds give it little "
-            "power). If every arm shared one (the pooled variance on both sides), the 95% CIs excluding 0 would be: "
-            + ("; ".join(out) if out else "none") + ".")
+            f"p that the arms share one: {'n/a' if not np.isfinite(p) else f'{p:.2f}'}; at {seeds} seeds it has "
+            "little power). If every arm shared one (the pooled variance on both sides), the CIs excluding 0 would "
+            "be (unadjusted): " + ("; ".join(out) if out else "none") + ".")
 
 
 def side_variance(own: tuple[float, int], pooled: tuple[float, int]) -> tuple[float, int, bool]:
@@ -146,10 +149,11 @@ def item_bootstrap(diffs: np.ndarray, *, n_boot: int, rng: np.random.Generator) 
 
 
 def t_test_p(est: float, se: float, df: float) -> float:
-    """Two-sided p of ``est`` against 0 under the t(df) reference of its interval; NaN without one."""
-    if not (np.isfinite(est) and np.isfinite(se) and se > 0 and np.isfinite(df) and df > 0):
+    """Two-sided p of ``est`` against 0 under the t(df) reference of its interval (normal for infinite df); NaN
+    without one."""
+    if not (np.isfinite(est) and np.isfinite(se) and se > 0 and df > 0):
         return math.nan
-    return float(2 * stats.t.sf(abs(est) / se, df))
+    return float(2 * (stats.norm.sf(abs(est) / se) if math.isinf(df) else stats.t.sf(abs(est) / se, df)))
 
 
 def satterthwaite_t(est: float, parts: Sequence[tuple[float, float]],
@@ -204,10 +208,12 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
             if shared := sum(1 / n for _, n, (*_, mine) in sides if not mine):  # one pooled estimate: one part
                 seed_parts.append((s2 * shared, seed_df))
             lo, hi, nu = satterthwaite_t(est, [(v_items, n_items - 1), *seed_parts], level)
-            lo_pooled, hi_pooled, _ = satterthwaite_t(
-                est, [(v_items, n_items - 1), (s2 * (1 / n_m + 1 / n_b), seed_df)], level)
-            row.update(ci_lo=lo, ci_hi=hi, df=nu, se_seeds=math.sqrt(sum(v for v, _ in seed_parts)),
-                       ci_lo_pooled=lo_pooled, ci_hi_pooled=hi_pooled,
+            pooled_parts = [(v_items, n_items - 1), (s2 * (1 / n_m + 1 / n_b), seed_df)]
+            lo_pooled, hi_pooled, nu_pooled = satterthwaite_t(est, pooled_parts, level)
+            se_seeds = math.sqrt(sum(v for v, _ in seed_parts))
+            row.update(ci_lo=lo, ci_hi=hi, df=nu, se_seeds=se_seeds, ci_lo_pooled=lo_pooled, ci_hi_pooled=hi_pooled,
+                       p=t_test_p(est, math.sqrt(v_items + se_seeds ** 2), nu),
+                       p_pooled=t_test_p(est, math.sqrt(sum(v for v, _ in pooled_parts)), nu_pooled),
                        seed_variance="; ".join(f"{a}: {'its own' if mine else 'pooled'} ({df} df)"
                                                for a, _, (_, df, mine) in sides),
                        note="" if np.isfinite(nu) else "no variance: every checkpoint scored every item alike")

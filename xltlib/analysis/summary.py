@@ -75,9 +75,9 @@ def interim_text(progress: dict[str, int]) -> str:
     done, cells = progress.get("done", 0), progress.get("cells", 0)
     if not cells or done >= cells:
         return ""
-    return (f"**Interim: {done} of {cells} cells of the grid have transfer results** (the run is unfinished; the "
-            "answers below are from those cells and may change when the rest finish; the notes name the missing "
-            "cells).")
+    return (f"**Interim: {done} of {cells} cells of the grid have transfer results** (the others have not run yet or "
+            "failed: the notes name them; the answers below are from these cells and may change when the rest "
+            "finish).")
 
 
 def alignment_by_method_text(alignment: pd.DataFrame, metric: str) -> str:
@@ -423,7 +423,7 @@ def _rq2_alignment_lines(table: pd.DataFrame, a: float, vs_baseline: pd.DataFram
                  f"{p_words(r['slope_p_holm'])}{verdict}; {int(r['n_languages'])} languages, {int(r['n_seeds'])} seed(s)"
                  + (f" ({r['note']})" if r["note"] else "") + ".")
     L.append("")
-    L += _raise_or_lose_less(table, vs_baseline)
+    L += _raise_or_lose_less(table, vs_baseline, a)
     return L
 
 
@@ -474,7 +474,8 @@ def raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = N
     return out
 
 
-def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None) -> list[str]:
+def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = None,
+                        alpha: float = ALPHA) -> list[str]:
     """The summary's lines of :func:`raise_or_lose_less`."""
     words = {RAISES: "**raises alignment** above the pre-trained encoder.",
              LOSES_LESS: "**loses less alignment than the baseline** but does not raise it above the pre-trained "
@@ -484,7 +485,7 @@ def _raise_or_lose_less(table: pd.DataFrame, vs_baseline: pd.DataFrame | None = 
                          "difference from the baseline is not significant after Holm, or its interval covers 0).",
              NO_GAIN: "no gain in alignment found over the baseline or the pre-trained encoder."}
     out = []
-    for (task, method), v in raise_or_lose_less(table, vs_baseline).items():
+    for (task, method), v in raise_or_lose_less(table, vs_baseline, alpha).items():
         if v["verdict"] == NO_INTERVAL:
             out.append(f"- {task} · {method}: raises alignment or only loses less? No interval (too few seeds); "
                        f"point estimates: {_pts(v['vs_pretrained'])} points vs the pre-trained encoder (baseline "
@@ -565,8 +566,17 @@ def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi", alpha: f
         return (f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)" if all(_few_seeds(r) for _, r in t.iterrows())
                 else "no intervals (the notes below say why)")
     some = "" if len(with_ci) == len(t) else f" of the {len(with_ci)} arms with an interval"
+
+    def differs(p_col: str, lo_col: str, hi_col: str) -> pd.Series:
+        """Held after Holm (``p_col``); a row without a Holm p falls back to its own CI."""
+        outside = (with_ci[lo_col] > 0) | (with_ci[hi_col] < 0)
+        if p_col not in with_ci:
+            return outside
+        p = with_ci[p_col].astype(float)
+        return (p <= alpha).where(p.notna(), outside)
+
     outside = (with_ci[lo] > 0) | (with_ci[hi] < 0)
-    held = with_ci["p_holm"].astype(float) <= alpha if "p_holm" in with_ci else outside
+    held = differs("p_holm", lo, hi)
     adjusted = f" (Holm over {len(with_ci)} arms)" if "p_holm" in with_ci and len(with_ci) > 1 else ""
     up = list(with_ci.loc[held & (with_ci["diff"] > 0), "method"])
     down = list(with_ci.loc[held & (with_ci["diff"] < 0), "method"])
@@ -575,13 +585,18 @@ def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi", alpha: f
              f"below{some}{adjusted}: {', '.join(down)}" if down else "",
              f"CI excludes 0 but not after Holm: {', '.join(unadjusted)}" if unadjusted else ""]
     if not up and not down:
-        parts[0] = f"no arm{some} differs from the baseline" + (adjusted or " (every CI covers 0)")
-    if {"ci_lo_pooled", "ci_hi_pooled"} <= set(with_ci):  # a verdict that rests on the seed-variance rule says so
-        pooled_out = (with_ci["ci_lo_pooled"] > 0) | (with_ci["ci_hi_pooled"] < 0)
-        if set(with_ci.loc[pooled_out, "method"]) != set(with_ci.loc[outside, "method"]):
-            shown = list(with_ci.loc[pooled_out, "method"])
-            parts.append("with one seed variance shared by every arm (3 seeds cannot check it), CIs excluding 0: "
-                         + (", ".join(shown) if shown else "none"))
+        parts[0] = f"no arm{some} differs from the baseline" + (adjusted or ("" if unadjusted else
+                                                                             " (every CI covers 0)"))
+    if {"p_holm_pooled", "ci_lo_pooled", "ci_hi_pooled"} <= set(with_ci):  # a verdict resting on the variance rule
+        pooled = differs("p_holm_pooled", "ci_lo_pooled", "ci_hi_pooled")
+        if not pooled.equals(held):
+            up_p = list(with_ci.loc[pooled & (with_ci["diff"] > 0), "method"])
+            down_p = list(with_ci.loc[pooled & (with_ci["diff"] < 0), "method"])
+            seeds = int(min(with_ci["n_seeds"].min(), with_ci.get("n_baseline_seeds", with_ci["n_seeds"]).min()))
+            parts.append(f"with one seed variance shared by every arm ({seeds} seeds cannot check it), after Holm: "
+                         + "; ".join(x for x in (f"above: {', '.join(up_p)}" if up_p else "",
+                                                 f"below: {', '.join(down_p)}" if down_p else "") if x)
+                         if up_p or down_p else "with one seed variance shared by every arm, no arm differs either")
     return "; ".join(p for p in parts if p)
 
 
@@ -630,15 +645,18 @@ def brief_markdown(res: AnalysisResult) -> str:
                      + ("**relation found**." if found else f"no relation found at α = {a}.") + net)
     ac = res.alignment_comparison.table
     if ac is not None and len(ac) and np.isfinite(ac["diff"].astype(float)).any():
-        for (task, dataset), t in ac[np.isfinite(ac["diff"].astype(float))].groupby(["task", "dataset"], sort=True):
-            L.append(f"- **Alignment, robust training vs the baseline, {task}-trained checkpoints** "
+        scored = ac[np.isfinite(ac["diff"].astype(float))]
+        many = scored["model"].nunique() > 1  # the Holm family is per model too: name it when there are several
+        for (task, dataset, model), t in scored.groupby(["task", "dataset", "model"], sort=True):
+            L.append(f"- **Alignment, robust training vs the baseline, {task}-trained checkpoints"
+                     + (f" of {model}" if many else "") + "** "
                      f"(`{res.alignment_comparison.metric}` × 100 on {dataset}, mean over {int(t['n_languages'].max())} "
                      "languages, seed-matched, checkpoints passing the gate, 95% CI): "
                      + "; ".join(_arm_ci(r) for _, r in t.iterrows()) + f" — {_above_below(t, alpha=a)}.")
     al = res.rq2.alignment
     if al is not None and len(al):
         fitted = al[np.isfinite(al["slope_per_10x"].astype(float))]
-        verdicts = raise_or_lose_less(al, res.alignment_comparison.table)
+        verdicts = raise_or_lose_less(al, res.alignment_comparison.table, a)
         for task, t in fitted[fitted["reference"] == "baseline"].groupby("task", sort=True):
             low = list(t.loc[(t["slope_p_holm"] <= a) & (t["slope_per_10x"] < 0), "method"])
             high = list(t.loc[(t["slope_p_holm"] <= a) & (t["slope_per_10x"] > 0), "method"])
