@@ -250,6 +250,9 @@ def test_the_brief_of_arms_with_too_few_seeds_claims_no_difference():
     res = analyze(*run_frames(seeds=(1,)), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
     xnli = next(ln for ln in res.brief.splitlines() if ln.startswith("- **Robust training vs the baseline, xnli"))
     assert "(no interval: too few seeds)" in xnli and xnli.endswith("no intervals yet (fewer than 3 seeds per arm).")
+    rq2 = next(ln for ln in res.brief.splitlines() if ln.startswith("- **RQ2, xnli"))
+    assert "no intervals yet (fewer than 3 seeds per arm)" in rq2 and "no arm gains more" not in rq2
+    assert rq2.endswith("Above the pre-trained encoder, or only less lost than the baseline? No intervals.")
     assert "every checkpoint learned: baseline (1 pawsx, 1 xnli), pgd (1 pawsx, 1 xnli)." in res.brief
 
 

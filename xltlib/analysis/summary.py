@@ -663,11 +663,15 @@ def brief_markdown(res: AnalysisResult) -> str:
             verdict = ("**larger gains for lower-resource languages**: " + ", ".join(low) if low else
                        "no arm gains more for lower-resource languages (Holm)") + \
                       (f"; larger for higher-resource languages: {', '.join(high)}" if high else "")
+            if not np.isfinite(t["slope_ci_lo"].astype(float)).any():  # no interval: nothing was tested
+                verdict = f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)"
             said = {m: verdicts.get((task, m), {}).get("verdict") for m in t["method"]}
             raised, less = [m for m, v in said.items() if v == RAISES], [m for m, v in said.items() if v == LOSES_LESS]
-            above_pre = (f" Above the pre-trained encoder: {', '.join(raised)}" if raised else
-                         " No arm raises alignment above the pre-trained encoder") + \
-                        (f"; {', '.join(less)} only lose less of it than the baseline." if less else ".")
+            above_pre = (" Above the pre-trained encoder, or only less lost than the baseline? No intervals."
+                         if all(v in (NO_INTERVAL, None) for v in said.values()) else
+                         (f" Above the pre-trained encoder: {', '.join(raised)}" if raised else
+                          " No arm raises alignment above the pre-trained encoder")
+                         + (f"; {', '.join(less)} only lose less of it than the baseline." if less else "."))
             L.append(f"- **RQ2, {task}-trained checkpoints** (primary: slope of the alignment gain over the baseline "
                      f"per 10× CC-100 size, × 100, {int(t['n_languages'].max())} Tatoeba languages, 95% CI): "
                      + "; ".join(_arm_ci(r, "slope_per_10x", "slope_ci_lo", "slope_ci_hi") for _, r in t.iterrows())
