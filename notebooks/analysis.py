@@ -23,6 +23,7 @@ from xltlib.reporting.plots import (
     plot_deltas,
     plot_gain_vs_resource,
     plot_language_means,
+    vs_baseline_figures,
 )
 from xltlib.reporting.tables import (
     english_targets,
@@ -51,6 +52,9 @@ res = analyze_run(run)  # steps 1-6 with the run's `report` settings (primary an
 
 # %%
 display(Markdown(res.brief))
+for _, figure in vs_baseline_figures(res):  # the brief's two comparisons as pictures
+    display(figure)
+    plt.close(figure)
 
 # %% [markdown]
 # ## Step 1: do the models learn their tasks? The model-quality gate

@@ -117,6 +117,26 @@ def test_plots_return_figures():
     assert figs[0].axes[0].get_ylabel() == "score (accuracy)"  # the task score says what it is
 
 
+def test_the_comparison_figures_show_each_arm_with_its_interval():
+    """One panel per task, an arm per row: its CI (the brief's), the one-seed-variance interval beside it, a cross
+    where an arm has too few seeds for one; the brief's two comparisons come as named figures."""
+    t = pd.DataFrame(dict(task=["xnli"] * 3 + ["pawsx"], method=["pgd", "freelb", "rs_da", "pgd"],
+                          diff=[0.02, -0.1, 0.01, 0.03], ci_lo=[-0.01, -0.15, np.nan, np.nan],
+                          ci_hi=[0.05, -0.05, np.nan, np.nan], ci_lo_pooled=[0.0, -0.13, np.nan, np.nan],
+                          ci_hi_pooled=[0.04, -0.07, np.nan, np.nan]))
+    fig = P.plot_vs_baseline(t, title="t")
+    pawsx, xnli = fig.axes
+    assert (pawsx.get_title(), xnli.get_title()) == ("pawsx", "xnli")
+    assert [x.get_text() for x in xnli.get_yticklabels()] == ["rs_da", "pgd", "freelb"]
+    assert {text.get_text() for text in pawsx.get_legend().get_texts()} == {
+        "95% CI", "one seed variance for every arm", "no interval (too few seeds)"}
+    plt.close(fig)
+    res = analyze(*run_frames(), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
+    named = P.vs_baseline_figures(res)
+    assert [n for n, _ in named][:1] == ["method_vs_baseline"] and all(isinstance(f, Figure) for _, f in named)
+    plt.close("all")
+
+
 def test_number_format_has_no_negative_zero():
     assert _fmt(-0.004, 1) == "0.0" and _fmt(-0.06, 1) == "-0.1" and _fmt(float("nan")) == "n/a"
 

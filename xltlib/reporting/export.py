@@ -109,6 +109,8 @@ def export_results(run, dest, *, allow_dirty: bool = False) -> list[Path]:
         md.append("")
         for task in sorted({t for t, _ in gen}):
             save_fig(P.plot_generalized(gen, task), f"generalized_{task}")
+    for name, fig in P.vs_baseline_figures(res):
+        save_fig(fig, name)
     if len(res.rq1.headline):
         save_fig(P.plot_alignment_vs_transfer(res.rq1.headline), "alignment_vs_transfer")
         save_fig(P.plot_language_means(res.rq1.headline), "language_means")

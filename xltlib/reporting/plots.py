@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from xltlib.analysis.compare import PASSING
 from xltlib.analysis.rq1 import language_means
 from xltlib.analysis.score import score_label
 from xltlib.reporting.tables import KEY_METRICS
@@ -15,6 +16,76 @@ from xltlib.reporting.tables import KEY_METRICS
 def _label(df: pd.DataFrame, column: str) -> str:
     """The axis label of a column: the task score's names its metric."""
     return score_label(df["task"].unique()) if column == "score" and "task" in df else column
+
+
+# ---------------------------------------------------------------------------------------- method vs baseline
+def plot_vs_baseline(table: pd.DataFrame, *, title: str, unit: str = "points", scale: float = 100.0):
+    """Each arm minus the baseline, one panel per task: the estimate with its 95% CI (the one the brief reads), the
+    interval with one seed variance for every arm beside it where the table has it (``ci_lo_pooled``), a cross
+    where an arm has no interval (too few seeds). ``table``: rows of one setting and one set of checkpoints, with
+    task, method, diff, ci_lo, ci_hi (fractions; ``scale`` turns them into ``unit``)."""
+    rows = table[np.isfinite(table["diff"].astype(float))] if len(table) else table
+    tasks = sorted(rows["task"].unique()) if len(rows) else []
+    n_arms = max((rows["task"] == t).sum() for t in tasks) if tasks else 1
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.6 * max(len(tasks), 1), 0.42 * n_arms + 1.6),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        t = rows[rows["task"] == task].sort_values("method", ascending=False)
+        y = np.arange(len(t))
+        d, lo, hi = (scale * t[c].astype(float).to_numpy() for c in ("diff", "ci_lo", "ci_hi"))
+        ok = np.isfinite(lo)
+        if ok.any():
+            ax.errorbar(d[ok], y[ok], xerr=[d[ok] - lo[ok], hi[ok] - d[ok]], fmt="o", color="C0", lw=2, capsize=3,
+                        label="95% CI")
+        if "ci_lo_pooled" in t and np.isfinite(t["ci_lo_pooled"].astype(float)).any():
+            plo, phi = (scale * t[c].astype(float).to_numpy() for c in ("ci_lo_pooled", "ci_hi_pooled"))
+            has = np.isfinite(plo)
+            ax.errorbar(d[has], y[has] - 0.22, xerr=[d[has] - plo[has], phi[has] - d[has]], fmt="none", color="C1",
+                        lw=1, capsize=2, label="one seed variance for every arm")
+        if (~ok).any():
+            ax.plot(d[~ok], y[~ok], "x", color="grey", label="no interval (too few seeds)")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, t["method"])
+        ax.set_title(task)
+        ax.set_xlabel(f"method − baseline ({unit})")
+    if tasks:  # one legend for every panel's marks
+        marks = {}
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                marks.setdefault(label, handle)
+        axes[0][0].legend(list(marks.values()), list(marks), fontsize=7, loc="best")
+    else:
+        axes[0][0].text(0.5, 0.5, "no comparison", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def vs_baseline_figures(res) -> list[tuple[str, object]]:
+    """The brief's comparisons as figures, ``(file name, figure)``: zero-shot transfer (standard setting,
+    checkpoints passing the gate) and the primary alignment, one figure per parallel dataset."""
+    out = []
+    mvb = res.comparison.scores
+    if mvb is not None and len(mvb):
+        std = mvb[(mvb["setting"] == "standard") & (mvb["checkpoints"] == PASSING)]
+        if np.isfinite(std["diff"].astype(float)).any():
+            out.append(("method_vs_baseline", plot_vs_baseline(
+                std, title="Zero-shot transfer, robust training − baseline (mean over the target languages; "
+                           "checkpoints passing the gate)")))
+    ac, metric = res.alignment_comparison.table, res.alignment_comparison.metric
+    if ac is not None and len(ac) and np.isfinite(ac["diff"].astype(float)).any():
+        scored = ac[np.isfinite(ac["diff"].astype(float))]
+        datasets = sorted(scored["dataset"].unique())
+        points = "acc" in metric  # accuracies in points, other metrics as they are
+        for dataset in datasets:
+            name = "alignment_vs_baseline" + ("" if len(datasets) == 1 else f"_{dataset}")
+            out.append((name, plot_vs_baseline(
+                scored[scored["dataset"] == dataset], unit="points" if points else metric,
+                scale=100.0 if points else 1.0,
+                title=f"Alignment ({metric}, {dataset}), robust training − baseline by the task the checkpoints "
+                      "were trained on (seed-matched; passing the gate)")))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- RQ1
