@@ -52,6 +52,7 @@ def export_results(run, dest, *, allow_dirty: bool = False) -> list[Path]:
     computed from a dirty tree is refused unless ``allow_dirty`` (:func:`code_state`)."""
     matplotlib.use("Agg")
     code = code_state(run, allow_dirty=allow_dirty)
+    exported_with = git_commit()  # before writing: an export into the repository makes its own tree dirty
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     res = analyze_run(run)
@@ -127,7 +128,7 @@ def export_results(run, dest, *, allow_dirty: bool = False) -> list[Path]:
     prov = {k: transfer[k].iloc[0] for k in transfer.columns if k.startswith("v_") or k in ("git_commit", "python")} \
         if len(transfer) else {}
     prov.update(code, run_dir=str(run.dir), params_file=run.params_file, seeds=run.cfg.grid.seed,
-                cells=len(run.cells()), cells_done=res.progress.get("done"), exported_with=git_commit(),
+                cells=len(run.cells()), cells_done=res.progress.get("done"), exported_with=exported_with,
                 config=run.cfg.model_dump(mode="json"))
     (dest / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
     written.append(dest / "provenance.json")
