@@ -412,11 +412,17 @@ def compare_alignment(alignment: pd.DataFrame, outcomes: pd.DataFrame, gate_tabl
 
 
 # ------------------------------------------------------------------------------------------- the words
-def _diff_text(metric: str, v: float) -> str:
-    """Accuracies in points (x100), other metrics as they are."""
+def _diff_number(metric: str, v: float) -> str:
+    """Accuracies in points (x100), other metrics as they are; no unit."""
     if not np.isfinite(v):
         return "n/a"
-    return f"{100 * v:+.1f} points" if "acc" in metric else f"{v:+.3f}"
+    return f"{100 * v:+.1f}" if "acc" in metric else f"{v:+.3f}"
+
+
+def _diff_text(metric: str, v: float) -> str:
+    """:func:`_diff_number` with its unit (points for accuracies)."""
+    text = _diff_number(metric, v)
+    return f"{text} points" if "acc" in metric and np.isfinite(v) else text
 
 
 def summary_lines(ac: AlignmentComparison) -> list[str]:
@@ -441,7 +447,7 @@ def summary_lines(ac: AlignmentComparison) -> list[str]:
             ci = r["note"]
         L.append(f"{head} − baseline: {_diff_text(ac.metric, r['diff'])} ({ci}).")
     for (task, dataset), g in t.groupby(["task", "dataset"], sort=True):
-        if line := pooled_sensitivity(g.to_dict("records"), fmt=lambda v: _diff_text(ac.metric, v).split()[0]):
+        if line := pooled_sensitivity(g.to_dict("records"), fmt=lambda v: _diff_number(ac.metric, v)):
             L += ["", f"{task} · {dataset}: {line}"]
     d = ac.drift
     if d is not None and len(d) and d["coef"].notna().any():

@@ -152,15 +152,13 @@ def notebook_costs(run: Run, name: str, entry: dict) -> list[dict]:
 
 def _earlier_entry(run: Run, name: str, entry: dict) -> dict | None:
     """A unit this invocation skipped (its rows were on disk) but an earlier one executed: an entry for the notebook
-    it left (``notebooks/<name>.ipynb``), its wall papermill's (no conversion, HTML export or driver time); None
-    when there is no such notebook. A resumable run's cost then covers every session that ran it."""
+    it left (``notebooks/<name>.ipynb``), without a driver wall time (its parts, from papermill's clock, are its
+    wall: no conversion, HTML export or driver time); None when there is no such notebook. A resumable run's cost
+    then covers every session that ran it."""
     path = Path("notebooks") / f"{name}.ipynb"
     if not (run.dir / path).is_file():
         return None
-    pm = nbformat.read(run.dir / path, as_version=4).metadata.get("papermill", {})
-    start, end = _epoch(pm.get("start_time")), _epoch(pm.get("end_time"))
-    return dict(stage=entry.get("stage", name.split("/")[0]), notebook=str(path),
-                seconds=end - start if start is not None and end is not None else None, earlier=True)
+    return dict(stage=entry.get("stage", name.split("/")[0]), notebook=str(path), earlier=True)
 
 
 def cost_table(run: Run) -> pd.DataFrame:
@@ -176,10 +174,12 @@ def cost_table(run: Run) -> pd.DataFrame:
     for name, entry in status.items():
         if entry.get("skipped") and (entry := _earlier_entry(run, name, entry)) is None:
             continue
-        rows += notebook_costs(run, name, entry)
+        parts = notebook_costs(run, name, entry)  # reads the notebook once
+        rows += parts
         cpu = entry.get("kernel_cpu_s", float("nan")) + entry.get("driver_cpu_s", float("nan"))
+        wall = entry.get("seconds", sum(p["seconds"] for p in parts) if entry.get("earlier") else float("nan"))
         totals.append(dict(notebook=name, stage=entry.get("stage", name.split("/")[0]),
-                           seconds=entry.get("seconds", float("nan")), cpu_seconds=cpu,
+                           seconds=wall, cpu_seconds=cpu,
                            earlier=bool(entry.get("earlier"))))
     df = pd.DataFrame(rows, columns=COLUMNS)
     order = {s: i for i, s in enumerate(STAGES)}
