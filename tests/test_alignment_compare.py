@@ -111,7 +111,7 @@ def test_crossed_interval_calibrated_when_one_arm_varies_more(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("shared", [False, True])
 def test_crossed_interval_calibrated_at_a_study_size(shared):
-    """study-lite's size: 20 languages x 250 Tatoeba sentences, 6 arms, 3 seeds; 500 simulations x 5 methods."""
+    """The first study-lite's size: 20 languages x 250 Tatoeba sentences, 6 arms, 3 seeds; 500 simulations x 5 methods."""
     r = rejection_rates(500, seed=4, arms=6, langs=20, items=250, shared=shared, sd_ixm=0.8, sd_ck=0.15)
     assert r["crossed"] <= BAR, r
 

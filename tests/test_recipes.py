@@ -166,6 +166,24 @@ def test_the_studys_recipes_are_the_searchs_choice():
             assert have is None and row["settings_tried"] < len(order) or have == chosen, (task, method, have, chosen)
 
 
+def test_study_lite_is_cells_of_the_study_under_the_same_settings():
+    """params/study-lite.yaml is a subset of the study's grid with every setting the same, so each of its cells is
+    a study cell under the same keys (its export is made from the study's rows of those cells)."""
+    root = Path(__file__).resolve().parents[1]
+    study, lite = (yaml.safe_load((root / "params" / f"{n}.yaml").read_text()) for n in ("study", "study-lite"))
+    assert set(study) - {"grid"} == set(lite) - {"grid"}
+    for axis, values in lite["grid"].items():
+        assert set(values) <= set(study["grid"][axis]), axis
+    for arm in lite["grid"]["method"]:
+        assert lite["methods"].get(arm) == study["methods"].get(arm), arm
+        for task in lite["grid"]["task"]:
+            assert lite["recipes"][task][arm] == study["recipes"][task][arm], (task, arm)
+    assert set(lite["recipes_required"]) == set(lite["grid"]["task"]) <= set(study["recipes_required"])
+    assert set(lite["recipes"]) == set(lite["grid"]["task"])
+    for block in set(study) - {"name", "grid", "methods", "recipes", "recipes_required"}:
+        assert lite[block] == study[block], block
+
+
 @pytest.mark.e2e
 def test_subsets_trained_one_after_another_in_one_folder_all_count(tmp_path, capsys):
     """Each `xlt run` of a subset rewrites the folder's config.yaml; `xlt recipes --params --set` still finds the
