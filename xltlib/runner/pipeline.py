@@ -78,6 +78,21 @@ def evaluation_units(run: Run, cell, stages: tuple[str, ...]) -> list[Unit]:
     return units
 
 
+def record_cached_units(run: Run, stages: tuple[str, ...], status: dict) -> None:
+    """The per-checkpoint transfer and alignment units not run because their rows are on disk, marked skipped in
+    ``status`` as skipped training units are, so that the index lists them and ``xlt cost`` counts the notebooks
+    earlier invocations (or the run the rows were copied from) left; an entry with its measured time is kept."""
+    names = []
+    if "transfer" in stages:
+        names += [("transfer", notebook_name("transfer", c.cell_id)) for c in keys.scored_cells(run)
+                  if keys.transfer_done(run, c)]
+    if "alignment" in stages and run.cfg.alignment.datasets:
+        names += [("alignment", notebook_name("alignment", ck.checkpoint)) for ck in keys.alignment_checkpoints(run)
+                  if keys.alignment_done(run, ck)]
+    for stage, name in names:
+        status.setdefault(name, dict(stage=stage, ok=True, skipped=True))
+
+
 def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
     sp = run.path("status.json")
     status: dict = json.loads(sp.read_text()) if sp.exists() else {}
@@ -149,6 +164,7 @@ def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:
         units = [u for u in units if u.name not in ran]
         total += len(units)
         executor.run(run.dir, units, record, position)
+        record_cached_units(run, stages, status)
     for stage in ("transfer", "alignment", "analysis"):
         if stage in stages:
             run_here(stage, compute=not (split and stage != "analysis"))
