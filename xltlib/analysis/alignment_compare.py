@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
-from scipy import stats
 
 from xltlib.analysis.inference import ALPHA, holm, p_words
-from xltlib.analysis.item_inference import pooled_sensitivity, seed_variance_test, side_variance, t_test_p
+from xltlib.analysis.item_inference import (pooled_sensitivity, satterthwaite_t, seed_variance_test, side_variance,
+                                            t_test_p)
 from xltlib.analysis.rq1 import resolve_layer
 from xltlib.config.schema import ReportConfig
 
@@ -145,10 +145,7 @@ def crossed_difference(method: np.ndarray, baseline: np.ndarray, arms: Sequence[
         var = sum(v for v, _ in parts)
         if not var > 0:
             return 0.0, math.nan, math.nan, math.nan
-        den = sum(v * v / d for v, d in parts if d > 0)
-        nu = max(var * var / den, 1.0) if den > 0 else math.inf
-        h = float(stats.t.ppf(0.5 + level / 2, nu)) * math.sqrt(var)
-        return math.sqrt(var), est - h, est + h, nu
+        return (math.sqrt(var), *satterthwaite_t(est, parts, level))
 
     estimates, took, on_pooled = [], [], 0
     for name, side in (("method", method), ("baseline", baseline)):

@@ -159,12 +159,14 @@ def t_test_p(est: float, se: float, df: float) -> float:
 def satterthwaite_t(est: float, parts: Sequence[tuple[float, float]],
                     level: float = 0.95) -> tuple[float, float, float]:
     """(lo, hi, df) of ``est +- t(nu) sqrt(sum v)`` for variance parts ``(v, df)`` (Welch-Satterthwaite ``nu``);
-    NaNs when the variance is not positive."""
+    NaNs when the variance is not positive. A part may be negative (a method-of-moments variance, one mean square
+    minus another): it enters ``nu``'s denominator squared, and ``nu`` is held at 1 or more (with positive parts
+    it is at least the smallest part's df anyway)."""
     var = sum(v for v, _ in parts)
     if not var > 0:
         return math.nan, math.nan, math.nan
-    den = sum(v * v / k for v, k in parts if v > 0)
-    nu = var * var / den
+    den = sum(v * v / k for v, k in parts if v != 0)
+    nu = max(var * var / den, 1.0)
     h = float(stats.t.ppf(0.5 + level / 2, nu)) * math.sqrt(var)
     return est - h, est + h, nu
 
