@@ -31,7 +31,7 @@ def simulate_run(rng, *, n_langs: int, n_items: int, n_seeds: int, methods=METHO
     """Transfer rows (one per checkpoint and language, ``per_example`` 0/1) of a simulated run (module docstring);
     ``effect`` (logit) is added to the second method; ``sd_checkpoint`` may be a {method: sd} mapping (an arm that
     varies more from seed to seed than the others). The defaults put a checkpoint's accuracy near 66% with a
-    seed-to-seed sd of about 1.0 point (the study-lite runs: about 1.4) and an item-clustered SE about 1.4 times
+    seed-to-seed sd of about 1.0 point (the first study-lite's runs: about 1.4) and an item-clustered SE about 1.4 times
     the per-cell example bootstrap's (the review of issue 22 measured 1.7)."""
     lang = rng.normal(0, sd_lang, n_langs)
     item = rng.normal(1.0, sd_item, n_items)

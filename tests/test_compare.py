@@ -85,6 +85,18 @@ def test_satterthwaite_matches_the_formula_and_the_t_quantile():
     assert all(math.isnan(x) for x in satterthwaite_t(1.0, [(0.0, 4), (0.0, 9)]))
 
 
+def test_satterthwaite_takes_a_negative_method_of_moments_part_and_holds_df_at_one():
+    # MS_seed - MS_residual: the negative part enters the variance with its sign and nu's denominator squared
+    lo, hi, nu = satterthwaite_t(0.0, [(0.05, 2), (-0.01, 40), (0.02, 999)])
+    v = 0.06
+    assert nu == pytest.approx(v * v / (0.05 ** 2 / 2 + 0.01 ** 2 / 40 + 0.02 ** 2 / 999))
+    assert hi == pytest.approx(stats.t.ppf(0.975, nu) * math.sqrt(v)) and lo == pytest.approx(-hi)
+    # a large negative part leaves little variance but a small nu: held at 1, not below
+    lo, hi, nu = satterthwaite_t(0.0, [(0.05, 1), (-0.045, 1)])
+    assert nu == 1.0 and hi == pytest.approx(stats.t.ppf(0.975, 1.0) * math.sqrt(0.005))
+    assert all(math.isnan(x) for x in satterthwaite_t(0.0, [(0.01, 3), (-0.02, 9)]))  # variance not positive
+
+
 def test_arm_differences_known_difference_interval_and_parts():
     rng = np.random.default_rng(3)
     n_items = 800

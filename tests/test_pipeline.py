@@ -205,13 +205,18 @@ def test_a_run_folder_without_its_checkpoints_still_reports(smoke_run, tmp_path)
     assert all(s.get("skipped") for k, s in status.items() if k.startswith("02_train/"))
     assert not (copy / "checkpoints").exists() and _created(copy / "results" / "transfer") == rows_before
     # with a unit per checkpoint (2 workers), the transfer and alignment units whose rows are on disk are listed as
-    # skipped, so `xlt cost` counts the notebooks the run they came from left
+    # skipped, so `xlt cost` counts the notebooks the run they came from left; a unit an earlier invocation saw fail
+    # is no longer listed as failed once its rows are on disk
+    failed = notebook_name("transfer", pruned.cells()[0].cell_id)
+    status[failed] = dict(stage="transfer", ok=False, error="cut off")
+    (copy / "status.json").write_text(json.dumps(status))
     assert main(["run", str(SMOKE), "--out", str(copy), "--set", "executor.workers=2",
                  "--stages", "data,train,transfer,alignment"]) == 0
     status = json.loads((copy / "status.json").read_text())
     skipped = {k for k, s in status.items() if s.get("skipped") and not k.startswith("02_train/")}
     assert skipped == ({notebook_name("transfer", c.cell_id) for c in pruned.cells()}
                        | {notebook_name("alignment", ck.checkpoint) for ck in keys.alignment_checkpoints(pruned)})
+    assert status[failed]["ok"]
     assert _created(copy / "results" / "transfer") == rows_before
     # a chain cut between a checkpoint's transfer and its alignment, on a machine that is gone: the checkpoint is
     # trained again, and its transfer rows are those of the new training, not kept from the lost one

@@ -13,6 +13,7 @@ from xltlib.analysis.gate import SelectionRows
 from xltlib.analysis.recipes import (NO_RECIPE, RECIPE_COLS, choose_recipes, merge_ledger, recipe_grid, recipe_table,
                                     recipes_yaml, setting_text)
 from xltlib.cli import main, replace_top_level_block
+from xltlib.config.grid import expand_grid
 from xltlib.config.schema import RunConfig
 from xltlib.config.validate import load_config
 from xltlib.runner.run_dir import Run
@@ -167,21 +168,23 @@ def test_the_studys_recipes_are_the_searchs_choice():
 
 
 def test_study_lite_is_cells_of_the_study_under_the_same_settings():
-    """params/study-lite.yaml is a subset of the study's grid with every setting the same, so each of its cells is
-    a study cell under the same keys (its export is made from the study's rows of those cells)."""
+    """params/study-lite.yaml's expanded cells are study cells with the same objective and the same resolved
+    training settings, and every setting outside the grid is the study's, so each of its cells is a study cell
+    under the same keys (its export is made from the study's rows of those cells)."""
     root = Path(__file__).resolve().parents[1]
-    study, lite = (yaml.safe_load((root / "params" / f"{n}.yaml").read_text()) for n in ("study", "study-lite"))
-    assert set(study) - {"grid"} == set(lite) - {"grid"}
-    for axis, values in lite["grid"].items():
-        assert set(values) <= set(study["grid"][axis]), axis
-    for arm in lite["grid"]["method"]:
-        assert lite["methods"].get(arm) == study["methods"].get(arm), arm
-        for task in lite["grid"]["task"]:
-            assert lite["recipes"][task][arm] == study["recipes"][task][arm], (task, arm)
-    assert set(lite["recipes_required"]) == set(lite["grid"]["task"]) <= set(study["recipes_required"])
-    assert set(lite["recipes"]) == set(lite["grid"]["task"])
-    for block in set(study) - {"name", "grid", "methods", "recipes", "recipes_required"}:
-        assert lite[block] == study[block], block
+    study, lite = (load_config(root / "params" / f"{n}.yaml") for n in ("study", "study-lite"))
+    study_cells = {c.cell_id: c for c in expand_grid(study)}
+    lite_cells = expand_grid(lite)
+    assert lite_cells
+    for cell in lite_cells:
+        twin = study_cells.get(cell.cell_id)
+        assert twin is not None, f"{cell.cell_id} is not a cell of the study"
+        assert (twin.method_type, twin.method_params, twin.checkpoint) == (
+            cell.method_type, cell.method_params, cell.checkpoint), cell.cell_id
+        assert lite.train_for(cell.task, cell.method) == study.train_for(cell.task, cell.method), cell.cell_id
+    for block in ("protocol", "task_train", "evaluate", "alignment", "report", "executor", "train"):
+        assert getattr(lite, block) == getattr(study, block), block
+    assert set(lite.recipes_required) == {c.task for c in lite_cells} <= set(study.recipes_required)
 
 
 @pytest.mark.e2e

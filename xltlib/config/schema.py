@@ -249,7 +249,7 @@ class RunConfig(_Strict):
     recipes: dict[str, dict[str, dict[str, Any]]] = {}
     # training tasks whose every method of the grid must have a `recipes` entry: a study that compares methods
     # refuses to start before the search has chosen theirs (at the baseline's rate, half the robust PAWS-X
-    # checkpoints of study-lite never learned)
+    # checkpoints of the first study-lite never learned)
     recipes_required: list[str] = []
     alignment: AlignmentConfig = AlignmentConfig()
     report: ReportConfig = ReportConfig()

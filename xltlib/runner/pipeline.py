@@ -81,7 +81,8 @@ def evaluation_units(run: Run, cell, stages: tuple[str, ...]) -> list[Unit]:
 def record_cached_units(run: Run, stages: tuple[str, ...], status: dict) -> None:
     """The per-checkpoint transfer and alignment units not run because their rows are on disk, marked skipped in
     ``status`` as skipped training units are, so that the index lists them and ``xlt cost`` counts the notebooks
-    earlier invocations (or the run the rows were copied from) left; an entry with its measured time is kept."""
+    earlier invocations (or the run the rows were copied from) left; an earlier successful entry, with its measured
+    time, is kept, a failed one is replaced (its rows have come since)."""
     names = []
     if "transfer" in stages:
         names += [("transfer", notebook_name("transfer", c.cell_id)) for c in keys.scored_cells(run)
@@ -90,7 +91,8 @@ def record_cached_units(run: Run, stages: tuple[str, ...], status: dict) -> None
         names += [("alignment", notebook_name("alignment", ck.checkpoint)) for ck in keys.alignment_checkpoints(run)
                   if keys.alignment_done(run, ck)]
     for stage, name in names:
-        status.setdefault(name, dict(stage=stage, ok=True, skipped=True))
+        if not status.get(name, {}).get("ok"):
+            status[name] = dict(stage=stage, ok=True, skipped=True)
 
 
 def _run_stages(run: Run, stages: tuple[str, ...], executor) -> Run:

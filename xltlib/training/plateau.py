@@ -3,7 +3,7 @@
 A classifier that outputs the training labels' prior p whatever its input has an expected cross-entropy of
 H(p), the prior's entropy (any other constant output does worse). A run that "collapsed" onto the majority class
 sits there: quick's RS-DA PAWS-X cell ends at 0.664 nats against H = 0.686 (English test 58.5%, majority 56%),
-study-lite's failed PAWS-X checkpoints at 0.686. The loss drop below H is what the model's predictions tell about
+the first study-lite's failed PAWS-X checkpoints at 0.686. The loss drop below H is what the model's predictions tell about
 the label, so a run whose late loss is still within a small share of H has learned (almost) nothing, whatever the
 noise of single batches. :func:`detect_plateau` names it, so the collapse is read in the train log, on the
 training page and in the model-quality gate's note instead of being discovered in the transfer tables. A tagger's
