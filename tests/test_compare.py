@@ -152,6 +152,29 @@ def test_one_arm_that_varies_more_keeps_its_own_variance_and_the_pooled_interval
     assert pooled_sensitivity([dict(r, seed_variance="pooled") for r in rows]) == ""  # nothing to say
 
 
+def test_an_arm_of_learned_and_collapsed_runs_stays_out_of_the_pool_and_takes_its_own_variance():
+    rng = np.random.default_rng(6)
+    n_items = 400
+    item = rng.normal(0, 0.2, n_items)
+    arms = np.repeat(["baseline", "pgd", "rs_da"], 3)
+    level = {("pgd", 2): -0.2}  # one pgd seed on the majority plateau, 20 points down
+    values = np.array([0.7 + level.get((a, k % 3), 0) + rng.normal(0, 0.005) + item + rng.normal(0, 0.05, n_items)
+                       for k, a in enumerate(arms)])
+    pooled_in = {d.method: d for d in arm_differences(values, arms, baseline="baseline", n_boot=300,
+                                                      rng=np.random.default_rng(0))}
+    out = {d.method: d for d in arm_differences(values, arms, baseline="baseline", n_boot=300,
+                                                rng=np.random.default_rng(0), own_only={"pgd"})}
+    rs, pgd = out["rs_da"], out["pgd"]
+    assert rs.seed_df == 2 + 2 and pooled_in["rs_da"].seed_df == 2 + 2 + 2
+    assert rs.ci_hi - rs.ci_lo < (pooled_in["rs_da"].ci_hi - pooled_in["rs_da"].ci_lo) / 5  # not widened by pgd
+    assert pgd.seed_variance.startswith("pgd: its own (2 df)")
+    means = values.mean(axis=1)
+    assert pgd.se_seeds >= math.sqrt(np.var(means[arms == "pgd"], ddof=1) / 3)  # its whole spread, 2 df
+    keep = arms != "pgd"
+    assert rs.seed_var_p == pytest.approx(stats.bartlett(*[means[keep][arms[keep] == a]
+                                                           for a in ("baseline", "rs_da")]).pvalue)
+
+
 # ------------------------------------------------------------------------------------------ the item table
 def test_item_table_uses_the_items_scored_in_every_language():
     rng = np.random.default_rng(4)
@@ -251,7 +274,11 @@ def test_compare_methods_shows_passing_and_every_trained_checkpoint_labelled():
     assert ok["n_seeds"] == 3 and every["n_seeds"] == 4
     assert every["diff"] < ok["diff"] - 0.1  # the collapsed run counts with what it scored
     assert "1 of 4 pgd checkpoint(s) fail the gate" in every["note"] and "fail" not in ok["note"]
-    assert every["se_seeds"] > 3 * ok["se_seeds"]  # and its spread enters the pooled seed variance
+    assert every["se_seeds"] > 3 * ok["se_seeds"]  # its own spread, learned and collapsed runs
+    # ... kept out of the pooled variance: the arms that all learned are not widened by it
+    assert every["seed_variance"].startswith("pgd: its own (3 df)") and "pgd: own seed variance only" in every["note"]
+    rs_every = t.loc[(ALL_CHECKPOINTS, "rs_da")]
+    assert rs_every["seed_df"] == 3 + 3 and rs_every["se_seeds"] < 2 * t.loc[(PASSING, "rs_da"), "se_seeds"]
     assert t.loc[(PASSING, "rs_da"), "seed_df"] == 3 + 2 + 3  # pooled over the passing checkpoints of every arm
     # every pgd checkpoint failing: the passing view says so
     comp2 = compare_methods(rows, gate_for(rows, {f"xnli-pgd-{s}" for s in (1, 2, 3, 4)}), n_boot=100)

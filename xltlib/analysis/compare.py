@@ -17,7 +17,7 @@ with what it scored, and only the checkpoints that pass the model-quality gate (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,8 +50,9 @@ MVB_COLUMNS = {  # what each column of the comparison tables means
     "se_items": "the item bootstrap's part (item ids resampled once per replicate, shared by every language, seed "
                 "and method): item sampling alone, not an interval",
     "se_seeds": "the seed part: per side, the checkpoints' spread pooled over the baseline and every method of the "
-                "task, or the side's own arm's spread where that is larger (seed_variance says which)",
-    "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's arms of (checkpoints - 1)",
+                "task, or the side's own arm's spread where that is larger (seed_variance says which); every "
+                "trained checkpoint: an arm with a checkpoint that fails the gate takes its own, out of the pool",
+    "seed_df": "degrees of freedom of the pooled seed variance: sum over the task's pooled arms of (checkpoints - 1)",
     "seed_variance": "which seed variance each side of the difference took (its own arm's or the pooled) and its df",
     "p": "two-sided p of diff against 0 under the interval's t(df)",
     "p_holm": "p after Holm's adjustment over the methods compared together (task, setting and checkpoints; for "
@@ -66,7 +67,7 @@ ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (x
 
 
 def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: str, baseline: str, n_boot: int,
-                     rng: np.random.Generator, level: float) -> list[dict]:
+                     rng: np.random.Generator, level: float, failed: Collection[tuple[str, str]] = ()) -> list[dict]:
     """The rows of one task and setting (``g``: its rows, ``unit`` the language or ordered language pair): every
     method against the baseline on the checkpoint x item table of :func:`~xltlib.analysis.items.item_table`, with
     the interval of :func:`~xltlib.analysis.item_inference.arm_differences` (one item draw per replicate for every
@@ -91,6 +92,11 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
                      f"({', '.join(map(str, tab.dropped_units))})")
     if setting == "generalized":
         notes.append("units are ordered language pairs (first sentence's language - second's)")
+    failed_ck = {c for t, c in failed if t == task}
+    own_only = sorted({str(m) for m, c in zip(g["method"], g["checkpoint"]) if c in failed_ck})
+    if own_only:
+        notes.append(f"{', '.join(own_only)}: own seed variance only (a checkpoint failed the gate: its seeds spread "
+                     "as learned and collapsed runs, kept out of the pooled variance)")
     if tab.per_item:  # generalized: an item is the row id of the pair, scored in every pair
         unit = "language pair" if setting == "generalized" else "language"
         resampled = (f"test examples (item ids shared by every {unit}, seed and method) + seeds (variance pooled "
@@ -108,7 +114,8 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
                      note="; ".join([f"1 of the {units} and no per-item values: no interval", *notes]))
                 for m in methods]
     try:
-        diffs = arm_differences(tab.values, arms, baseline=baseline, n_boot=n_boot, rng=rng, level=level)
+        diffs = arm_differences(tab.values, arms, baseline=baseline, n_boot=n_boot, rng=rng, level=level,
+                                own_only=own_only)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     out = []
@@ -124,12 +131,14 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
 
 def method_vs_baseline(transfer: pd.DataFrame, *, baseline: str = "baseline", metric: str = SCORE,
                        n_boot: int = 2000, seed: int = 0, level: float = 0.95, exclude: Sequence[str] = (SOURCE,),
-                       checkpoints: str = ALL_CHECKPOINTS) -> pd.DataFrame:
+                       checkpoints: str = ALL_CHECKPOINTS,
+                       failed: Collection[tuple[str, str]] = ()) -> pd.DataFrame:
     """Per task, setting (standard: the target languages, ``exclude`` left out; generalized: ordered pairs of two
     languages, where scored) and method: the mean over the languages (pairs) of the method's ``metric`` (the task
     score unless told), averaged over its checkpoints, minus the baseline's, on the items scored in every language,
     with the item-level interval of the module docstring. ``checkpoints`` labels which checkpoints ``transfer``
-    holds (:data:`ALL_CHECKPOINTS` or :data:`PASSING`). Columns: :data:`MVB_COLS`.
+    holds (:data:`ALL_CHECKPOINTS` or :data:`PASSING`); ``failed``, the (task, checkpoint) pairs that fail the
+    gate, names the arms that keep their own seed variance, out of the pool. Columns: :data:`MVB_COLS`.
 
     Raises ValueError naming the task, setting and checkpoints when two checkpoints share no scored item or
     per-example values cannot be matched (:func:`~xltlib.analysis.items.item_table`)."""
@@ -149,7 +158,7 @@ def method_vs_baseline(transfer: pd.DataFrame, *, baseline: str = "baseline", me
     rows = []
     for (setting, task, g), ss in zip(groups, streams):
         rows += _comparison_rows(g, task=task, setting=setting, checkpoints=checkpoints, baseline=baseline,
-                                 n_boot=n_boot, rng=np.random.default_rng(ss), level=level)
+                                 n_boot=n_boot, rng=np.random.default_rng(ss), level=level, failed=failed)
     return pd.DataFrame(rows, columns=MVB_COLS)
 
 
@@ -218,8 +227,8 @@ def compare_methods(transfer: pd.DataFrame, gate: Gate, *, n_boot: int = 2000, s
     lost = sorted(set(score_rows(transfer)["task"]) - set(score_rows(passing)["task"]))
     extra = [dict(task=t, setting="standard", checkpoints=PASSING, method="(all)",
                   note="empty: every checkpoint fails the model-quality gate") for t in lost]
-    mvb_all = _failures_note(method_vs_baseline(transfer, n_boot=n_boot, seed=seed, checkpoints=ALL_CHECKPOINTS),
-                             transfer, failed)
+    mvb_all = _failures_note(method_vs_baseline(transfer, n_boot=n_boot, seed=seed, checkpoints=ALL_CHECKPOINTS,
+                                                failed=failed), transfer, failed)
     shown = set(zip(mvb_pass["task"], mvb_pass["setting"], mvb_pass["method"]))
     extra += [dict(task=t, setting=s, checkpoints=PASSING, method=m,
                    note=f"empty: every {m} checkpoint fails the model-quality gate")

@@ -39,13 +39,18 @@ take its own variance) and keeps the seed part from being estimated as zero when
 moment estimator that subtracts the shared part would collapse then). The CI is ``D +- t(nu) sqrt(V_items + V_seeds)``
 with Welch-Satterthwaite's ``nu`` over the three parts (each side's seed part with its df, the items with I - 1).
 
+An arm whose checkpoints are not draws of that noise model - in the "every trained checkpoint" view, an arm with a
+checkpoint that failed the model-quality gate, whose seeds spread as learned and collapsed runs - is left out of the
+pool and takes its own variance (``own_only``): pooled in, its spread (on the study's PAWS-X rows, 20 points between
+a collapsed and a learned seed) would widen every other arm's interval tenfold.
+
 A comparison where the method or the baseline has fewer than :data:`MIN_SEEDS` checkpoints gets its difference and
 :data:`TOO_FEW_SEEDS`, no interval: a seed variance needs seeds of the arms compared, not only of the others.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,12 +177,16 @@ def satterthwaite_t(est: float, parts: Sequence[tuple[float, float]],
 
 
 def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n_boot: int,
-                    rng: np.random.Generator, level: float = 0.95, min_seeds: int = MIN_SEEDS) -> list[ArmDiff]:
+                    rng: np.random.Generator, level: float = 0.95, min_seeds: int = MIN_SEEDS,
+                    own_only: Collection[str] = ()) -> list[ArmDiff]:
     """Every other arm of ``values`` [checkpoint, item] against ``baseline`` (see the module docstring): the
     difference of arm means with a t interval on the item bootstrap (shared draws) plus the pooled seed variance.
-    ``arms`` names each checkpoint's arm (its method)."""
+    ``arms`` names each checkpoint's arm (its method). The arms of ``own_only`` (e.g. arms with a checkpoint that
+    failed the model-quality gate: their seeds spread as a mixture of learned and collapsed runs, not under the
+    shared noise model) stay out of the pooled variance and of Bartlett's test, and take their own."""
     values = np.asarray(values, dtype=float)
     arms = np.asarray(arms)
+    own_only = set(own_only)
     n_items = values.shape[1]
     if baseline not in set(arms):
         raise ValueError(f"no checkpoint of the baseline arm '{baseline}' among the arms {sorted(set(arms))}")
@@ -186,10 +195,11 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
     methods = sorted(set(arms) - {baseline})
     arm_items = {a: values[arms == a].mean(axis=0) for a in [baseline, *methods]}  # [items] per arm
     means = values.mean(axis=1)
-    s2, seed_df = pooled_seed_variance(means, arms)
+    shared = ~np.isin(arms, list(own_only))
+    s2, seed_df = pooled_seed_variance(means[shared], arms[shared])
     own = {a: (float(np.var(means[arms == a], ddof=1)) if (arms == a).sum() > 1 else math.nan,
                int((arms == a).sum()) - 1) for a in arm_items}
-    seed_var_p = seed_variance_test(means, arms)
+    seed_var_p = seed_variance_test(means[shared], arms[shared])
     diffs = np.array([arm_items[m] - arm_items[baseline] for m in methods]).reshape(len(methods), n_items)
     boots = item_bootstrap(diffs, n_boot=n_boot, rng=rng) if methods else np.empty((0, n_boot))
     n_b = int((arms == baseline).sum())
@@ -205,7 +215,8 @@ def arm_differences(values: np.ndarray, arms: Sequence[str], *, baseline: str, n
         if min(n_m, n_b) < min_seeds:
             row["note"] = f"{TOO_FEW_SEEDS} ({m} {n_m}, {baseline} {n_b} checkpoint(s); {min_seeds} each needed)"
         else:
-            sides = [(a, n, side_variance(own[a], (s2, seed_df))) for a, n in ((m, n_m), (baseline, n_b))]
+            sides = [(a, n, side_variance(own[a], (math.nan, 0) if a in own_only else (s2, seed_df)))
+                     for a, n in ((m, n_m), (baseline, n_b))]
             seed_parts = [(v / n, df) for _, n, (v, df, mine) in sides if mine]
             if shared := sum(1 / n for _, n, (*_, mine) in sides if not mine):  # one pooled estimate: one part
                 seed_parts.append((s2 * shared, seed_df))
