@@ -24,6 +24,7 @@ from xltlib.analysis.summary import (  # noqa: E402
     AnalysisResult,
     _above_below,
     _fmt,
+    _seed_counts,
     analyze_run,
     brief_markdown,
     raise_or_lose_less,
@@ -233,11 +234,18 @@ def test_analyze_returns_typed_result_with_primary_and_families():
     assert "Relation found" in res.summary and "Unit: the language" in res.summary
     assert "Primary analysis (declared in `report.primary`, unit: checkpoint)" in res.summary
     assert "n = 10 languages × 6 checkpoints" in res.summary
+    assert "10 target languages with both transfer and alignment rows" in res.summary
     assert {"xnli", "pawsx"} <= set(res.comparison.scores["task"])
     assert set(res.rq2.slopes["method"]) == {"pgd"} and res.rq2.slopes.iloc[0]["n_languages"] == 10
     names = [n for n, _, _ in result_tables(res)]
     assert names[:2] == ["quality_gate", "method_vs_baseline"] and "correlations" in names
     assert {"rq1_checkpoints", "alignment_gain", "literature"} <= set(names)
+
+
+def test_the_data_line_gives_seeds_per_task_where_a_task_ran_fewer():
+    """The study runs PAN-X (RQ1's breadth) at one seed: "3 seed(s) per method" would overstate it."""
+    assert _seed_counts(dict(seeds=3, seeds_by_task={"xnli": 3, "pawsx": 3})) == "3 seed(s) per method"
+    assert _seed_counts(dict(seeds=3, seeds_by_task={"xnli": 3, "panx": 1})) == "seeds per method: panx 1, xnli 3"
 
 
 def test_the_brief_answers_each_question_with_its_interval():
@@ -269,9 +277,9 @@ def test_the_brief_answers_each_question_with_its_interval():
 def test_the_brief_of_arms_with_too_few_seeds_claims_no_difference():
     res = analyze(*run_frames(seeds=(1,)), majority={"xnli": 0.34, "pawsx": 0.55}, n_boot=50, n_perm=50)
     xnli = next(ln for ln in res.brief.splitlines() if ln.startswith("- **Robust training vs the baseline, xnli"))
-    assert "(no interval: too few seeds)" in xnli and xnli.endswith("no intervals yet (fewer than 3 seeds per arm).")
+    assert "(no interval: too few seeds)" in xnli and xnli.endswith("no intervals (fewer than 3 seeds per arm).")
     rq2 = next(ln for ln in res.brief.splitlines() if ln.startswith("- **RQ2, xnli"))
-    assert "no intervals yet (fewer than 3 seeds per arm)" in rq2 and "no arm gains more" not in rq2
+    assert "no intervals (fewer than 3 seeds per arm)" in rq2 and "no arm gains more" not in rq2
     assert rq2.endswith("Above the pre-trained encoder, or only less lost than the baseline? No intervals.")
     assert "every checkpoint learned: baseline (1 pawsx, 1 xnli), pgd (1 pawsx, 1 xnli)." in res.brief
 

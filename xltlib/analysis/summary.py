@@ -117,7 +117,9 @@ def summarize(primary: ReportConfig.Primary, gate: Gate, comparison: Comparison,
         res.counts = dict(checkpoints=int(merged["checkpoint"].nunique()),
                           analysed_checkpoints=int(analysed["checkpoint"].nunique()) if len(analysed) else 0,
                           languages=int(merged["language"].nunique()), tasks=int(merged["task"].nunique()),
-                          seeds=int(merged["seed"].nunique()) if "seed" in merged else 0)
+                          seeds=int(merged["seed"].nunique()) if "seed" in merged else 0,
+                          seeds_by_task=(merged.groupby("task")["seed"].nunique().astype(int).to_dict()
+                                         if "seed" in merged else {}))
         text = alignment_by_method_text(alignment, headline_metric or primary.metric)
     res.brief = brief_markdown(res)
     res.summary = summary_markdown(res, protocol=protocol, alignment_text=text)
@@ -189,6 +191,14 @@ def _row_lines(table: pd.DataFrame, value: str, empty, line) -> list[str]:
     return [line(r) if np.isfinite(r.get(value, np.nan)) else empty(r) for _, r in table.iterrows()]
 
 
+def _seed_counts(counts: dict) -> str:
+    """"3 seed(s) per method", or per task where the tasks differ (a breadth task run at fewer seeds)."""
+    by_task = counts.get("seeds_by_task") or {}
+    if len(set(by_task.values())) > 1:
+        return "seeds per method: " + ", ".join(f"{task} {n}" for task, n in sorted(by_task.items()))
+    return f"{counts.get('seeds', 0)} seed(s) per method"
+
+
 def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignment_text: str = "") -> str:
     """The plain-words summary of an :class:`AnalysisResult`, built in this one place.
 
@@ -199,8 +209,8 @@ def summary_markdown(res: AnalysisResult, *, protocol: str | None = None, alignm
     L = ["## Summary", "", "### The answers in brief", "", res.brief or brief_markdown(res)]  # names the collapses
     if c:
         L += [f"Data: {c.get('checkpoints', 0)} fine-tuned checkpoints ({c.get('analysed_checkpoints', 0)} pass the "
-              f"model-quality gate), {c.get('tasks', 0)} task(s), {c.get('languages', 0)} target languages, "
-              f"{c.get('seeds', 0)} seed(s) per method.", ""]
+              f"model-quality gate), {c.get('tasks', 0)} task(s), {c.get('languages', 0)} target languages with "
+              f"both transfer and alignment rows (RQ1's points), {_seed_counts(c)}.", ""]
 
     # -- the gate
     L += ["### Do the models learn their tasks? (model-quality gate)", ""]
@@ -563,7 +573,7 @@ def _above_below(t: pd.DataFrame, lo: str = "ci_lo", hi: str = "ci_hi", alpha: f
     interval (column ``p_holm``, where the table has it), and any arm whose CI alone excludes 0."""
     with_ci = t[np.isfinite(t[lo].astype(float))] if lo in t else t.iloc[:0]
     if with_ci.empty:
-        return (f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)" if all(_few_seeds(r) for _, r in t.iterrows())
+        return (f"no intervals (fewer than {MIN_SEEDS} seeds per arm)" if all(_few_seeds(r) for _, r in t.iterrows())
                 else "no intervals (the notes below say why)")
     some = "" if len(with_ci) == len(t) else f" of the {len(with_ci)} arms with an interval"
 
@@ -664,7 +674,7 @@ def brief_markdown(res: AnalysisResult) -> str:
                        "no arm gains more for lower-resource languages (Holm)") + \
                       (f"; larger for higher-resource languages: {', '.join(high)}" if high else "")
             if not np.isfinite(t["slope_ci_lo"].astype(float)).any():  # no interval: nothing was tested
-                verdict = f"no intervals yet (fewer than {MIN_SEEDS} seeds per arm)"
+                verdict = f"no intervals (fewer than {MIN_SEEDS} seeds per arm)"
             said = {m: verdicts.get((task, m), {}).get("verdict") for m in t["method"]}
             raised, less = [m for m, v in said.items() if v == RAISES], [m for m, v in said.items() if v == LOSES_LESS]
             above_pre = (" Above the pre-trained encoder, or only less lost than the baseline? No intervals."
