@@ -118,6 +118,20 @@ def test_plots_return_figures():
     assert figs[0].axes[0].get_ylabel() == "score (accuracy)"  # the task score says what it is
 
 
+def test_alignment_vs_transfer_has_a_panel_per_task_and_fits_only_checkpoints_that_learned():
+    head = pd.DataFrame([dict(task=t, checkpoint=f"{t}-{m}-{s}", method=m, language=lg, metric="m", layer=2,
+                              score_metric="accuracy", alignment=0.1 * k + 0.01 * s, score=0.5 + 0.02 * k,
+                              gate_ok=not (t == "pawsx" and m == "pgd" and s == 2))
+                         for t in ("pawsx", "xnli") for m in ("baseline", "pgd") for s in (1, 2)
+                         for k, lg in enumerate(("de", "fr", "sw", "zh"))])
+    fig = P.plot_alignment_vs_transfer(head)
+    assert [a.get_title() for a in fig.axes] == ["pawsx", "xnli"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "failed the gate (1 checkpoint(s), not fitted)" in labels
+    assert not any("failed" in t.get_text() for t in fig.axes[1].get_legend().get_texts())
+    plt.close(fig)
+
+
 def test_the_comparison_figures_show_each_arm_with_its_interval():
     """One panel per task, an arm per row: its CI (the brief's), the one-seed-variance interval beside it, a cross
     where an arm has too few seeds for one; the brief's two comparisons come as named figures."""

@@ -91,24 +91,32 @@ def vs_baseline_figures(res) -> list[tuple[str, object]]:
 # ------------------------------------------------------------------------------------------------- RQ1
 def plot_alignment_vs_transfer(merged_one_metric_layer: pd.DataFrame, *, x: str = "alignment",
                                y: str = "score", hue: str = "method", annotate: bool = False):
-    """Scatter of the task score vs. alignment with an OLS fit (95% band) per method."""
+    """Scatter of the task score vs. alignment, one panel per task (their scores are not on one scale), with an OLS
+    fit (95% band) per method over the checkpoints that pass the gate; a failed checkpoint's points (``gate_ok``
+    False: it predicts the majority label whatever its alignment) are grey crosses, not fitted."""
     df = merged_one_metric_layer
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    palette = dict(zip(sorted(df[hue].unique()), sns.color_palette(n_colors=df[hue].nunique())))
-    for level, g in df.groupby(hue):
-        sns.regplot(data=g, x=x, y=y, ax=ax, color=palette[level], label=str(level),
-                    scatter_kws=dict(s=18, alpha=0.7), line_kws=dict(lw=1.5),
-                    ci=95 if len(g) > 2 else None, n_boot=200)
-    if annotate:
-        for _, r in df.iterrows():
-            ax.annotate(r["language"], (r[x], r[y]), fontsize=6, alpha=0.7)
-    title = []
-    for c in ("metric", "layer"):
-        if c in df and df[c].nunique() == 1:
-            title.append(f"{c}={df[c].iloc[0]}")
-    ax.set_title(", ".join(title))
-    ax.set_ylabel(_label(df, y))
-    ax.legend(title=hue, fontsize=8)
+    ok = df["gate_ok"].astype(bool) if "gate_ok" in df else pd.Series(True, index=df.index)
+    tasks = sorted(df["task"].unique()) if "task" in df and len(df) else [""]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
+    palette = dict(zip(sorted(df[hue].unique()), sns.color_palette(n_colors=max(df[hue].nunique(), 1))))
+    for ax, task in zip(axes[0], tasks):
+        here = (df["task"] == task) if task else pd.Series(True, index=df.index)
+        for level, g in df[here & ok].groupby(hue):
+            sns.regplot(data=g, x=x, y=y, ax=ax, color=palette[level], label=str(level),
+                        scatter_kws=dict(s=14, alpha=0.6), line_kws=dict(lw=1.5),
+                        ci=95 if len(g) > 2 else None, n_boot=200)
+        failed = df[here & ~ok]
+        if len(failed):
+            ax.scatter(failed[x], failed[y], marker="x", s=18, color="0.55", alpha=0.8,
+                       label=f"failed the gate ({failed['checkpoint'].nunique()} checkpoint(s), not fitted)")
+        if annotate:
+            for _, r in df[here].iterrows():
+                ax.annotate(r["language"], (r[x], r[y]), fontsize=6, alpha=0.7)
+        ax.set_title(task)
+        ax.set_ylabel(_label(df[here], y))
+        ax.legend(fontsize=7)
+    title = [f"{c}={df[c].iloc[0]}" for c in ("metric", "layer") if c in df and df[c].nunique() == 1]
+    fig.suptitle("Transfer vs alignment per (checkpoint, language)" + (f" ({', '.join(title)})" if title else ""))
     fig.tight_layout()
     return fig
 
