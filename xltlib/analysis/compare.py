@@ -67,7 +67,7 @@ ROBUST_ACCURACY = "robust_acc_"  # prefix of English accuracy under an attack (x
 
 
 def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: str, baseline: str, n_boot: int,
-                     rng: np.random.Generator, level: float, failed: Collection[tuple[str, str]] = ()) -> list[dict]:
+                     rng: np.random.Generator, level: float, own_only: Sequence[str] = ()) -> list[dict]:
     """The rows of one task and setting (``g``: its rows, ``unit`` the language or ordered language pair): every
     method against the baseline on the checkpoint x item table of :func:`~xltlib.analysis.items.item_table`, with
     the interval of :func:`~xltlib.analysis.item_inference.arm_differences` (one item draw per replicate for every
@@ -92,8 +92,6 @@ def _comparison_rows(g: pd.DataFrame, *, task: str, setting: str, checkpoints: s
                      f"({', '.join(map(str, tab.dropped_units))})")
     if setting == "generalized":
         notes.append("units are ordered language pairs (first sentence's language - second's)")
-    failed_ck = {c for t, c in failed if t == task}
-    own_only = sorted({str(m) for m, c in zip(g["method"], g["checkpoint"]) if c in failed_ck})
     if own_only:
         notes.append(f"{', '.join(own_only)}: own seed variance only (a checkpoint failed the gate: its seeds spread "
                      "as learned and collapsed runs, kept out of the pooled variance)")
@@ -155,10 +153,14 @@ def method_vs_baseline(transfer: pd.DataFrame, *, baseline: str = "baseline", me
     groups = [(setting, task, g) for setting, frame in (("standard", std), ("generalized", gen))
               for task, g in frame.groupby("task", sort=True)]
     streams = np.random.SeedSequence(seed).spawn(len(groups))  # one stream per (setting, task): shared by its methods
+    failed = set(failed)
+    cks = transfer[["task", "method", "checkpoint"]].drop_duplicates()
+    failed_arms = {(t, str(m)) for t, m, c in zip(cks["task"], cks["method"], cks["checkpoint"]) if (t, c) in failed}
     rows = []
     for (setting, task, g), ss in zip(groups, streams):
         rows += _comparison_rows(g, task=task, setting=setting, checkpoints=checkpoints, baseline=baseline,
-                                 n_boot=n_boot, rng=np.random.default_rng(ss), level=level, failed=failed)
+                                 n_boot=n_boot, rng=np.random.default_rng(ss), level=level,
+                                 own_only=sorted(m for t, m in failed_arms if t == task))
     return pd.DataFrame(rows, columns=MVB_COLS)
 
 
